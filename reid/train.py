@@ -1,0 +1,278 @@
+"""Train HA-CNN from scratch on a Market-layout dataset.
+
+    python -m reid.train --data DIR --out DIR --epochs N [--resume] [recipe options]
+
+Cross-entropy on the global and local heads (optional label smoothing and batch-hard triplet on identity-
+balanced batches), Adam or SGD with linear warm-up and a step or cosine schedule. A checkpoint is written
+after every epoch (``last.pt``); ``--resume`` continues from it exactly (model, optimiser, schedule, samplers,
+random state). The final weights (``model.pt``, float16, with a model card) load with
+``reid.weights.load_model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from reid.data import DatasetError, IdentitySampler, RandomBatchSampler, load_images, load_market
+from reid.evaluate import EvalSet, evaluate_model
+from reid.losses import batch_hard_triplet
+from reid.model import HACNN, count_parameters
+from reid.paths import default_dataset
+from reid.transforms import TrainAugment
+from reid.visualize import plot_learning_curve
+from reid.weights import save_weights
+
+log = logging.getLogger("reid.train")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m reid.train", description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=None,
+                   help="Market-layout dataset (default: $REID_SHARED/datasets/cuhk03_p1)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, history, final weights")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--optim", choices=["adam", "sgd"], default="adam")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up from lr/10")
+    p.add_argument("--schedule", choices=["step", "cosine", "constant"], default="step")
+    p.add_argument("--milestones", type=int, nargs="*", default=[40], help="step schedule: epochs where lr x gamma")
+    p.add_argument("--gamma", type=float, default=0.1)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--triplet-weight", type=float, default=0.0, help=">0 adds batch-hard triplet on both features")
+    p.add_argument("--margin", type=float, default=0.3)
+    p.add_argument("--sampler", choices=["random", "identity"], default=None,
+                   help="batch sampler (default: identity when --triplet-weight > 0, else random)")
+    p.add_argument("--num-instances", type=int, default=4, help="images per identity in identity batches")
+    p.add_argument("--flip-p", type=float, default=0.5)
+    p.add_argument("--pad", type=int, default=0, help="pad + random crop, pixels (0 = off)")
+    p.add_argument("--erase-p", type=float, default=0.0, help="random erasing probability (0 = off)")
+    p.add_argument("--num-ids", type=int, default=None, help="train on the first N identities only (smoke runs)")
+    p.add_argument("--eval-every", type=int, default=5, help="evaluate every K epochs and at the end (0 = never)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    return p.parse_args(argv)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(args: argparse.Namespace, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (warm-up, then the schedule)."""
+    epoch = step / steps_per_epoch
+    if epoch < args.warmup_epochs:
+        return 0.1 + 0.9 * epoch / args.warmup_epochs
+    if args.schedule == "cosine":
+        span = max(args.epochs - args.warmup_epochs, 1e-9)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min((epoch - args.warmup_epochs) / span, 1.0)))
+    if args.schedule == "step":
+        return args.gamma ** sum(epoch >= m for m in args.milestones)
+    return 1.0
+
+
+def make_optimizer(args: argparse.Namespace, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if args.optim == "adam":
+        return torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay, nesterov=True)
+
+
+def recipe(args: argparse.Namespace) -> dict:
+    keys = ["epochs", "batch_size", "optim", "lr", "weight_decay", "warmup_epochs", "schedule", "milestones", "gamma",
+            "label_smoothing", "triplet_weight", "margin", "sampler", "num_instances", "flip_p", "pad", "erase_p",
+            "num_ids", "seed", "amp"]
+    return {k: getattr(args, k) for k in keys}
+
+
+class Trainer:
+    """Owns one training run: data on the device, model, optimiser, schedule, checkpoints."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        if args.sampler is None:
+            args.sampler = "identity" if args.triplet_weight > 0 else "random"
+        dev = args.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(dev)
+        torch.backends.cudnn.benchmark = self.device.type == "cuda"
+        seed_everything(args.seed)
+
+        self.data_root = args.data or default_dataset()
+        ds = load_market(self.data_root)
+        train = ds.train
+        if args.num_ids:
+            keep = train.labels < args.num_ids
+            train.samples = [s for s, k in zip(train.samples, keep, strict=True) if k]
+            train.labels = train.labels[keep]
+        self.num_classes = int(train.labels.max()) + 1
+        log.info("data %s\n%s", self.data_root, ds.summary())
+        t0 = time.perf_counter()
+        self.images = load_images(train.samples).to(self.device)
+        self.labels = torch.as_tensor(train.labels, device=self.device)
+        self.evalset = EvalSet.from_dataset(ds) if args.eval_every > 0 else None
+        log.info("decoded %d training images in %.1f s", len(self.images), time.perf_counter() - t0)
+
+        if args.sampler == "identity":
+            self.sampler = IdentitySampler(train.labels, args.batch_size, args.num_instances, seed=args.seed)
+        else:
+            self.sampler = RandomBatchSampler(len(train.labels), args.batch_size, seed=args.seed)
+        self.aug_gen = torch.Generator().manual_seed(args.seed)
+        self.augment = TrainAugment(args.flip_p, args.pad, args.erase_p, generator=self.aug_gen)
+
+        self.model = HACNN(self.num_classes).to(self.device)
+        self.optimizer = make_optimizer(args, self.model)
+        spe = len(self.sampler)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(args, s, spe))
+        self.start_epoch = 0
+        self.history: list[dict] = []
+        args.out.mkdir(parents=True, exist_ok=True)
+        log.info("HA-CNN: %.3f M parameters (embedding), %d classes, %d batches/epoch, device %s",
+                 count_parameters(self.model) / 1e6, self.num_classes, spe, self.device)
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.args.out / "last.pt"
+
+    def save_checkpoint(self, epoch: int) -> None:
+        state = {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+            "recipe": recipe(self.args),
+            "sampler_rng": self.sampler.rng.bit_generator.state,
+            "aug_rng": self.aug_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = self.last_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.last_path)
+
+    def load_checkpoint(self) -> None:
+        state = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history = state["history"]
+        self.sampler.rng.bit_generator.state = state["sampler_rng"]
+        self.aug_gen.set_state(state["aug_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.start_epoch = state["epoch"] + 1
+        log.info("resumed from %s at epoch %d", self.last_path, self.start_epoch + 1)
+
+    # -- training -------------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict:
+        args = self.args
+        self.model.train()
+        loss_sum = correct = seen = 0.0
+        t0 = time.perf_counter()
+        bar = tqdm(self.sampler, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, mininterval=2.0,
+                   disable=None, file=sys.stderr)
+        amp = args.amp and self.device.type == "cuda"
+        for batch in bar:
+            idx = torch.as_tensor(batch, device=self.device)
+            x = self.augment(self.images[idx])
+            y = self.labels[idx]
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                out = self.model(x)
+            loss = F.cross_entropy(out.logits_global.float(), y, label_smoothing=args.label_smoothing)
+            loss = loss + F.cross_entropy(out.logits_local.float(), y, label_smoothing=args.label_smoothing)
+            if args.triplet_weight > 0:
+                tri = batch_hard_triplet(out.feat_global, y, args.margin)
+                tri = tri + batch_hard_triplet(out.feat_local, y, args.margin)
+                loss = loss + args.triplet_weight * tri
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            n = len(batch)
+            loss_sum += loss.item() * n
+            correct += (out.logits_global.argmax(1) == y).sum().item()
+            seen += n
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
+        return {"epoch": epoch + 1, "loss": loss_sum / seen, "acc": 100 * correct / seen,
+                "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - t0}
+
+    def evaluate(self) -> dict:
+        result, _ = evaluate_model(self.model, self.evalset)
+        return {k: round(v, 3) for k, v in result.as_percent().items()}
+
+    def card(self, epoch: int, wall_s: float) -> dict:
+        last_eval = next((h for h in reversed(self.history) if "mAP" in h), {})
+        return {
+            "architecture": "HA-CNN (Li, Zhu, Gong, CVPR 2018)",
+            "data": str(self.data_root),
+            "train_images": len(self.images),
+            "train_ids": self.num_classes,
+            "epochs": epoch,
+            "recipe": recipe(self.args),
+            "metrics": {k: last_eval[k] for k in ("rank1", "rank5", "rank10", "mAP") if k in last_eval},
+            "history": self.history,
+            "hardware": f"{platform.processor() or platform.machine()} / "
+                        f"{torch.cuda.get_device_name(self.device) if self.device.type == 'cuda' else 'cpu'}",
+            "torch": str(torch.__version__),
+            "train_wall_s": round(wall_s, 1),
+        }
+
+    def fit(self) -> Path:
+        args = self.args
+        if args.resume and self.last_path.exists():
+            self.load_checkpoint()
+        t_start = time.perf_counter() - sum(h.get("time_s", 0) for h in self.history)
+        for epoch in range(self.start_epoch, args.epochs):
+            stats = self.train_epoch(epoch)
+            final = epoch + 1 == args.epochs
+            evaluated = self.evalset is not None and ((epoch + 1) % args.eval_every == 0 or final)
+            if evaluated:
+                stats.update(self.evaluate())
+            self.history.append(stats)
+            if evaluated:
+                # The latest evaluated weights, so a run cut short still leaves a usable, documented model.
+                wall = time.perf_counter() - t_start
+                save_weights(self.model, args.out / "model.pt", self.card(epoch + 1, wall))
+            log.info("epoch %d/%d  %s", epoch + 1, args.epochs,
+                     "  ".join(f"{k}={v:.4g}" for k, v in stats.items() if k != "epoch"))
+            self.save_checkpoint(epoch)
+            (args.out / "history.json").write_text(json.dumps(self.history, indent=1))
+        wall = time.perf_counter() - t_start
+        path = save_weights(self.model, args.out / "model.pt", self.card(args.epochs, wall))
+        if any("mAP" in h for h in self.history):
+            plot_learning_curve(self.history, args.out / "learning_curve.png")
+        log.info("wrote %s", path)
+        return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        Trainer(args).fit()
+    except DatasetError as e:
+        log.error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

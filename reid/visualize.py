@@ -1,0 +1,92 @@
+"""Pictures a person can check: the CMC curve, ranked lists, the training curve."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from reid.data import Sample, load_image  # noqa: E402
+
+GREEN = (0, 170, 0)
+RED = (210, 0, 0)
+
+
+def plot_cmc(curves: dict[str, np.ndarray], path: Path, title: str = "CMC") -> Path:
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
+    for label, cmc in curves.items():
+        ranks = np.arange(1, len(cmc) + 1)
+        ax.plot(ranks, 100 * np.asarray(cmc), marker="o", label=label)
+    ax.set(xlabel="rank", ylabel="matching rate (%)", title=title, ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curve(history: Sequence[dict], path: Path, reference: dict[str, Sequence] | None = None) -> Path:
+    """mAP and Rank-1 against epoch; ``reference`` adds named (epochs, mAP) points for comparison."""
+    evals = [h for h in history if "mAP" in h]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    if evals:
+        ep = [h["epoch"] for h in evals]
+        ax.plot(ep, [h["mAP"] for h in evals], marker="o", label="mAP (this model)")
+        ax.plot(ep, [h["rank1"] for h in evals], marker=".", linestyle="--", label="Rank-1 (this model)")
+    for label, (ep, vals) in (reference or {}).items():
+        ax.plot(ep, vals, marker="s", linestyle=":", label=label)
+    ax.set(xlabel="epoch", ylabel="%", title="HA-CNN on cuhk03_p1 (query 451 / gallery 487)", ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _tile(sample: Sample, color: tuple[int, int, int] | None, h: int = 128, w: int = 64) -> np.ndarray:
+    img = cv2.resize(load_image(sample.path), (w, h), interpolation=cv2.INTER_AREA)
+    if color is not None:
+        img = cv2.copyMakeBorder(img[3:-3, 3:-3], 3, 3, 3, 3, cv2.BORDER_CONSTANT, value=color)
+    return img
+
+
+def draw_ranked_lists(
+    distmat: np.ndarray,
+    query: Sequence[Sample],
+    gallery: Sequence[Sample],
+    path: Path,
+    num_queries: int = 12,
+    topk: int = 10,
+    seed: int = 0,
+) -> Path:
+    """Each row: a query, a gap, then its top-k gallery images (green = same identity, red = different).
+
+    Same-identity same-camera gallery images are skipped, as the protocol skips them."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for qi in sorted(rng.choice(len(query), min(num_queries, len(query)), replace=False)):
+        q = query[qi]
+        tiles = [_tile(q, None), np.full((128, 16, 3), 255, np.uint8)]
+        shown = 0
+        for gi in np.argsort(distmat[qi]):
+            g = gallery[gi]
+            if g.pid == q.pid and g.camid == q.camid:
+                continue
+            tiles.append(_tile(g, GREEN if g.pid == q.pid else RED))
+            shown += 1
+            if shown == topk:
+                break
+        row = np.concatenate(tiles, axis=1)
+        rows.append(np.pad(row, ((4, 4), (0, 0), (0, 0)), constant_values=255))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    return path
