@@ -258,7 +258,7 @@ class Trainer:
         wall = time.perf_counter() - t_start
         path = save_weights(self.model, args.out / "model.pt", self.card(args.epochs, wall))
         if any("mAP" in h for h in self.history):
-            plot_learning_curve(self.history, args.out / "learning_curve.png")
+            plot_learning_curve({"mAP": self.history}, args.out / "learning_curve.png")
         log.info("wrote %s", path)
         return path
 

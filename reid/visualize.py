@@ -32,19 +32,20 @@ def plot_cmc(curves: dict[str, np.ndarray], path: Path, title: str = "CMC") -> P
     return path
 
 
-def plot_learning_curve(history: Sequence[dict], path: Path, reference: dict[str, Sequence] | None = None) -> Path:
-    """mAP and Rank-1 against epoch; ``reference`` adds named (epochs, mAP) points for comparison."""
-    evals = [h for h in history if "mAP" in h]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    if evals:
-        ep = [h["epoch"] for h in evals]
-        ax.plot(ep, [h["mAP"] for h in evals], marker="o", label="mAP (this model)")
-        ax.plot(ep, [h["rank1"] for h in evals], marker=".", linestyle="--", label="Rank-1 (this model)")
+def plot_learning_curve(
+    runs: dict[str, Sequence[dict]], path: Path, reference: dict[str, tuple[Sequence, Sequence]] | None = None,
+    title: str = "HA-CNN on cuhk03_p1 (query 451 / gallery 487)",
+) -> Path:
+    """mAP against epoch for each named run history; ``reference`` adds named (epochs, mAP) points."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for label, history in runs.items():
+        evals = [h for h in history if "mAP" in h]
+        ax.plot([h["epoch"] for h in evals], [h["mAP"] for h in evals], marker="o", label=label)
     for label, (ep, vals) in (reference or {}).items():
-        ax.plot(ep, vals, marker="s", linestyle=":", label=label)
-    ax.set(xlabel="epoch", ylabel="%", title="HA-CNN on cuhk03_p1 (query 451 / gallery 487)", ylim=(0, 100))
+        ax.plot(ep, vals, marker="s", linestyle=":", color="grey", label=label)
+    ax.set(xlabel="epoch", ylabel="mAP (%)", title=title, ylim=(0, 80))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

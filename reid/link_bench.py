@@ -1,0 +1,282 @@
+"""Cross-camera linking benchmark on real people: the matcher and a real Redis on a Market-layout test set.
+
+    python -m reid.link_bench [--data DIR] [--weights W] [--threshold T] [--json] [--out DIR]
+
+Each (person, camera) group of the query and gallery crops is one track (all crops of one camera's group share
+a 10 s window, and all tracks of one camera overlap in time, as people seen by one camera during one interval:
+so they compete for identities and are assigned jointly). Camera 1's tracks are matched first, as one batch,
+then camera 2's (then any further camera's), through :class:`reid.matching.Matcher` on a real Redis (a private
+embedded one unless ``--redis-url``). Reported, over the tracks of the cameras after the first:
+
+- ``correct_link``: share given the right identity (the one holding the person's earlier track; a new one for a
+  person not seen before),
+- ``false_merge``: share put into another person's identity,
+- ``false_new``: share given a new identity although the person already had one,
+
+and ``idf1`` over all tracks (one unit per track; identities mapped one-to-one to people by the Hungarian
+method, as in Ristani et al., ECCV 2016 workshops). With ``--out``: ``link_sweep.png`` and ``link_sweep.json``,
+the same scores over a threshold sweep, computed with the same matcher on an in-memory store (the Redis row is
+checked against it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from reid.data import DISTRACTOR_PID, JUNK_PID, DatasetError, Sample, load_images, load_market
+from reid.matching import MatcherConfig, MatchResult, TrackSummary
+from reid.paths import DEFAULT_WEIGHTS, default_dataset
+
+log = logging.getLogger("reid.link_bench")
+
+TRACK_WINDOW_S = 10.0  # every camera's tracks lie in one window of this length
+CAMERA_GAP_S = 100.0  # from one camera's window to the next (inside no travel-time bound: no topology here)
+DEFAULT_SWEEP = tuple(np.round(np.arange(0.30, 0.951, 0.025), 3))
+
+
+@dataclass
+class LinkTrack:
+    summary: TrackSummary
+    pid: int
+
+
+def build_tracks(samples: Sequence[Sample], embs: np.ndarray, crops_per_track: int = 8) -> list[list[LinkTrack]]:
+    """One track per (person, camera) with its crops' embeddings aggregated; one batch per camera, in order."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        if s.pid not in (JUNK_PID, DISTRACTOR_PID):  # a distractor group would be many people in one track
+            groups[(s.pid, s.camid)].append(i)
+    cams = sorted({cam for _, cam in groups})
+    batches: list[list[LinkTrack]] = []
+    for k, cam in enumerate(cams):
+        t0 = k * CAMERA_GAP_S
+        batch = []
+        for (pid, c), idx in sorted(groups.items()):
+            if c != cam:
+                continue
+            ts = t0 + np.linspace(0.0, TRACK_WINDOW_S, len(idx))
+            summary = TrackSummary.from_crops(f"c{cam}", pid, ts, embs[idx], top_k=crops_per_track)
+            batch.append(LinkTrack(summary, pid))
+        batches.append(batch)
+    return batches
+
+
+def idf1(gt: Sequence[int], pred: Sequence[int], weights: Sequence[float] | None = None) -> float:
+    """ID F1 of predicted identities against true ones: 2 IDTP / (2 IDTP + IDFP + IDFN) under the one-to-one
+    mapping of identities to people that maximises IDTP."""
+    gt_a, pred_a = np.asarray(gt), np.asarray(pred)
+    w = np.ones(len(gt_a)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(gt_a) == 0:
+        return 0.0
+    gi = {g: i for i, g in enumerate(np.unique(gt_a))}
+    pi = {p: i for i, p in enumerate(np.unique(pred_a))}
+    overlap = np.zeros((len(gi), len(pi)))
+    for g, p, x in zip(gt_a, pred_a, w, strict=True):
+        overlap[gi[g], pi[p]] += x
+    r, c = linear_sum_assignment(-overlap)
+    idtp = overlap[r, c].sum()
+    return float(2 * idtp / (2 * w.sum()))  # IDTP+IDFN = IDTP+IDFP = total weight: each track has one of each
+
+
+def link_scores(batches: Sequence[Sequence[LinkTrack]], results: Sequence[Sequence[MatchResult]]) -> dict[str, float]:
+    """correct_link / false_merge / false_new over the batches after the first, and IDF1 over all tracks."""
+    holder: dict[int, set[int]] = defaultdict(set)  # person -> identities holding their earlier tracks
+    counts = {"correct_link": 0, "false_merge": 0, "false_new": 0}
+    gt, pred = [], []
+    for b, (batch, res) in enumerate(zip(batches, results, strict=True)):
+        for t, r in zip(batch, res, strict=True):
+            gt.append(t.pid)
+            pred.append(r.global_id)
+            if b > 0:
+                right = holder[t.pid]
+                if r.global_id in right or (not right and r.is_new):
+                    counts["correct_link"] += 1
+                elif r.is_new:
+                    counts["false_new"] += 1
+                else:
+                    counts["false_merge"] += 1
+        for t, r in zip(batch, res, strict=True):
+            holder[t.pid].add(r.global_id)
+    n_link = max(sum(len(b) for b in batches[1:]), 1)
+    out: dict[str, float] = {k: v / n_link for k, v in counts.items()}
+    out["idf1"] = idf1(gt, pred)
+    out["num_tracks"] = len(gt)
+    out["num_linking_tracks"] = sum(len(b) for b in batches[1:])
+    out["num_identities"] = len(set(pred))
+    return out
+
+
+def run_batches(matcher, batches: Sequence[Sequence[LinkTrack]]) -> list[list[MatchResult]]:
+    return [matcher.match([t.summary for t in batch]) for batch in batches]
+
+
+def run_in_memory(config: MatcherConfig, batches: Sequence[Sequence[LinkTrack]]) -> dict[str, float]:
+    from reid.matching import Matcher
+    from reid.store import MemoryStore
+
+    return link_scores(batches, run_batches(Matcher(config, MemoryStore(config.embedding_dim)), batches))
+
+
+def run_on_redis(config: MatcherConfig, batches: Sequence[Sequence[LinkTrack]]) -> tuple[dict[str, float], float]:
+    """Scores through a real Redis (embedded in a temporary folder unless ``config.redis.url``), and ms per track."""
+    from reid.matching import open_matcher
+
+    with tempfile.TemporaryDirectory(prefix="link_bench_redis_") as tmp:
+        redis_cfg = config.redis.model_copy(update={"embedded_dir": Path(tmp)})
+        if config.redis.url:  # a shared server: a namespace of our own, deleted afterwards
+            redis_cfg = redis_cfg.model_copy(update={"namespace": f"link_bench-{uuid.uuid4().hex[:12]}"})
+        cfg = config.model_copy(update={"redis": redis_cfg})
+        with open_matcher(cfg) as matcher:
+            t0 = time.perf_counter()
+            results = run_batches(matcher, batches)
+            ms = 1e3 * (time.perf_counter() - t0) / max(sum(len(b) for b in batches), 1)
+            if config.redis.url:
+                client = matcher.store.client
+                for key in client.scan_iter(match=f"{redis_cfg.namespace}:*", count=1000):
+                    client.delete(key)
+    return link_scores(batches, results), ms
+
+
+def sweep(config: MatcherConfig, batches: Sequence[Sequence[LinkTrack]], thresholds: Sequence[float],
+          assignments: Sequence[str] = ("hungarian", "greedy")) -> list[dict[str, float]]:
+    rows = []
+    for assignment in assignments:
+        for thr in thresholds:
+            cfg = config.model_copy(update={"threshold": float(thr), "assignment": assignment})
+            row = run_in_memory(cfg, batches)
+            row.update(threshold=float(thr), assignment=assignment)
+            rows.append(row)
+    return rows
+
+
+def plot_sweep(rows: Sequence[dict], path: Path, chosen: float, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    styles = {"correct_link": "tab:green", "false_merge": "tab:red", "false_new": "tab:orange", "idf1": "tab:blue"}
+    for assignment, dash in (("hungarian", "-"), ("greedy", ":")):
+        sel = [r for r in rows if r["assignment"] == assignment]
+        if not sel:
+            continue
+        x = [r["threshold"] for r in sel]
+        for key, color in styles.items():
+            if assignment == "greedy" and key not in ("correct_link", "idf1"):
+                continue
+            ax.plot(x, [100 * r[key] for r in sel], dash, color=color, label=f"{key} ({assignment})",
+                    marker="o" if dash == "-" else None, markersize=3)
+    ax.axvline(chosen, color="gray", lw=1, ls="--", label=f"threshold {chosen:.3f}")
+    ax.set(xlabel="cosine threshold", ylabel="% of camera-2 tracks (IDF1: all tracks)", ylim=(0, 100), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m reid.link_bench", description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=None,
+                   help="Market-layout dataset (default: $REID_SHARED/datasets/cuhk03_p1)")
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights file (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help=f"cosine threshold (default: MatcherConfig's, {MatcherConfig().threshold})")
+    p.add_argument("--margin", type=float, default=None, help=f"default: {MatcherConfig().margin}")
+    p.add_argument("--assignment", choices=["hungarian", "greedy"], default="hungarian")
+    p.add_argument("--redis-url", default=None, help="an existing Redis (default: start a private embedded one)")
+    p.add_argument("--num-ids", type=int, default=None, help="only the first N test identities (quick runs)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--out", type=Path, default=None, help="folder for link_sweep.png and link_sweep.json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from reid.embedded_redis import EmbeddedRedisError, RedisBinaryNotFound
+    from reid.features import extract_embeddings
+    from reid.store import RedisConfig
+    from reid.weights import WeightsError, load_model
+
+    data_root = args.data or default_dataset()
+    try:
+        overrides: dict = {"assignment": args.assignment, "redis": RedisConfig(url=args.redis_url)}
+        if args.threshold is not None:
+            overrides["threshold"] = args.threshold
+        if args.margin is not None:
+            overrides["margin"] = args.margin
+        config = MatcherConfig(**overrides)
+        model = load_model(args.weights, args.device)
+        ds = load_market(data_root)
+    except (WeightsError, DatasetError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+    samples = ds.query.samples + ds.gallery.samples
+    if args.num_ids:
+        keep = set(sorted({s.pid for s in samples if s.pid > 0})[: args.num_ids])
+        samples = [s for s in samples if s.pid in keep]
+    t0 = time.perf_counter()
+    embs = extract_embeddings(model, load_images(samples))
+    batches = build_tracks(samples, embs, config.crops_per_track)
+    log.info("embedded %d crops into %s tracks in %.1f s", len(samples), "+".join(str(len(b)) for b in batches),
+             time.perf_counter() - t0)
+    if len(batches) < 2:
+        log.error("%s: the test crops come from one camera; linking needs two", data_root)
+        return 2
+    try:
+        scores, ms_per_track = run_on_redis(config, batches)
+    except (RedisBinaryNotFound, EmbeddedRedisError) as e:
+        log.error("%s", e)
+        return 2
+    memory = run_in_memory(config, batches)
+    if any(abs(memory[k] - scores[k]) > 1e-9 for k in ("correct_link", "false_merge", "false_new", "idf1")):
+        log.warning("in-memory store disagrees with Redis at threshold %.3f: %s vs %s", config.threshold, memory,
+                    scores)
+    rows = sweep(config, batches, sorted(set(DEFAULT_SWEEP) | {config.threshold}))
+    best = max((r for r in rows if r["assignment"] == config.assignment), key=lambda r: (r["idf1"], -r["threshold"]))
+    log.info("best IDF1 %.3f at threshold %.3f (%s); matcher %.2f ms per track through Redis", best["idf1"],
+             best["threshold"], config.assignment, ms_per_track)
+
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        title = f"Linking camera 1 -> 2 on {data_root.name} ({args.weights.name}, margin {config.margin})"
+        plot_sweep(rows, args.out / "link_sweep.png", config.threshold, title)
+        (args.out / "link_sweep.json").write_text(json.dumps({"weights": str(args.weights), "rows": rows}, indent=1))
+        log.info("wrote %s and %s", args.out / "link_sweep.png", args.out / "link_sweep.json")
+
+    out = {k: round(float(scores[k]), 4) for k in ("correct_link", "false_merge", "false_new", "idf1")}
+    out.update(threshold=config.threshold, num_tracks=int(scores["num_tracks"]),
+               num_linking_tracks=int(scores["num_linking_tracks"]), num_identities=int(scores["num_identities"]),
+               margin=config.margin, assignment=config.assignment, best_threshold=best["threshold"],
+               best_idf1=round(best["idf1"], 4), ms_per_track=round(ms_per_track, 3), weights=str(args.weights),
+               data=str(data_root))
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"data     {data_root}  ({out['num_tracks']} tracks, {out['num_linking_tracks']} to link)")
+        print(f"weights  {args.weights}  threshold={config.threshold} margin={config.margin} {config.assignment}")
+        print(f"correct_link {100 * out['correct_link']:6.2f}%  false_merge {100 * out['false_merge']:6.2f}%  "
+              f"false_new {100 * out['false_new']:6.2f}%  IDF1 {100 * out['idf1']:6.2f}%")
+        print(f"best IDF1 in the sweep: {100 * best['idf1']:.2f}% at threshold {best['threshold']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""INT8 HA-CNN for CPU and GPU from one artefact: a Q/DQ ONNX model made with ONNX Runtime static
+quantisation (symmetric int8, zero points 0, per-channel weights), calibrated on real person crops.
+
+    python -m trt_engines.quantize --calib DIR --out model.int8.onnx [--onnx model.onnx | --weights W]
+        [--num-images 512] [--method minmax|entropy|percentile]
+
+ONNX Runtime runs it on the CPU; TensorRT builds its INT8 engine from the same Q/DQ nodes (zero points of 0
+are what TensorRT's explicit quantisation requires). ``--calib`` is a Market-layout dataset (its
+``bounding_box_train`` split) or any folder of crop images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reid.data import IMAGE_SUFFIXES, Sample, load_images
+from reid.paths import DEFAULT_WEIGHTS
+
+log = logging.getLogger("trt_engines.quantize")
+
+
+def calibration_images(folder: Path, num_images: int, seed: int = 0) -> np.ndarray:
+    """float32 (N, 3, 160, 64) network inputs from a random sample of the crops under ``folder``."""
+    root = folder / "bounding_box_train" if (folder / "bounding_box_train").is_dir() else folder
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{root}: no calibration images ({', '.join(IMAGE_SUFFIXES)})")
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(files), min(num_images, len(files)), replace=False))
+    imgs = load_images([Sample(files[i], 0, 1) for i in pick])
+    return imgs.numpy().astype(np.float32) / 255.0
+
+
+def quantize(onnx_path: Path, out: Path, calib: np.ndarray, method: str = "minmax", batch: int = 32) -> Path:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([calib[i : i + batch] for i in range(0, len(calib), batch)])
+
+        def get_next(self):
+            x = next(self.batches, None)
+            return None if x is None else {"images": x}
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        quant_pre_process(str(onnx_path), str(prepped), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepped), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trt_engines.quantize", description=__doc__.split("\n")[0])
+    p.add_argument("--calib", type=Path, required=True, help="Market-layout dataset or folder of crops")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--onnx", type=Path, default=None, help="float32 ONNX model (default: export --weights)")
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--num-images", type=int, default=512)
+    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from trt_engines.cache import cached_onnx
+
+    t0 = time.perf_counter()
+    try:
+        onnx_path = args.onnx or cached_onnx(args.weights)
+        calib = calibration_images(args.calib, args.num_images)
+    except (FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+    quantize(onnx_path, args.out, calib, args.method)
+    log.info("wrote %s from %d calibration crops in %.0f s", args.out, len(calib), time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
