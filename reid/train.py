@@ -33,7 +33,7 @@ from reid.model import HACNN, count_parameters
 from reid.paths import default_dataset
 from reid.transforms import TrainAugment
 from reid.visualize import plot_learning_curve
-from reid.weights import save_weights
+from reid.weights import WeightsError, read_weights, save_weights
 
 log = logging.getLogger("reid.train")
 
@@ -45,6 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, history, final weights")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from a weights file (e.g. reid/weights/hacnn_cuhk03.pt) when no checkpoint exists; "
+                        "its classifiers are not stored, so they start fresh")
+    p.add_argument("--head-only-epochs", type=int, default=0,
+                   help="train only the classifiers for the first K epochs (fit fresh heads on an --init model)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--optim", choices=["adam", "sgd"], default="adam")
     p.add_argument("--lr", type=float, default=5e-4)
@@ -96,10 +101,10 @@ def make_optimizer(args: argparse.Namespace, model: torch.nn.Module) -> torch.op
 
 
 def recipe(args: argparse.Namespace) -> dict:
-    keys = ["epochs", "batch_size", "optim", "lr", "weight_decay", "warmup_epochs", "schedule", "milestones", "gamma",
-            "label_smoothing", "triplet_weight", "margin", "sampler", "num_instances", "flip_p", "pad", "erase_p",
-            "num_ids", "seed", "amp"]
-    return {k: getattr(args, k) for k in keys}
+    keys = ["init", "head_only_epochs", "epochs", "batch_size", "optim", "lr", "weight_decay", "warmup_epochs",
+            "schedule", "milestones", "gamma", "label_smoothing", "triplet_weight", "margin", "sampler",
+            "num_instances", "flip_p", "pad", "erase_p", "num_ids", "seed", "amp"]
+    return {k: str(v) if isinstance(v := getattr(args, k), Path) else v for k in keys}
 
 
 class Trainer:
@@ -139,6 +144,8 @@ class Trainer:
         self.augment = TrainAugment(args.flip_p, args.pad, args.erase_p, generator=self.aug_gen)
 
         self.model = HACNN(self.num_classes).to(self.device)
+        if args.init:
+            self._load_init(args.init)
         self.optimizer = make_optimizer(args, self.model)
         spe = len(self.sampler)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(args, s, spe))
@@ -147,6 +154,16 @@ class Trainer:
         args.out.mkdir(parents=True, exist_ok=True)
         log.info("HA-CNN: %.3f M parameters (embedding), %d classes, %d batches/epoch, device %s",
                  count_parameters(self.model) / 1e6, self.num_classes, spe, self.device)
+
+    def _load_init(self, path: Path) -> None:
+        payload = read_weights(path)
+        if payload["config"]["channels"] != self.model.config["channels"]:
+            raise WeightsError(f"{path}: architecture {payload['config']} does not match {self.model.config}")
+        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("classifier_") for k in missing):
+            raise WeightsError(f"{path}: weights do not fit the model")
+        log.info("initialised from %s (classifiers fresh)", path)
 
     # -- checkpoints ----------------------------------------------------------------------------------
     @property
@@ -185,6 +202,13 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict:
         args = self.args
         self.model.train()
+        head_only = epoch < args.head_only_epochs
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(not head_only or name.startswith("classifier_"))
+        if head_only:  # frozen backbone: BN uses and keeps its running statistics, as at inference
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         loss_sum = correct = seen = 0.0
         t0 = time.perf_counter()
         bar = tqdm(self.sampler, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, mininterval=2.0,
@@ -268,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         Trainer(args).fit()
-    except DatasetError as e:
+    except (DatasetError, WeightsError) as e:
         log.error("%s", e)
         return 2
     return 0

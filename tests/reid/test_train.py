@@ -39,3 +39,13 @@ def test_resume_continues_exactly(cuhk03_root, tmp_path):
     assert sa.keys() == sb.keys()
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], atol=0, rtol=0, msg=k)
+
+
+def test_init_with_head_only_epoch_keeps_the_backbone(cuhk03_root, tiny_weights, tmp_path):
+    history = _run(cuhk03_root, tmp_path, "--epochs", "1", "--eval-every", "0", "--init", str(tiny_weights),
+                   "--head-only-epochs", "1", "--lr", "1e-3")
+    assert len(history) == 1
+    before = read_weights(tiny_weights)["state_dict"]
+    after = read_weights(tmp_path / "model.pt")["state_dict"]
+    for k, v in before.items():  # parameters and BN statistics untouched; only the (unsaved) heads trained
+        torch.testing.assert_close(after[k], v, atol=0, rtol=0, msg=k)
