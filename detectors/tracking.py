@@ -1,0 +1,353 @@
+"""Per-camera tracking with ultralytics' ByteTrack or BoT-SORT, track life-cycle events and best-crop selection.
+
+The trackers are used directly (not through ``model.track``'s predictor callbacks): detections go in as a
+small results-like object and ``update()`` returns rows ``[x1, y1, x2, y2, track_id, score, cls, idx]``
+for confirmed, currently tracked objects, ``idx`` being the row of the detection it matched. This module
+turns those rows into per-camera track ids, STARTED/ACTIVE/LOST/ENDED events, and a few well-chosen crops
+per track for the embedder, instead of every crop of every frame.
+
+Track ids are per camera and never reused on it: ultralytics' ``BaseTrack`` hands out ids from a counter
+shared by every tracker in the process (8.4.19x gives each tracker its own, older releases do not, and a new
+tracker's ``reset_id()`` rewinds the shared one), so each tracker here numbers its tracks itself and this
+module maps them to a camera-wide sequence that survives ``flush()``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import itertools
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+from detectors._ultralytics import BOTSORT, TRACKER_CFG_DIR, BYTETracker, IterableSimpleNamespace
+from detectors.crops import QualityConfig, assess_quality, crop_views
+from detectors.types import Detections, TrackCrop, TrackState
+
+log = logging.getLogger(__name__)
+
+TrackerKind = Literal["bytetrack", "botsort"]
+
+
+class TrackerConfigError(ValueError):
+    """Unknown tracker kind or override key, or a forbidden setting; the message names it."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tracker construction
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _OwnIds:
+    """Mixin: tracks take ids from their tracker's own counter instead of ``BaseTrack``'s process-wide one."""
+
+    def _own_ids_init(self) -> None:
+        self._own_counter = itertools.count(1)
+
+    def _next_own_id(self) -> int:
+        return next(self._own_counter)
+
+    def init_track(self, *args: Any, **kwargs: Any) -> list:
+        tracks = super().init_track(*args, **kwargs)  # type: ignore[misc]
+        for t in tracks:
+            t.next_id = self._next_own_id  # instance attribute shadows the static BaseTrack.next_id
+        return tracks
+
+
+class _ByteTrack(_OwnIds, BYTETracker):
+    def __init__(self, args: Any, **kwargs: Any):
+        self._own_ids_init()
+        super().__init__(args, **kwargs)
+
+
+class _BotSort(_OwnIds, BOTSORT):
+    def __init__(self, args: Any, **kwargs: Any):
+        self._own_ids_init()
+        super().__init__(args, **kwargs)
+
+
+_TRACKERS: dict[str, type] = {"bytetrack": _ByteTrack, "botsort": _BotSort}
+_BASES: dict[str, type] = {"bytetrack": BYTETracker, "botsort": BOTSORT}
+
+
+def tracker_args(kind: str, overrides: Mapping[str, Any] | None = None) -> IterableSimpleNamespace:
+    """Settings of ``kind`` from ultralytics' ``cfg/trackers/<kind>.yaml`` with ``overrides`` applied.
+
+    Unknown keys are rejected with the closest valid ones. BoT-SORT's own ReID stays off: HA-CNN embeds the
+    crops downstream, and a second appearance model per camera would cost more than the whole detector.
+    """
+    if kind not in _TRACKERS:
+        raise TrackerConfigError(f"tracker kind must be one of {sorted(_TRACKERS)}, got {kind!r}")
+    cfg = yaml.safe_load((Path(TRACKER_CFG_DIR) / f"{kind}.yaml").read_text())
+    for key, value in (overrides or {}).items():
+        if key not in cfg or key == "tracker_type":
+            close = difflib.get_close_matches(key, [k for k in cfg if k != "tracker_type"], n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(cfg))}"
+            raise TrackerConfigError(f"{kind} tracker: unknown setting {key!r}{hint}")
+        cfg[key] = value
+    if cfg.get("with_reid"):
+        raise TrackerConfigError(f"{kind} tracker: with_reid must stay False (HA-CNN does re-identification)")
+    if int(cfg["track_buffer"]) < 1:
+        raise TrackerConfigError(f"{kind} tracker: track_buffer must be >= 1 frame, got {cfg['track_buffer']}")
+    return IterableSimpleNamespace(**cfg)
+
+
+def build_tracker(kind: str, args: IterableSimpleNamespace) -> Any:
+    """A fresh tracker of ``kind`` whose tracks are numbered by the tracker itself (see ``_OwnIds``)."""
+    # Releases before 8.4.19x scale track_buffer by frame_rate / 30; 30 keeps it a plain frame count, as here.
+    takes_rate = "frame_rate" in inspect.signature(_BASES[kind].__init__).parameters
+    return _TRACKERS[kind](args, **({"frame_rate": 30} if takes_rate else {}))
+
+
+class _TrackerInput:
+    """The results-like object the ultralytics trackers read: ``conf``, ``cls``, ``xyxy``, ``xywh``, masking."""
+
+    def __init__(self, xyxy: np.ndarray, conf: np.ndarray):
+        self.xyxy = xyxy
+        self.conf = conf
+        self.cls = np.zeros(len(conf), dtype=np.float32)
+        self.xywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, index: Any) -> _TrackerInput:
+        return _TrackerInput(self.xyxy[index], self.conf[index])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# best-crop selection
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Kept:
+    crop: TrackCrop  # owns its pixels (materialized): it outlives the frame it came from
+    sent: bool = False
+
+
+@dataclass
+class _Selection:
+    kept: list[_Kept] = field(default_factory=list)
+    sent: int = 0
+    last_sent_frame: int = -(10**9)
+    best_sent_quality: float = -1.0
+
+
+class BestCropSelector:
+    """Chooses which crops of each track go to the embedder: few, good, and spread over the track's life.
+
+    Per track it keeps the ``max_crops_per_track`` best crops by quality, no two closer than
+    ``min_gap_frames`` (a person standing still gives near-identical crops; spread gives the matcher views
+    from several moments). ``offer()`` says whether a crop goes out now: the first one always (the matcher
+    needs something at once), later ones when kept (best within ``min_gap_frames`` around it), at least
+    ``min_gap_frames`` after the last sent, and better than every sent one by ``min_improvement``.
+    ``finish()`` returns the best kept crop not sent yet, if it beats the sent ones. At most
+    ``max_crops_per_track`` are sent in all, one of them kept for ``finish()``.
+    Kept crops are copies: a view would pin its whole frame and break if the source reuses frame buffers.
+    """
+
+    def __init__(self, max_crops_per_track: int = 4, min_gap_frames: int = 10, min_improvement: float = 0.05):
+        if max_crops_per_track < 1 or min_gap_frames < 0 or min_improvement < 0:
+            raise ValueError("need max_crops_per_track >= 1, min_gap_frames >= 0 and min_improvement >= 0")
+        self.max_crops_per_track = max_crops_per_track
+        self.min_gap_frames = min_gap_frames
+        self.min_improvement = min_improvement
+        self._tracks: dict[int, _Selection] = {}
+
+    def offer(self, crop: TrackCrop) -> bool:
+        """Consider the crop of a track in the current frame; True when it should be sent for embedding now."""
+        sel = self._tracks.setdefault(crop.track_id, _Selection())
+        kept = self._keep(sel, crop)
+        live_budget = max(1, self.max_crops_per_track - 1)
+        send = sel.sent == 0 or (
+            kept is not None  # the best crop within min_gap_frames of this one
+            and sel.sent < live_budget
+            and crop.frame_index - sel.last_sent_frame >= self.min_gap_frames
+            and crop.quality >= sel.best_sent_quality + self.min_improvement
+        )
+        if send:
+            sel.sent += 1
+            sel.last_sent_frame = crop.frame_index
+            sel.best_sent_quality = max(sel.best_sent_quality, crop.quality)
+            if kept is not None:
+                kept.sent = True
+        return send
+
+    def _keep(self, sel: _Selection, crop: TrackCrop) -> _Kept | None:
+        if not crop.has_crop:
+            return None
+        near = [k for k in sel.kept if abs(k.crop.frame_index - crop.frame_index) < self.min_gap_frames]
+        if near:
+            if crop.quality <= max(k.crop.quality for k in near):
+                return None
+            sel.kept = [k for k in sel.kept if k not in near]
+        elif len(sel.kept) >= self.max_crops_per_track:
+            worst = min(sel.kept, key=lambda k: k.crop.quality)
+            if crop.quality <= worst.crop.quality:
+                return None
+            sel.kept.remove(worst)
+        entry = _Kept(crop.materialized())
+        sel.kept.append(entry)
+        return entry
+
+    def kept(self, track_id: int) -> list[TrackCrop]:
+        """The track's kept crops, best first (owned copies)."""
+        sel = self._tracks.get(track_id)
+        return [k.crop for k in sorted(sel.kept, key=lambda k: -k.crop.quality)] if sel else []
+
+    def finish(self, track_id: int) -> TrackCrop | None:
+        """Forget the track; returns its best unsent kept crop when it beats every sent one by ``min_improvement``."""
+        sel = self._tracks.pop(track_id, None)
+        if sel is None or sel.sent >= self.max_crops_per_track:
+            return None
+        unsent = [k.crop for k in sel.kept if not k.sent]
+        if not unsent:
+            return None
+        best = max(unsent, key=lambda c: c.quality)
+        return best if best.quality >= sel.best_sent_quality + self.min_improvement else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# per-camera tracker
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Track:
+    track_id: int
+    raw_id: int
+    lost: bool
+    xyxy: np.ndarray
+    conf: float
+
+
+def _no_tracks() -> Detections:
+    return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+class CameraTracker:
+    """One camera's tracker: detections in, track events and selected crops out.
+
+    ``kind`` is ``"bytetrack"`` (default) or ``"botsort"``; ``overrides`` change keys of its ultralytics yaml
+    (``track_buffer`` is in frames). ``lost_timeout_s``, when given, sets ``track_buffer`` to that many
+    seconds of ``frame_rate``. Crops are padded by ``pad_frac`` of the box on each side and judged with
+    ``quality``; ``selector`` (one per tracker) defaults to a ``BestCropSelector`` with a one-second gap.
+    """
+
+    def __init__(
+        self,
+        camera_id: str,
+        kind: TrackerKind = "bytetrack",
+        frame_rate: float = 30.0,
+        overrides: Mapping[str, Any] | None = None,
+        lost_timeout_s: float | None = None,
+        pad_frac: float = 0.0,
+        quality: QualityConfig | None = None,
+        selector: BestCropSelector | None = None,
+    ):
+        if frame_rate <= 0:
+            raise TrackerConfigError(f"frame_rate must be > 0, got {frame_rate}")
+        overrides = dict(overrides or {})
+        if lost_timeout_s is not None:
+            if "track_buffer" in overrides:
+                raise TrackerConfigError("give lost_timeout_s or overrides['track_buffer'], not both")
+            overrides["track_buffer"] = max(1, math.ceil(lost_timeout_s * frame_rate))
+        self.camera_id = camera_id
+        self.kind = kind
+        self.frame_rate = frame_rate
+        self.args = tracker_args(kind, overrides)
+        self.pad_frac = pad_frac
+        self.quality = quality or QualityConfig()
+        self.selector = selector or BestCropSelector(min_gap_frames=max(1, round(frame_rate)))
+        self.tracks = _no_tracks()
+        self._tracker = build_tracker(kind, self.args)
+        self._ids = itertools.count(1)
+        self._by_raw: dict[int, _Track] = {}
+        self._last_frame_index = -1
+        self._last_ts = 0.0
+        log.info("camera %s: %s tracker, track_buffer %d frames at %.1f fps", camera_id, kind,
+                 int(self.args.track_buffer), frame_rate)
+
+    def update(self, frame: np.ndarray, frame_index: int, ts: float, detections: Detections) -> list[TrackCrop]:
+        """Track ``detections`` of ``frame``; returns this frame's events, crops as views into ``frame``.
+
+        STARTED (with a crop) for a new confirmed track; ACTIVE with a crop when the selector picks one, and
+        state-only when a LOST track is found again; LOST when the tracker loses a track; ENDED when it drops
+        one after ``track_buffer`` frames (preceded by an ACTIVE event with the best unsent kept crop, if any).
+        """
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"{self.camera_id}: frame must be a BGR uint8 (H, W, 3) array")
+        self._last_frame_index, self._last_ts = frame_index, ts
+        out = self._tracker.update(_TrackerInput(detections.xyxy, detections.conf), frame)
+        out = np.asarray(out, dtype=np.float32).reshape(-1, 8) if len(out) else np.zeros((0, 8), np.float32)
+        raw_ids = out[:, 4].astype(np.int64)
+        det_idx = out[:, 7].astype(np.int64)
+        boxes = detections.xyxy[det_idx]  # the detection itself, not the Kalman estimate: crops follow pixels
+        confs = detections.conf[det_idx]
+
+        events: list[TrackCrop] = []
+        seen = set(raw_ids.tolist())
+        lost_raw = {int(t.track_id) for t in self._tracker.lost_stracks}
+        for raw, track in list(self._by_raw.items()):
+            if raw in seen:
+                continue
+            if raw in lost_raw:
+                if not track.lost:
+                    track.lost = True
+                    events.append(self._state_event(track, TrackState.LOST))
+            else:
+                events.extend(self._end(track))
+
+        quality = assess_quality(frame, boxes, confs, self.quality)
+        crops = crop_views(frame, boxes, self.pad_frac)
+        track_ids = np.empty(len(raw_ids), dtype=np.int64)
+        for i, raw in enumerate(raw_ids.tolist()):
+            track = self._by_raw.get(raw)
+            is_new = track is None
+            if track is None:
+                track = _Track(next(self._ids), raw, False, boxes[i], float(confs[i]))
+                self._by_raw[raw] = track
+            refound = track.lost
+            track.lost, track.xyxy, track.conf = False, boxes[i], float(confs[i])
+            track_ids[i] = track.track_id
+            state = TrackState.STARTED if is_new else TrackState.ACTIVE
+            candidate = TrackCrop(self.camera_id, track.track_id, state, frame_index, ts, boxes[i].copy(),
+                                  float(confs[i]), quality[i].score, quality[i].verdicts,
+                                  crops[i] if crops[i].size else None)
+            if self.selector.offer(candidate):
+                events.append(candidate)
+            elif refound:
+                events.append(self._state_event(track, TrackState.ACTIVE))
+        self.tracks = Detections(boxes.astype(np.float32, copy=False), confs.astype(np.float32, copy=False),
+                                 track_ids)
+        return events
+
+    def flush(self) -> list[TrackCrop]:
+        """End every track (end of stream): final crops and ENDED events; the tracker starts afresh, ids go on."""
+        events = []
+        for track in list(self._by_raw.values()):
+            events.extend(self._end(track))
+        self._tracker = build_tracker(self.kind, self.args)
+        self.tracks = _no_tracks()
+        return events
+
+    def _end(self, track: _Track) -> list[TrackCrop]:
+        del self._by_raw[track.raw_id]
+        events = []
+        final = self.selector.finish(track.track_id)
+        if final is not None:
+            events.append(replace(final, state=TrackState.ACTIVE))
+        events.append(self._state_event(track, TrackState.ENDED))
+        return events
+
+    def _state_event(self, track: _Track, state: TrackState) -> TrackCrop:
+        return TrackCrop(self.camera_id, track.track_id, state, self._last_frame_index, self._last_ts,
+                         np.asarray(track.xyxy, dtype=np.float32).copy(), track.conf, 0.0, (), None)

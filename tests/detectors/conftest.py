@@ -1,0 +1,67 @@
+"""Real inputs for the detector tests: the shared YOLO weights and videos, and the images ultralytics ships.
+
+Frames are decoded once per session and only the stretches the tests use; detections of the indoor
+stretch are computed once and shared by the tracking tests (the 320 model: ids, not accuracy, matter there).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reid.paths import shared_root
+from tests.detectors.clips import EPFL_C0, INDOOR, INDOOR_CROSSING, read_frames
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} not found; set REID_SHARED to the folder holding weights/ and video/")
+    return path
+
+
+@pytest.fixture(scope="session")
+def weights_640() -> Path:
+    return _need(shared_root() / "weights" / "yolov8n_int8.onnx")
+
+
+@pytest.fixture(scope="session")
+def weights_320() -> Path:
+    return _need(shared_root() / "weights" / "yolo11n_int8_320.onnx")
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    """ultralytics' bundled images, found without importing ultralytics outside ``detectors``."""
+    spec = importlib.util.find_spec("ultralytics")
+    assert spec is not None and spec.origin is not None, "ultralytics is not installed"
+    return Path(spec.origin).parent / "assets"
+
+
+@pytest.fixture(scope="session")
+def detector_320(weights_320):
+    from detectors.yolo import PersonDetector
+
+    return PersonDetector(weights_320)
+
+
+@pytest.fixture(scope="session")
+def indoor_frames() -> list[np.ndarray]:
+    return read_frames(_need(shared_root() / INDOOR), *INDOOR_CROSSING)
+
+
+@pytest.fixture(scope="session")
+def indoor_dets(detector_320, indoor_frames):
+    """Detections of every frame of the crossing, batched four frames at a time."""
+    out = []
+    for i in range(0, len(indoor_frames), 4):
+        out.extend(detector_320.detect(indoor_frames[i:i + 4]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def epfl_frames() -> list[np.ndarray]:
+    """Frames 1000-1039 of EPFL campus4 view 0: three to four people in the courtyard."""
+    return read_frames(_need(shared_root() / EPFL_C0), 1000, 1040)
