@@ -1,0 +1,301 @@
+"""Pipeline configuration: one pydantic model per section, validated when the file is loaded.
+
+``load_config(path)`` is the single entry point. Every problem is reported with the file, the line where the
+offending key sits and the dotted field path, e.g. ``cams.yaml:12 cameras.1.detect_fps: Input should be greater
+than 0``; unknown keys are rejected (with a close match suggested) instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from reid.matching import MatcherConfig
+from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root
+
+_ID = r"^[A-Za-z0-9_\-]{1,64}$"
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file, line and field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CameraConfig(_Section):
+    """One camera: where its frames come from and how often they are analysed."""
+
+    id: str = Field(pattern=_ID, description="camera id used in events, track keys and file names")
+    source: str | int = Field(
+        description="video file, image folder, rtsp:// or http(s):// URL, or USB camera index (integer)"
+    )
+    detect_fps: float | None = Field(
+        5.0, gt=0, description="frames per second sent to the detector (every n-th frame of the source)"
+    )
+    frame_stride: int | None = Field(None, ge=1, description="analyse every n-th frame; overrides detect_fps")
+    start_offset_s: float = Field(
+        0.0, description="added to this camera's video time, to align recordings that did not start together"
+    )
+    roi: tuple[int, int, int, int] | None = Field(
+        None, description="region of interest x1, y1, x2, y2 in pixels; detections outside it are ignored"
+    )
+    fps: float | None = Field(None, gt=0, description="frame rate to assume when the source does not report one")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str | int) -> str | int:
+        if isinstance(v, int):
+            if v < 0:
+                raise ValueError("a USB camera index must be >= 0")
+            return v
+        if not v.strip():
+            raise ValueError("source must not be empty")
+        return v
+
+    @field_validator("roi")
+    @classmethod
+    def _roi(cls, v: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if v is not None and not (0 <= v[0] < v[2] and 0 <= v[1] < v[3]):
+            raise ValueError("roi must be x1, y1, x2, y2 with 0 <= x1 < x2 and 0 <= y1 < y2")
+        return v
+
+    @property
+    def is_live(self) -> bool:
+        """A stream that cannot be replayed (network or USB camera)."""
+        return isinstance(self.source, int) or bool(re.match(r"^(rtsp|rtsps|http|https|udp|tcp)://", self.source))
+
+    def resolve(self, base: Path) -> CameraConfig:
+        """Relative file paths are taken relative to the config file."""
+        if self.is_live or isinstance(self.source, int):
+            return self
+        p = Path(self.source).expanduser()
+        if not p.is_absolute():
+            p = (base / p).resolve()
+        return self.model_copy(update={"source": str(p)})
+
+
+class DetectorConfig(_Section):
+    """YOLO person detector and per-camera tracker."""
+
+    weights: Path = Field(
+        default_factory=lambda: shared_root() / "weights" / "yolo11n_int8_320.onnx",
+        description="ultralytics-loadable weights (.pt, .onnx, .engine, OpenVINO folder)",
+    )
+    imgsz: int = Field(640, ge=32, description="input size (fixed-size ONNX files run at their own size)")
+    conf: float = Field(0.35, gt=0, lt=1, description="minimum detection confidence")
+    iou: float = Field(0.45, gt=0, lt=1, description="NMS IoU threshold")
+    device: str = Field("cpu", description="cpu or cuda:N")
+    tracker: Literal["bytetrack", "botsort"] = Field("bytetrack", description="per-camera tracker")
+    lost_timeout_s: float = Field(1.5, gt=0, description="a track not seen for this long ends")
+    crop_pad_frac: float = Field(0.0, ge=0, le=0.5, description="context padding around each crop, share of its size")
+    min_crop_height_px: int = Field(48, ge=8, description="crops lower than this are too small to embed")
+    max_crops_per_track: int = Field(4, ge=1, description="best crops kept per track for embedding")
+
+
+class ReidConfig(_Section):
+    """HA-CNN embedding stage."""
+
+    weights: Path = Field(DEFAULT_WEIGHTS, description="HA-CNN weights file (reid.weights format)")
+    backend: Literal["auto", "tensorrt", "onnxruntime", "torch"] = Field("auto", description="inference backend")
+    precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="inference precision")
+    int8_onnx: Path | None = Field(None, description="Q/DQ model from trt_engines.quantize (int8 only)")
+    device: str = Field("auto", description="auto, cpu or cuda")
+    batch_size: int = Field(32, ge=1, le=1024, description="largest batch the embedder runs at once")
+    max_wait_ms: float = Field(50.0, ge=0, description="longest wait to fill a batch before running a partial one")
+
+
+class MatchStageConfig(_Section):
+    """When a track is ready to be matched."""
+
+    min_crops: int = Field(2, ge=1, description="crops an active track needs before its first match")
+    mature_after_s: float = Field(2.0, ge=0, description="... or the time it has been tracked")
+    max_lateness_s: float = Field(
+        2.0, gt=0, description="live only: a camera silent this long (wall time) no longer holds back the others"
+    )
+
+
+class EndpointsConfig(_Section):
+    """ZeroMQ endpoints. Local stages talk over ipc:// sockets in the run directory unless set here."""
+
+    detect: str | None = Field(None, description="input of the detect stage (default ipc://RUN/detect.sock)")
+    embed: str | None = Field(None, description="input of the embed stage (default ipc://RUN/embed.sock)")
+    match: str | None = Field(None, description="input of the match stage (default ipc://RUN/match.sock)")
+    control: str | None = Field(None, description="stage -> supervisor reports (default ipc://RUN/control.sock)")
+    events: str = Field("tcp://127.0.0.1:5560", description="PUB socket of the identity events")
+    high_water_mark: int = Field(64, ge=1, description="messages queued per socket before senders block (replay) "
+                                 "or the detector skips to the newest frames (live)")
+
+    @field_validator("detect", "embed", "match", "control", "events")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(ipc|tcp|inproc)://.+", v):
+            raise ValueError(f"{v!r} is not a ZeroMQ endpoint (ipc://path, tcp://host:port)")
+        return v
+
+
+class PipelineConfig(_Section):
+    """The whole pipeline: cameras, optional topology, and the stages."""
+
+    name: str = Field("default", pattern=_ID, description="run name; the run directory is runs/<name> by default")
+    run_dir: Path | None = Field(None, description="sockets, embedded Redis data, logs, videos (default runs/<name>)")
+    cameras: list[CameraConfig] = Field(min_length=1, description="the cameras")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    reid: ReidConfig = Field(default_factory=ReidConfig)
+    matcher: MatcherConfig = Field(default_factory=MatcherConfig, description="cross-camera matcher and its Redis")
+    match: MatchStageConfig = Field(default_factory=MatchStageConfig)
+    endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
+    events_include_crops: bool = Field(False, description="attach the JPEG crop to events (off: no image data)")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PipelineConfig:
+        ids = [c.id for c in self.cameras]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"camera ids must be unique, repeated: {dupes}")
+        topo = self.matcher.topology
+        if topo:
+            unknown = {c for link in topo.links for c in (link.from_camera, link.to_camera)} - set(ids)
+            if unknown:
+                raise ValueError(f"matcher.topology names unknown cameras {sorted(unknown)}")
+        return self
+
+    @property
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else PROJECT_ROOT / "runs" / self.name
+
+    def with_run_dir(self, run_dir: Path) -> PipelineConfig:
+        """The same config running in another directory (sockets and embedded Redis data move with it)."""
+        redis = self.matcher.redis
+        if redis.embedded_dir == self.resolved_run_dir / "redis":
+            redis = redis.model_copy(update={"embedded_dir": run_dir / "redis"})
+        return self.model_copy(update={"run_dir": run_dir,
+                                       "matcher": self.matcher.model_copy(update={"redis": redis})})
+
+    def endpoint(self, name: str) -> str:
+        """The endpoint of ``name`` (detect, embed, match, control, events)."""
+        value = getattr(self.endpoints, name)
+        return value or f"ipc://{self.resolved_run_dir / (name + '.sock')}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading with precise error messages
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Records the line of every mapping key, so validation errors can point into the file."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    mapping = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+        loader.key_lines[(id(mapping), key)] = key_node.start_mark.line + 1
+    loader.node_lines[id(mapping)] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_of(data: Any, loc: tuple, key_lines: dict, node_lines: dict) -> int | None:
+    line, node = node_lines.get(id(data)), data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            line = key_lines.get((id(node), part), line)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            line = node_lines.get(id(node), line)
+        else:
+            break
+    return line
+
+
+def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names valid at ``loc`` (for 'did you mean' hints)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        for cand in getattr(ann, "__args__", ()) + (ann,):
+            inner = getattr(cand, "__args__", ())
+            for c in (cand, *inner):
+                if isinstance(c, type) and issubclass(c, BaseModel):
+                    model = c
+                    break
+    return list(model.model_fields)
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline YAML file; raise :class:`ConfigError` naming file, line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from e
+    loader = _LineLoader(text)
+    loader.key_lines, loader.node_lines = {}, {}
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: malformed YAML: {getattr(e, 'problem', e)}") from e
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        cfg = PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            dotted = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(data, loc, loader.key_lines, loader.node_lines)
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(str(loc[-1]), _known_fields(PipelineConfig, loc[:-1]), n=1)
+                msg = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
+            lines.append(f"{path}{f':{line}' if line else ''} {dotted}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+    return _resolve_paths(cfg, data, path.resolve().parent)
+
+
+def _abs(p: Path | None, base: Path) -> Path | None:
+    if p is None:
+        return None
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _resolve_paths(cfg: PipelineConfig, data: dict, base: Path) -> PipelineConfig:
+    """File paths written in the config are relative to the config file; the embedded Redis keeps its data in
+    the run directory unless the file says otherwise."""
+    run_dir = _abs(cfg.run_dir, base) if cfg.run_dir else PROJECT_ROOT / "runs" / cfg.name
+    redis = cfg.matcher.redis
+    redis_given = "embedded_dir" in ((data.get("matcher") or {}).get("redis") or {})
+    redis = redis.model_copy(update={"embedded_dir": _abs(redis.embedded_dir, base) if redis_given
+                                     else run_dir / "redis"})
+    return cfg.model_copy(update={
+        "run_dir": run_dir,
+        "cameras": [c.resolve(base) for c in cfg.cameras],
+        "detector": cfg.detector.model_copy(update={"weights": _abs(cfg.detector.weights, base)}),
+        "reid": cfg.reid.model_copy(update={"weights": _abs(cfg.reid.weights, base),
+                                            "int8_onnx": _abs(cfg.reid.int8_onnx, base)}),
+        "matcher": cfg.matcher.model_copy(update={"redis": redis}),
+    })

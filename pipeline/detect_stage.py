@@ -1,0 +1,142 @@
+"""Detect stage: YOLO on the newest frame of every camera at once, per-camera tracking, track crops out.
+
+Frames are detected in batches of one frame per camera. Replay processes every frame in order; live frames
+that queued up behind a slow detector are skipped in favour of each camera's newest (counted as dropped).
+Each processed frame produces one ``crops`` message: the camera's video time (which lets the matcher know how
+far each camera has got) plus the track events of that frame, with a crop for the few that were selected.
+A track log per camera (frame, track id, box) is written for ``--save-video``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict, deque
+
+import numpy as np
+
+from pipeline.messages import CROPS, END, FRAME, Message
+from pipeline.stage import Stage
+
+log = logging.getLogger(__name__)
+
+TRACK_ID_STRIDE = 1_000_000  # a restarted detect stage numbers its tracks from instance * stride
+
+
+class DetectStage(Stage):
+    name = "detect"
+    input = "detect"
+    output = "embed"
+
+    def setup(self) -> None:
+        from detectors import CameraTracker, PersonDetector
+        from detectors.crops import QualityConfig
+        from detectors.tracking import BestCropSelector
+        from pipeline.source_stage import camera_fps, camera_stride
+
+        d = self.config.detector
+        self.detector = PersonDetector(d.weights, imgsz=d.imgsz, conf=d.conf, iou=d.iou, device=d.device)
+        self.trackers = {}
+        for cam in self.config.cameras:
+            fps = camera_fps(cam)
+            rate = fps / camera_stride(cam, fps)
+            self.trackers[cam.id] = CameraTracker(
+                cam.id, d.tracker, frame_rate=rate, lost_timeout_s=d.lost_timeout_s, pad_frac=d.crop_pad_frac,
+                quality=QualityConfig(min_height_px=d.min_crop_height_px),
+                selector=BestCropSelector(d.max_crops_per_track, min_gap_frames=max(1, round(rate))),
+            )
+        self.rois = {c.id: c.roi for c in self.config.cameras}
+        self.pending: dict[str, deque[Message]] = defaultdict(deque)
+        log_dir = self.config.resolved_run_dir / "tracks"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.track_logs = {c.id: open(log_dir / f"{c.id}.{self.instance}.jsonl", "a") for c in self.config.cameras}
+
+    def teardown(self) -> None:
+        for f in getattr(self, "track_logs", {}).values():
+            f.close()
+
+    def handle(self, msg: Message) -> None:
+        cam = msg.get("camera_id")
+        if cam not in self.trackers:
+            self.counters["unknown_camera"] += 1
+            return
+        if msg.type == FRAME:
+            frame = msg.arrays[0] if msg.arrays else None
+            if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or not frame.size:
+                self.counters["bad_frames"] += 1
+                log.warning("camera %s frame %s: not a BGR image, dropped", cam, msg.get("frame_index"))
+                return
+            q = self.pending[cam]
+            if msg.get("live") and q:
+                self.counters["dropped_frames"] += len(q)  # live: only the newest frame matters
+                q.clear()
+            q.append(msg)
+        elif msg.type == END:
+            self.pending[cam].append(msg)
+
+    def idle(self) -> None:
+        while any(self.pending.values()):
+            batch, ends = [], []
+            for q in self.pending.values():
+                if q:
+                    m = q.popleft()
+                    (ends if m.type == END else batch).append(m)
+            if batch:
+                self.process(batch)
+            for m in ends:
+                self.end_camera(m["camera_id"])
+            if self.stop.is_set():
+                break
+
+    def process(self, batch: list[Message]) -> None:
+        t0 = time.perf_counter()
+        frames = [m.arrays[0] for m in batch]
+        detections = self.detector.detect(frames)
+        for m, frame, dets in zip(batch, frames, detections, strict=True):
+            cam = m["camera_id"]
+            roi = self.rois[cam]
+            if roi is not None and len(dets):
+                cx = (dets.xyxy[:, 0] + dets.xyxy[:, 2]) / 2
+                cy = (dets.xyxy[:, 1] + dets.xyxy[:, 3]) / 2
+                dets = dets[(cx >= roi[0]) & (cx < roi[2]) & (cy >= roi[1]) & (cy < roi[3])]
+            events = self.trackers[cam].update(frame, m["frame_index"], m["ts"], dets)
+            self.emit(cam, m["frame_index"], m["ts"], m.get("wall_ts", time.time()), events)
+            tracks = self.trackers[cam].tracks
+            self.track_logs[cam].write(json.dumps({
+                "f": m["frame_index"], "ts": round(m["ts"], 4),
+                "t": [[self.global_track_id(int(t)), *np.round(b, 1).tolist()]
+                      for t, b in zip(tracks.track_id if tracks.track_id is not None else [], tracks.xyxy,
+                                      strict=False)],
+            }) + "\n")
+            self.counters["frames"] += 1
+            self.counters["detections"] += len(dets)
+        self.latency_ms.append(1e3 * (time.perf_counter() - t0) / len(batch))
+
+    def global_track_id(self, track_id: int) -> int:
+        return self.instance * TRACK_ID_STRIDE + track_id
+
+    def emit(self, cam: str, frame_index: int, ts: float, wall_ts: float, events: list) -> None:
+        tracks, crops = [], []
+        for e in events:
+            entry = {"track_id": self.global_track_id(e.track_id), "state": str(e.state), "frame_index": e.frame_index,
+                     "ts": e.ts, "xyxy": [float(v) for v in e.xyxy], "conf": float(e.conf),
+                     "quality": float(e.quality), "verdicts": list(e.verdicts), "crop": -1}
+            if e.has_crop:
+                entry["crop"] = len(crops)
+                crops.append(np.ascontiguousarray(e.crop))
+            tracks.append(entry)
+        self.counters["crops"] += len(crops)
+        self.send(CROPS, {"camera_id": cam, "frame_index": frame_index, "ts": ts, "wall_ts": wall_ts,
+                          "tracks": tracks}, crops)
+
+    def end_camera(self, cam: str) -> None:
+        if cam in self.ended:
+            return
+        tracker = self.trackers[cam]
+        events = tracker.flush()
+        last = max((e.ts for e in events), default=None)
+        if events:
+            self.emit(cam, max(e.frame_index for e in events), last, time.time(), events)
+        self.track_logs[cam].flush()
+        self.forward_end(cam)

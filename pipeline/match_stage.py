@@ -1,0 +1,210 @@
+"""Match stage: per-track embeddings into global identities (reid.matching on Redis), events out.
+
+Tracks are matched in video-time order behind a watermark (the earliest time every still-running camera has
+reached), so a replay gives the same identities whatever the interleaving of the cameras' messages; a live
+camera that falls silent stops holding the others back after ``match.max_lateness_s``. A track is matched
+once it is mature (enough crops or tracked long enough) and again when it ends, with all its crops, so its
+identity's prototypes learn from the whole track.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from pipeline.events import ENDED, MOVED, NEW, SEEN, encode_event, make_event
+from pipeline.messages import EMBEDDINGS, END, Message
+from pipeline.stage import Stage, bind_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackBuffer:
+    camera_id: str
+    track_id: int
+    start_ts: float
+    last_ts: float
+    frame_index: int = 0
+    box: list[float] | None = None
+    ts: list[float] = field(default_factory=list)
+    embs: list[np.ndarray] = field(default_factory=list)
+    quality: list[float] = field(default_factory=list)
+    global_id: int | None = None
+    queued: bool = False
+    ended: bool = False
+
+
+class MatchStage(Stage):
+    name = "match"
+    input = "match"
+
+    def setup(self) -> None:
+        from reid.matching import Matcher
+        from reid.store import IdentityStore
+
+        m = self.config.matcher
+        url = self.options.get("redis_url") or m.redis.url
+        self.store = IdentityStore.from_config(m.redis, url, dim=m.embedding_dim, max_prototypes=m.max_prototypes)
+        self.matcher = Matcher(m, self.store)
+        self.seq_key = self.store.key("events", "seq")
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 1000)
+        self.pub.setsockopt(zmq.SNDHWM, 10000)
+        endpoint = self.config.endpoint("events")
+        bind_dir(endpoint)
+        self.pub.bind(endpoint)
+        self.tracks: dict[tuple[str, int], TrackBuffer] = {}
+        self.ready: list[tuple[float, str, int, int]] = []  # heap of (decision ts, camera, track, n)
+        self.progress: dict[str, float] = {}  # camera -> latest video time seen
+        self.heard: dict[str, float] = {}  # camera -> wall time of its latest message
+        self.live = False
+        self._n = 0
+
+    def teardown(self) -> None:
+        if hasattr(self, "pub"):
+            self.pub.close()
+        if hasattr(self, "store"):
+            self.store.close()
+
+    # -- input ----------------------------------------------------------------------------------------------
+    def handle(self, msg: Message) -> None:
+        cam = msg.get("camera_id")
+        if cam not in {c.id for c in self.config.cameras}:
+            self.counters["unknown_camera"] += 1
+            return
+        if msg.type == END:
+            self.ended.add(cam)
+            for key, t in self.tracks.items():  # a track cut by the end of the stream ends with it
+                if key[0] == cam and not t.ended:
+                    self.finish(t, t.last_ts)
+            self.decide()
+            return
+        if msg.type != EMBEDDINGS:
+            self.counters["unexpected"] += 1
+            return
+        ts = float(msg["ts"])
+        self.live = self.live or bool(msg.get("live"))
+        self.progress[cam] = max(self.progress.get(cam, -math.inf), ts)
+        self.heard[cam] = time.monotonic()
+        embs = msg.arrays[0] if msg.arrays else np.zeros((0, 1024), np.float32)
+        if embs.ndim != 2 or (len(embs) and embs.shape[1] != self.config.matcher.embedding_dim):
+            self.counters["bad_embeddings"] += 1
+            log.warning("camera %s: embeddings of shape %s dropped", cam, embs.shape)
+            embs = np.zeros((0, self.config.matcher.embedding_dim), np.float32)
+        wall = msg.get("wall_ts")
+        for entry in msg.get("tracks", []):
+            self.track_event(cam, entry, embs)
+        if wall:
+            self.latency_ms.append(1e3 * (time.time() - float(wall)))
+        self.decide()
+
+    def track_event(self, cam: str, e: dict, embs: np.ndarray) -> None:
+        try:
+            key = (cam, int(e["track_id"]))
+            ts = float(e["ts"])
+        except (KeyError, TypeError, ValueError):
+            self.counters["bad_tracks"] += 1
+            return
+        t = self.tracks.get(key)
+        if t is None:
+            t = self.tracks[key] = TrackBuffer(cam, key[1], ts, ts)
+        t.last_ts = max(t.last_ts, ts)
+        t.frame_index = int(e.get("frame_index", t.frame_index))
+        t.box = e.get("xyxy", t.box)
+        k = e.get("emb", -1)
+        if isinstance(k, int) and 0 <= k < len(embs) and np.isfinite(embs[k]).all() and np.linalg.norm(embs[k]) > 0:
+            t.ts.append(ts)
+            t.embs.append(embs[k])
+            t.quality.append(float(e.get("quality", 1.0)))
+        if e.get("state") == "ended":
+            self.finish(t, ts)
+        elif not t.queued and t.embs and (len(t.embs) >= self.config.match.min_crops
+                                          or t.last_ts - t.start_ts >= self.config.match.mature_after_s):
+            t.queued = True
+            self.enqueue(ts, t)
+
+    def finish(self, t: TrackBuffer, ts: float) -> None:
+        t.ended = True
+        self.enqueue(ts, t)
+
+    def enqueue(self, ts: float, t: TrackBuffer) -> None:
+        self._n += 1
+        heapq.heappush(self.ready, (ts, t.camera_id, t.track_id, self._n))
+
+    # -- decisions ------------------------------------------------------------------------------------------
+    def watermark(self) -> float:
+        active = [c.id for c in self.config.cameras if c.id not in self.ended]
+        if self.live:
+            now = time.monotonic()
+            active = [c for c in active if now - self.heard.get(c, now) < self.config.match.max_lateness_s]
+        if not active:
+            return math.inf
+        return min(self.progress.get(c, -math.inf) for c in active)
+
+    def idle(self) -> None:
+        if self.live and self.ready:
+            self.decide()
+
+    def decide(self) -> None:
+        mark = self.watermark()
+        due: dict[tuple[str, int], TrackBuffer] = {}
+        while self.ready and self.ready[0][0] <= mark:
+            _, cam, tid, _ = heapq.heappop(self.ready)
+            if (cam, tid) in self.tracks:
+                due[(cam, tid)] = self.tracks[(cam, tid)]
+        if due:
+            self.match(list(due.values()))
+
+    def match(self, tracks: list[TrackBuffer]) -> None:
+        from reid.matching import TrackSummary
+
+        tracks = sorted(tracks, key=lambda t: (t.start_ts, t.camera_id, t.track_id))
+        with_embs = [t for t in tracks if t.embs]
+        summaries = [TrackSummary.from_crops(t.camera_id, t.track_id, np.array(t.ts), np.stack(t.embs),
+                                             np.array(t.quality), top_k=self.config.matcher.crops_per_track)
+                     for t in with_embs]
+        t0 = time.perf_counter()
+        results = self.matcher.match(summaries) if summaries else []
+        self.counters["match_ms_total"] += int(1e3 * (time.perf_counter() - t0))
+        for t, r in zip(with_embs, results, strict=True):
+            first = t.global_id is None
+            t.global_id = r.global_id
+            self.counters["matched_tracks"] += first
+            if first:
+                kind, from_cam = self.assignment_kind(r)
+                self.publish(kind, t, r.similarity, from_camera=from_cam, reason=r.reason)
+        for t in tracks:
+            if t.ended:
+                self.publish(ENDED, t, None, duration_s=round(t.last_ts - t.start_ts, 3), num_crops=len(t.embs))
+                del self.tracks[(t.camera_id, t.track_id)]
+
+    def assignment_kind(self, result) -> tuple[str, str | None]:
+        if result.is_new:
+            return NEW, None
+        ident = self.matcher.get(result.global_id)
+        earlier = [r for r in (ident.tracks if ident else []) if (r.camera_id, r.track_id) !=
+                   (result.camera_id, result.track_id)]
+        prev = max(earlier, key=lambda r: r.end_ts).camera_id if earlier else None
+        if prev is not None and prev != result.camera_id:
+            return MOVED, prev
+        return SEEN, None
+
+    def publish(self, kind: str, t: TrackBuffer, similarity: float | None, from_camera: str | None = None,
+                **extra) -> None:
+        seq = int(self.store.client.incr(self.seq_key))
+        event = make_event(kind, seq, t.camera_id, t.track_id, t.global_id, t.last_ts, t.frame_index, t.box,
+                           similarity, from_camera, **extra)
+        self.pub.send_multipart(encode_event(event))
+        self.counters["events"] += 1
+        self.counters[kind] += 1
+
+    def stats(self) -> dict:
+        return {**super().stats(), "identities": len(self.matcher.gallery) if hasattr(self, "matcher") else 0,
+                "open_tracks": len(getattr(self, "tracks", {}))}

@@ -1,0 +1,130 @@
+"""Frame sources: video files, image folders, RTSP/HTTP streams and USB cameras behind one iterator.
+
+Each source yields ``(frame_index, video_ts, frame)`` with BGR uint8 frames. Recorded sources carry video time
+(frame index / fps); live sources carry capture time (wall clock). A live stream that drops reconnects with
+exponential backoff instead of ending; a file that cannot be opened or yields no frame is a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from reid.data import IMAGE_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+Frame = tuple[int, float, np.ndarray]
+
+
+class SourceError(RuntimeError):
+    """A camera source that cannot be read; the message names it."""
+
+
+def probe_video(path: str | Path) -> tuple[float, int]:
+    """(fps, frame count) of a readable video file; raises :class:`SourceError` naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: video file not found")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise SourceError(f"{path}: cannot open video (corrupt, truncated or unsupported format)")
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise SourceError(f"{path}: video holds no readable frame (corrupt or truncated)")
+        return float(cap.get(cv2.CAP_PROP_FPS) or 0.0), int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    finally:
+        cap.release()
+
+
+def video_frames(path: str | Path, stride: int = 1, start_frame: int = 0, fps: float | None = None,
+                 max_ts: float | None = None) -> Iterator[Frame]:
+    """Every ``stride``-th frame of a video file from ``start_frame``; video time from the frame index."""
+    path = Path(path)
+    file_fps, count = probe_video(path)
+    fps = fps or file_fps or 25.0
+    cap = cv2.VideoCapture(str(path))
+    index = 0
+    try:
+        if start_frame:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
+            index = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
+        while True:
+            if (index - start_frame) % stride:
+                if not cap.grab():
+                    break
+                index += 1
+                continue
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                break
+            ts = index / fps
+            if max_ts is not None and ts >= max_ts:
+                return
+            yield index, ts, frame
+            index += 1
+    finally:
+        cap.release()
+    if count and index < count - stride:
+        log.warning("%s: ended at frame %d of %d (truncated or corrupt file?)", path, index, count)
+
+
+def folder_frames(path: str | Path, stride: int = 1, start_frame: int = 0, fps: float = 1.0,
+                  max_ts: float | None = None) -> Iterator[Frame]:
+    """Images of a folder in name order, one frame each; an unreadable image is skipped with a warning."""
+    files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SourceError(f"{path}: image folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    for index in range(start_frame, len(files), stride):
+        ts = index / fps
+        if max_ts is not None and ts >= max_ts:
+            return
+        frame = cv2.imread(str(files[index]))
+        if frame is None:
+            log.warning("%s: unreadable image skipped", files[index])
+            continue
+        yield index, ts, frame
+
+
+def stream_frames(source: str | int, stride: int = 1, should_stop: Callable[[], bool] = lambda: False,
+                  backoff_s: tuple[float, float] = (0.5, 30.0), max_ts: float | None = None) -> Iterator[Frame]:
+    """A live stream (RTSP/HTTP URL or USB index): capture time stamps, reconnect with backoff when it drops."""
+    delay = backoff_s[0]
+    index = 0
+    t0 = time.time()
+    while not should_stop():
+        cap = cv2.VideoCapture(source)
+        if not cap.isOpened():
+            log.warning("camera %s unreachable; retrying in %.1f s", source, delay)
+            _sleep(delay, should_stop)
+            delay = min(delay * 2, backoff_s[1])
+            continue
+        log.info("camera %s connected", source)
+        delay = backoff_s[0]
+        try:
+            while not should_stop():
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    log.warning("camera %s stalled or dropped; reconnecting", source)
+                    break
+                if index % stride == 0:
+                    ts = time.time()
+                    if max_ts is not None and ts - t0 >= max_ts:
+                        return
+                    yield index, ts, frame
+                index += 1
+        finally:
+            cap.release()
+        _sleep(delay, should_stop)
+
+
+def _sleep(seconds: float, should_stop: Callable[[], bool]) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not should_stop():
+        time.sleep(min(0.1, end - time.monotonic()))

@@ -1,0 +1,208 @@
+"""The stage process: one job, one input socket, one output, reporting to the supervisor.
+
+A stage runs in its own process. ``setup()`` runs in the child (models are built there, never pickled across);
+``run()`` polls the input with a 100 ms timeout, hands each decoded message to ``handle()``, and sends one
+report per second to the supervisor's control socket (counts, rates, latency). A message that does not decode
+is dropped and counted, never fatal. Signal handlers only set the stop flag; on exit the sockets close with
+``linger=0`` and the stage logs a summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import msgpack
+import zmq
+
+from pipeline.config import PipelineConfig
+from pipeline.messages import END, Message, MessageError, decode, encode
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100
+REPORT_EVERY_S = 1.0
+
+
+def bind_dir(endpoint: str) -> None:
+    """Create the folder of an ipc:// endpoint."""
+    if endpoint.startswith("ipc://"):
+        os.makedirs(os.path.dirname(endpoint[len("ipc://"):]) or ".", exist_ok=True)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+
+
+class Stage:
+    """Base class of every stage. Subclasses set ``name``, ``input``/``output`` endpoint names and implement
+    :meth:`handle`; sources override :meth:`run`."""
+
+    name = "stage"
+    input: str | None = None  # endpoint name this stage binds a PULL socket to
+    output: str | None = None  # endpoint name this stage connects a PUSH socket to
+
+    def __init__(self, config: PipelineConfig, instance: int = 0, **options: Any) -> None:
+        self.config = config
+        self.instance = instance
+        self.options = options
+        self.stop = threading.Event()
+        self.counters: dict[str, int] = defaultdict(int)
+        self.ended: set[str] = set()  # cameras whose END this stage has passed on
+        self.latency_ms: list[float] = []
+        self.ctx: zmq.Context | None = None
+        self.in_sock: zmq.Socket | None = None
+        self.out_sock: zmq.Socket | None = None
+        self.control: zmq.Socket | None = None
+        self._last_report = 0.0
+
+    # -- life cycle ---------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Build models and open resources; runs in the child process."""
+
+    def teardown(self) -> None:
+        """Release resources; runs in the child process on exit."""
+
+    def open_sockets(self) -> None:
+        hwm = self.config.endpoints.high_water_mark
+        self.ctx = zmq.Context()
+        self.control = self.ctx.socket(zmq.PUSH)
+        self.control.setsockopt(zmq.LINGER, 1000)
+        self.control.setsockopt(zmq.SNDHWM, 1000)
+        self.control.connect(self.config.endpoint("control"))
+        if self.input:
+            endpoint = self.config.endpoint(self.input)
+            bind_dir(endpoint)
+            self.in_sock = self.ctx.socket(zmq.PULL)
+            self.in_sock.setsockopt(zmq.RCVHWM, hwm)
+            self.in_sock.setsockopt(zmq.LINGER, 0)
+            self.in_sock.bind(endpoint)
+        if self.output:
+            self.out_sock = self.ctx.socket(zmq.PUSH)
+            self.out_sock.setsockopt(zmq.SNDHWM, hwm)
+            self.out_sock.setsockopt(zmq.LINGER, 2000)
+            self.out_sock.connect(self.config.endpoint(self.output))
+
+    def close_sockets(self) -> None:
+        for sock in (self.in_sock, self.out_sock, self.control):
+            if sock is not None:
+                sock.close()
+        if self.ctx is not None:
+            self.ctx.term()
+
+    def notify(self, kind: str, **fields: Any) -> None:
+        """A report to the supervisor (never blocks the stage)."""
+        if self.control is None:
+            return
+        body = {"kind": kind, "stage": self.label, "instance": self.instance, "pid": os.getpid(), **fields}
+        try:
+            self.control.send(msgpack.packb(body, use_bin_type=True), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def stats(self) -> dict[str, Any]:
+        lat = sorted(self.latency_ms[-200:])
+        return {
+            "counters": dict(self.counters),
+            "ended": sorted(self.ended),
+            "latency_p50_ms": lat[len(lat) // 2] if lat else None,
+            "latency_p95_ms": lat[int(len(lat) * 0.95)] if lat else None,
+        }
+
+    def maybe_report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_report >= REPORT_EVERY_S:
+            self._last_report = now
+            self.notify("stats", **self.stats())
+
+    # -- main loop ----------------------------------------------------------------------------------------
+    def send(self, type_: str, header: dict[str, Any], arrays: list = ()) -> None:
+        """Send downstream, blocking while the next stage's queue is full (back-pressure), but still
+        reacting to a stop request."""
+        assert self.out_sock is not None
+        frames = encode(type_, header, arrays)
+        while True:
+            try:
+                self.out_sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+                self.counters["sent"] += 1
+                return
+            except zmq.Again:
+                if self.stop.is_set() and self.options.get("abandon_on_stop", False):
+                    self.counters["dropped_on_stop"] += 1
+                    return
+                self.out_sock.poll(POLL_MS, zmq.POLLOUT)
+
+    def handle(self, msg: Message) -> None:
+        raise NotImplementedError
+
+    def idle(self) -> None:
+        """Called after every poll, message or not (flush timers, batch deadlines)."""
+
+    def finished(self) -> bool:
+        """True when every camera's stream has ended and this stage has passed that on."""
+        return bool(self.config.cameras) and self.ended >= {c.id for c in self.config.cameras}
+
+    def run(self) -> None:
+        assert self.in_sock is not None
+        poller = zmq.Poller()
+        poller.register(self.in_sock, zmq.POLLIN)
+        while not self.stop.is_set() and not self.finished():
+            events = dict(poller.poll(POLL_MS))
+            if self.in_sock in events:
+                for _ in range(256):  # drain what is queued, then give idle() and reports a turn
+                    try:
+                        frames = self.in_sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self.counters["received"] += 1
+                    try:
+                        msg = decode([f.buffer for f in frames])
+                    except MessageError as e:
+                        self.counters["malformed"] += 1
+                        log.warning("%s: dropped a malformed message: %s", self.label, e)
+                        continue
+                    self.handle(msg)
+            self.idle()
+            self.maybe_report()
+
+    def forward_end(self, camera_id: str) -> None:
+        if self.output:
+            self.send(END, {"camera_id": camera_id})
+        self.ended.add(camera_id)
+
+
+def run_stage(stage: Stage, log_level: int = logging.INFO) -> int:
+    """Entry point of a stage process (or of ``run_pipeline.py --stage``)."""
+    setup_logging(log_level)
+    signal.signal(signal.SIGTERM, lambda *_: stage.stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN if stage.options.get("supervised") else lambda *_: stage.stop.set())
+    t0 = time.monotonic()
+    try:
+        stage.open_sockets()
+        stage.setup()
+        stage.notify("ready")
+        stage.run()
+        stage.maybe_report(force=True)
+        stage.notify("done", **stage.stats())
+        log.info("%s finished in %.1f s: %s", stage.label, time.monotonic() - t0, dict(stage.counters))
+        return 0
+    except Exception as e:
+        log.exception("%s failed", stage.label)
+        stage.notify("error", error=f"{type(e).__name__}: {e}")
+        return 1
+    finally:
+        try:
+            stage.teardown()
+        finally:
+            stage.close_sockets()

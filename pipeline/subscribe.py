@@ -1,0 +1,69 @@
+"""Print identity events as JSON lines.
+
+    python -m pipeline.subscribe [ENDPOINT] [--camera ID] [--kind KIND] [--count N] [--timeout S]
+
+ENDPOINT defaults to tcp://127.0.0.1:5560. A jump in ``seq`` means events were missed; it is reported on
+stderr as a gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+import zmq
+
+from pipeline.events import KINDS, decode_event
+
+log = logging.getLogger("pipeline.subscribe")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.subscribe", description=__doc__.split("\n")[0])
+    p.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5560")
+    p.add_argument("--camera", default=None, help="only events of this camera")
+    p.add_argument("--kind", choices=KINDS, default=None, help="only events of this kind")
+    p.add_argument("--count", type=int, default=None, help="exit after N events")
+    p.add_argument("--timeout", type=float, default=None, help="exit after S seconds without an event")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, (args.kind or "").encode())
+    sub.connect(args.endpoint)
+    n, last_seq, last_event = 0, None, time.monotonic()
+    try:
+        while args.count is None or n < args.count:
+            if not sub.poll(200):
+                if args.timeout is not None and time.monotonic() - last_event > args.timeout:
+                    break
+                continue
+            try:
+                event = decode_event(sub.recv_multipart())
+            except ValueError as e:
+                log.warning("ignored a malformed message: %s", e)
+                continue
+            last_event = time.monotonic()
+            seq = event.get("seq")
+            if args.kind is None and last_seq is not None and isinstance(seq, int) and seq != last_seq + 1:
+                log.warning("gap: missed events %d..%d", last_seq + 1, seq - 1)
+            last_seq = seq if isinstance(seq, int) else last_seq
+            if args.camera and event.get("camera_id") != args.camera:
+                continue
+            print(json.dumps(event), flush=True)
+            n += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close()
+        ctx.term()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
