@@ -42,7 +42,7 @@ import numpy as np
 import redis
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, ResponseError, WatchError
+from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -131,12 +131,33 @@ class RedisConfig(BaseModel):
         return None
 
 
+class _Unretryable(Exception):
+    """Carries an error out of :class:`_Retry` past its retry loop."""
+
+
+class _Retry(Retry):
+    """redis-py's retry with backoff, except for bad credentials: retrying cannot fix them, so fail at once."""
+
+    def call_with_retry(self, do, fail, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        def guarded():  # type: ignore[no-untyped-def]
+            try:
+                return do()
+            except AuthenticationError as e:  # a ConnectionError subclass, so Retry would retry it
+                raise _Unretryable(e) from e
+
+        try:
+            return super().call_with_retry(guarded, fail, *args, **kwargs)
+        except _Unretryable as e:
+            raise e.args[0] from None
+
+
 def connect(config: RedisConfig, url: str | None = None) -> redis.Redis:
     """A client for ``url`` (default ``config.url``) that retries with exponential backoff on connection errors.
 
     Redis restarting (connection refused, then ``LOADING`` while it replays its append-only file) is retried for
     about ``retry_attempts`` steps of ``retry_base_s * 2**n`` capped at ``retry_cap_s``; a transaction that was
-    watching keys when the connection broke fails with ``WatchError`` and is rerun by the store.
+    watching keys when the connection broke fails with ``WatchError`` and is rerun by the store. Bad credentials
+    fail at once.
     """
     url = url or config.url
     if url is None:
@@ -146,7 +167,7 @@ def connect(config: RedisConfig, url: str | None = None) -> redis.Redis:
         password=config.resolved_password(),
         socket_timeout=config.socket_timeout_s,
         socket_connect_timeout=config.connect_timeout_s,
-        retry=Retry(ExponentialBackoff(cap=config.retry_cap_s, base=config.retry_base_s), config.retry_attempts),
+        retry=_Retry(ExponentialBackoff(cap=config.retry_cap_s, base=config.retry_base_s), config.retry_attempts),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, BusyLoadingError],
         health_check_interval=30,
         decode_responses=False,

@@ -1,0 +1,300 @@
+"""Matching rules on hand-made embeddings whose cosines are set exactly, through a real Redis (fixture)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from reid.matching import (
+    Gallery,
+    Matcher,
+    MatcherConfig,
+    TopologyConfig,
+    TrackSummary,
+    absorb,
+    aggregate_embeddings,
+    assign,
+    new_identity,
+)
+from reid.store import IdentityStore, MemoryStore, RedisConfig
+
+D = 1024
+
+
+def gram_vectors(gram: list[list[float]], seed: int = 0) -> list[np.ndarray]:
+    """Unit vectors in R^D whose pairwise cosines are exactly ``gram``."""
+    g = np.asarray(gram, dtype=np.float64)
+    basis, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((D, len(g))))
+    vecs = np.linalg.cholesky(g) @ basis.T
+    return [(v / np.linalg.norm(v)).astype(np.float32) for v in vecs]
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(D)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def track(camera: str, tid: int, start: float, end: float, emb: np.ndarray, crops: int = 4) -> TrackSummary:
+    return TrackSummary(camera, tid, start, end, emb, num_crops=crops, quality=1.0)
+
+
+@pytest.fixture
+def make_matcher(redis_url):
+    stores = []
+
+    def make(**overrides) -> Matcher:
+        cfg = MatcherConfig(redis=RedisConfig(url=redis_url), **overrides)
+        store = IdentityStore.from_config(cfg.redis, dim=cfg.embedding_dim, max_prototypes=cfg.max_prototypes)
+        stores.append(store)
+        return Matcher(cfg, store)
+
+    yield make
+    for s in stores:
+        s.close()
+
+
+# -- embeddings ---------------------------------------------------------------------------------------------------
+
+
+def test_aggregate_weights_best_crops_by_quality():
+    a, b = unit(1), unit(2)
+    embs = np.stack([2 * a, a, b])  # norms differ: each crop is normalised first
+    out = aggregate_embeddings(embs, np.array([1.0, 1.0, 0.1]), top_k=2)
+    assert out.dtype == np.float32 and abs(np.linalg.norm(out) - 1) < 1e-5
+    assert float(out @ a) > 0.999  # the low-quality crop of another person was left out
+    mixed = aggregate_embeddings(embs, np.array([1.0, 1.0, 2.0]))
+    assert 0.5 < float(mixed @ a) < 0.95 and float(mixed @ b) > float(out @ b)
+    with pytest.raises(ValueError, match="qualities shape"):
+        aggregate_embeddings(embs, np.ones(2))
+    with pytest.raises(ValueError, match=r"\(N>=1, D\)"):
+        aggregate_embeddings(np.zeros((0, D)))
+
+
+def test_track_summary_rejects_raw_embeddings():
+    raw = np.concatenate([unit(1)[:512], unit(2)[:512]])  # HA-CNN output: norm about sqrt(2), not 1
+    raw[:512] /= np.linalg.norm(raw[:512])
+    raw[512:] /= np.linalg.norm(raw[512:])
+    with pytest.raises(ValueError, match="unit vector.*aggregate_embeddings"):
+        TrackSummary("c1", 1, 0.0, 1.0, raw.astype(np.float32))
+    with pytest.raises(ValueError, match="start_ts <= end_ts"):
+        TrackSummary("c1", 1, 2.0, 1.0, unit(1))
+    t = TrackSummary.from_crops("c1", 7, np.array([3.0, 1.0, 2.0]), np.stack([raw, raw, raw]), np.ones(3))
+    assert (t.start_ts, t.end_ts, t.num_crops) == (1.0, 3.0, 3)
+
+
+# -- decision rules -----------------------------------------------------------------------------------------------
+
+
+def test_threshold_and_margin_rule(make_matcher):
+    # A and B are two people who look alike; each probe's cosines to them are set exactly.
+    a, b, clear, close, low = gram_vectors([
+        [1.00, 0.60, 0.90, 0.80, 0.50],
+        [0.60, 1.00, 0.60, 0.78, 0.40],
+        [0.90, 0.60, 1.00, 0.80, 0.50],
+        [0.80, 0.78, 0.80, 1.00, 0.50],
+        [0.50, 0.40, 0.50, 0.50, 1.00],
+    ])
+    m = make_matcher(threshold=0.7, margin=0.05)
+    ra, rb = m.match([track("c0", 1, 0, 10, a), track("c0", 2, 0, 10, b)])  # same camera, same time
+    assert ra.is_new and rb.is_new and ra.global_id != rb.global_id
+    # 0.90 vs rival 0.60: joins A.
+    r = m.match([track("c1", 1, 20, 30, clear)])[0]
+    assert (r.global_id, r.is_new, r.reason) == (ra.global_id, False, "matched")
+    assert r.similarity == pytest.approx(0.90, abs=1e-4)
+    # 0.80 vs 0.78: above the threshold but ambiguous -> a new identity.
+    r = m.match([track("c2", 1, 40, 50, close)])[0]
+    assert r.is_new and r.reason == "new:ambiguous"
+    # 0.50 best: below the threshold.
+    r = m.match([track("c3", 1, 60, 70, low)])[0]
+    assert r.is_new and r.reason == "new:below_threshold"
+
+
+def test_hungarian_beats_greedy_on_competing_tracks(make_matcher):
+    # Two people A, B; at the same moment camera c1 sees t1 (really B, but a little closer to A) and t2 (really A).
+    gram = [[1.00, 0.70, 0.90, 0.88],
+            [0.70, 1.00, 0.85, 0.50],
+            [0.90, 0.85, 1.00, 0.75],
+            [0.88, 0.50, 0.75, 1.00]]
+    a, b, t1, t2 = gram_vectors(gram)
+    outcomes = {}
+    for method in ("greedy", "hungarian"):
+        m = make_matcher(threshold=0.6, margin=0.02, assignment=method)
+        m.store.client.flushall()
+        m.reload()
+        ra, rb = m.match([track("c0", 1, 0, 10, a), track("c0", 2, 0, 10, b)])
+        r1, r2 = m.match([track("c1", 1, 100, 110, t1), track("c1", 2, 100, 110, t2)])
+        outcomes[method] = (r1.global_id == rb.global_id, r2.global_id == ra.global_id, r1, r2)
+    g1, g2, gr1, gr2 = outcomes["greedy"]
+    h1, h2, hr1, hr2 = outcomes["hungarian"]
+    assert (h1, h2) == (True, True)  # joint: t1 -> B (0.85) and t2 -> A (0.88), total 1.73
+    assert (g1, g2) == (False, False)  # greedy: t1 grabs A (0.90), t2 can only found a new identity
+    assert gr2.is_new and gr2.reason == "new:constraint"  # A now holds t1, seen in c1 at the same time
+    assert not hr1.is_new and not hr2.is_new
+    # The same decision in pure form.
+    scores = {1: {"A": 0.90, "B": 0.85}, 2: {"A": 0.88}}
+    assert assign(scores, 0.6, "hungarian") == {1: "B", 2: "A"}
+    assert assign(scores, 0.6, "greedy") == {1: "A"}
+
+
+def test_same_camera_co_occurrence_is_never_one_person(make_matcher):
+    e = unit(5)
+    m = make_matcher(threshold=0.7, margin=0.0)
+    first = m.match([track("lobby", 1, 0, 10, e)])[0]
+    # Identical appearance, same camera, overlapping in time: must be someone else.
+    twin = m.match([track("lobby", 2, 5, 15, e)])[0]
+    assert twin.is_new and twin.reason == "new:constraint" and twin.global_id != first.global_id
+    # The same camera later (re-entry, or a tracker hand-off touching end to start): may be the same person.
+    later = m.match([track("lobby", 3, 15, 20, e)])[0]
+    assert later.global_id in (first.global_id, twin.global_id) and not later.is_new
+    # Within one batch: two simultaneous tracks in one camera never share an identity (founding included) ...
+    f = unit(6)
+    r = m.match([track("hall", 1, 100, 110, f), track("hall", 2, 100, 110, f)])
+    assert r[0].global_id != r[1].global_id and r[0].is_new and r[1].is_new
+    # ... while simultaneous tracks in two cameras (overlapping views) do.
+    g = unit(7)
+    r = m.match([track("hall", 3, 200, 210, g), track("yard", 1, 200, 210, g)])
+    assert r[0].global_id == r[1].global_id and sum(x.is_new for x in r) == 1
+
+
+def test_topology_travel_time_window(make_matcher):
+    topo = TopologyConfig.model_validate({"links": [
+        {"from_camera": "c1", "to_camera": "c2", "min_travel_s": 5, "max_travel_s": 60},
+        {"from_camera": "c2", "to_camera": "c3", "min_travel_s": 0, "max_travel_s": 30, "bidirectional": False},
+    ]})
+    e = unit(11)
+    m = make_matcher(threshold=0.7, margin=0.0, topology=topo)
+    gid = m.match([track("c1", 1, 0, 10, e)])[0].global_id
+    too_soon = m.match([track("c2", 1, 12, 20, e)])[0]  # 2 s after leaving c1: faster than possible
+    assert too_soon.is_new and too_soon.reason == "new:constraint"
+    unlinked = m.match([track("c3", 1, 30, 40, e)])[0]  # c1 -> c3 is no link (c3 was reached from too_soon's c2)
+    assert unlinked.global_id != gid
+    m2 = make_matcher(threshold=0.7, margin=0.0, topology=topo)
+    m2.store.client.flushall()
+    m2.reload()
+    gid = m2.match([track("c1", 1, 0, 10, e)])[0].global_id
+    ok = m2.match([track("c2", 1, 30, 40, e)])[0]  # 20 s: inside [5, 60]
+    assert (ok.global_id, ok.is_new) == (gid, False)
+    onward = m2.match([track("c3", 1, 50, 60, e)])[0]  # c2 -> c3 within 30 s; c1 is not a neighbour any more
+    assert (onward.global_id, onward.is_new) == (gid, False)
+    back = m2.match([track("c2", 2, 70, 80, e)])[0]  # c3 -> c2: the link is one-way
+    assert back.is_new and back.reason == "new:constraint"
+    late = m2.match([track("c1", 2, 500, 510, e)])[0]  # c2 -> c1 after 420 s: beyond max_travel_s
+    assert late.is_new
+    assert topo.allows(track("c1", 9, 0, 10, e).ref, track("c2", 9, 70, 80, e).ref)  # 60 s: the bound counts
+    assert not topo.allows(track("c1", 9, 0, 10, e).ref, track("c2", 9, 71, 80, e).ref)
+
+
+def test_topology_config_is_validated():
+    with pytest.raises(ValidationError, match="max_travel_s 3.0 < min_travel_s 5.0"):
+        TopologyConfig.model_validate({"links": [{"from_camera": "a", "to_camera": "b", "min_travel_s": 5,
+                                                  "max_travel_s": 3}]})
+    with pytest.raises(ValidationError, match="extra_forbidden"):
+        MatcherConfig.model_validate({"threshold": 0.5, "treshold_typo": 1})
+    with pytest.raises(ValidationError, match="rediss"):
+        RedisConfig(url="redis://x:6379", tls_ca_file="ca.pem")
+    with pytest.raises(ValidationError, match="need"):
+        RedisConfig(username="reid")
+    assert "description" in MatcherConfig.model_json_schema()["properties"]["expiry_s"]
+
+
+def test_known_track_keeps_its_id_and_refreshes_prototypes(make_matcher):
+    a, a_side = gram_vectors([[1.0, 0.75], [0.75, 1.0]])
+    m = make_matcher(threshold=0.7, margin=0.0, prototype_merge_similarity=0.9)
+    r = m.match([track("c1", 1, 0, 5, a, crops=3)])[0]
+    again = m.match([track("c1", 1, 0, 9, a_side, crops=6)])[0]  # the same track, matured
+    assert (again.global_id, again.is_new, again.reason) == (r.global_id, False, "known")
+    ident = m.get(r.global_id)
+    assert ident.num_tracks == 1 and ident.num_crops == 6 and ident.last_seen_ts == 9
+    assert len(ident.prototypes) == 2  # a different view became a second prototype
+    before = ident.rev
+    m.match([track("c1", 1, 0, 9, a_side, crops=6)])  # the same update again: no new evidence
+    ident2 = m.get(r.global_id)
+    assert ident2.num_crops == 6 and np.array_equal(ident2.weights, ident.weights) and ident2.rev == before + 1
+
+
+def test_absorb_keeps_a_few_diverse_prototypes():
+    cfg = MatcherConfig(max_prototypes=3, prototype_merge_similarity=0.9)
+    ident = new_identity(track("c1", 0, 0, 1, unit(0)), 1)
+    for i in range(1, 6):
+        ident = absorb(ident, 1, track("c1", i, i, i + 1, unit(i)), cfg)
+    assert ident.prototypes.shape == (3, D) and ident.num_tracks == 6
+    assert np.allclose(np.linalg.norm(ident.prototypes, axis=1), 1, atol=1e-5)
+    assert ident.weights.sum() == pytest.approx(6 * 4)
+
+
+def test_gallery_matches_brute_force_through_updates_and_compaction():
+    rng = np.random.default_rng(0)
+    cfg = MatcherConfig(max_prototypes=3)
+    gallery, truth = Gallery(D, index="numpy"), {}
+    for step in range(3000):
+        gid = int(rng.integers(1, 400))
+        if gid in truth and rng.random() < 0.1:
+            gallery.remove(gid)
+            del truth[gid]
+            continue
+        t = track("c", step, step, step + 1, unit(10_000 + step))
+        ident = absorb(truth.get(gid), gid, t, cfg) if gid in truth else new_identity(t, gid)
+        gallery.upsert(ident)
+        truth[gid] = ident
+    probes = np.stack([unit(i) for i in range(5)])
+    gids, sims = gallery.scores(probes)
+    assert sorted(gids.tolist()) == sorted(truth)
+    for j, g in enumerate(gids):
+        assert np.allclose(sims[:, j], (probes @ truth[int(g)].prototypes.T).max(1), atol=1e-5)
+    cands, best = gallery.candidates(probes, 0.05)
+    assert all(all(s >= 0.05 for s in c.values()) for c in cands)
+    assert best[0] == pytest.approx(sims[0].max())
+
+
+def test_memory_store_gives_the_same_decisions_as_redis(make_matcher):
+    rng = np.random.default_rng(3)
+    people = [unit(100 + i) for i in range(6)]
+    batches = []
+    for cam in range(3):
+        batch = []
+        for p, e in enumerate(people):
+            v = e + 0.6 * rng.standard_normal(D).astype(np.float32) / np.sqrt(D)
+            batch.append(track(f"c{cam}", p, 100 * cam, 100 * cam + 10, (v / np.linalg.norm(v)).astype(np.float32)))
+        batches.append(batch)
+    cfg = dict(threshold=0.6, margin=0.02)
+    redis_m = make_matcher(**cfg)
+    mem_m = Matcher(MatcherConfig(**cfg), MemoryStore(D))
+    for batch in batches:
+        assert [r.global_id for r in redis_m.match(batch)] == [r.global_id for r in mem_m.match(batch)]
+    assert redis_m.stats.new == 6 and redis_m.stats.matched == 12
+
+
+def test_faiss_index_finds_what_brute_force_finds():
+    pytest.importorskip("faiss")
+    cfg = MatcherConfig(max_prototypes=3)
+    brute, index, truth = Gallery(D, index="numpy"), Gallery(D, index="faiss", faiss_nprobe=64), {}
+    rng = np.random.default_rng(1)
+    centers = np.stack([unit(30_000 + c) for c in range(40)])  # people come in look-alike groups, as real ones do
+
+    def person(seed: int) -> np.ndarray:
+        v = centers[seed % 40] + 0.8 * unit(seed)
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    for step in range(4000):
+        gid = int(rng.integers(1, 2000))
+        if gid in truth and rng.random() < 0.1:
+            brute.remove(gid)
+            index.remove(gid)
+            del truth[gid]
+            continue
+        t = track("c", step, step, step + 1, person(gid))
+        ident = absorb(truth[gid], gid, t, cfg) if gid in truth else new_identity(t, gid)
+        brute.upsert(ident)
+        index.upsert(ident)
+        truth[gid] = ident
+        if step == 1500:
+            index.candidates(unit(0)[None], 0.0)  # build the index midway: later updates go to it row by row
+    gids = sorted(truth)[:40]
+    probes = np.stack([person(g) + 0.2 * unit(50_000 + g) for g in gids])
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    (cb, bb), (cf, bf) = brute.candidates(probes, 0.6), index.candidates(probes, 0.6)
+    assert np.allclose(bb, bf, atol=1e-4)  # the best identity is found (the index is approximate in general)
+    for a, b in zip(cb, cf, strict=True):
+        assert max(a, key=a.get) == max(b, key=b.get)
+        assert all(abs(a[g] - b[g]) < 1e-4 for g in b)
