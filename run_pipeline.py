@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # several stage processes share the cores: no thread oversubscription
 
 STAGES = ("source", "detect", "embed", "match")
 

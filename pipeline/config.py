@@ -129,7 +129,7 @@ class EndpointsConfig(_Section):
     match: str | None = Field(None, description="input of the match stage (default ipc://RUN/match.sock)")
     control: str | None = Field(None, description="stage -> supervisor reports (default ipc://RUN/control.sock)")
     events: str = Field("tcp://127.0.0.1:5560", description="PUB socket of the identity events")
-    high_water_mark: int = Field(64, ge=1, description="messages queued per socket before senders block (replay) "
+    high_water_mark: int = Field(8, ge=1, description="messages queued per socket before senders block (replay) "
                                  "or the detector skips to the newest frames (live)")
 
     @field_validator("detect", "embed", "match", "control", "events")

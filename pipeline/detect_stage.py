@@ -30,6 +30,9 @@ class DetectStage(Stage):
     output = "embed"
 
     def setup(self) -> None:
+        # At most two frames per camera leave the socket queue per turn: the rest stay there, so replay sources
+        # feel back-pressure and a killed detector loses only what it held.
+        self.max_drain = 2 * len(self.config.cameras)
         from detectors import CameraTracker, PersonDetector
         from detectors.crops import QualityConfig
         from detectors.tracking import BestCropSelector

@@ -25,6 +25,18 @@ from pipeline.stage import Stage, bind_dir
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A track as it was when it became ready: decisions and events use this, not the track's later state,
+    so they do not depend on how far the track got before the watermark let the decision through."""
+
+    last_ts: float
+    frame_index: int
+    box: list[float] | None
+    num_crops: int
+    ended: bool
+
+
 @dataclass
 class TrackBuffer:
     camera_id: str
@@ -61,7 +73,7 @@ class MatchStage(Stage):
         bind_dir(endpoint)
         self.pub.bind(endpoint)
         self.tracks: dict[tuple[str, int], TrackBuffer] = {}
-        self.ready: list[tuple[float, str, int, int]] = []  # heap of (decision ts, camera, track, n)
+        self.ready: list[tuple[float, str, int, int, Snapshot]] = []  # heap: (decision ts, camera, track, n, state)
         self.progress: dict[str, float] = {}  # camera -> latest video time seen
         self.heard: dict[str, float] = {}  # camera -> wall time of its latest message
         self.live = False
@@ -81,9 +93,10 @@ class MatchStage(Stage):
             return
         if msg.type == END:
             self.ended.add(cam)
+            end_ts = self.progress.get(cam, -math.inf)
             for key, t in self.tracks.items():  # a track cut by the end of the stream ends with it
                 if key[0] == cam and not t.ended:
-                    self.finish(t, t.last_ts)
+                    self.finish(t, max(end_ts, t.last_ts))
             self.decide()
             return
         if msg.type != EMBEDDINGS:
@@ -136,7 +149,8 @@ class MatchStage(Stage):
 
     def enqueue(self, ts: float, t: TrackBuffer) -> None:
         self._n += 1
-        heapq.heappush(self.ready, (ts, t.camera_id, t.track_id, self._n))
+        snap = Snapshot(t.last_ts, t.frame_index, t.box, len(t.embs), t.ended)
+        heapq.heappush(self.ready, (ts, t.camera_id, t.track_id, self._n, snap))
 
     # -- decisions ------------------------------------------------------------------------------------------
     def watermark(self) -> float:
@@ -153,36 +167,41 @@ class MatchStage(Stage):
             self.decide()
 
     def decide(self) -> None:
+        """Match the ready tracks before the watermark, one decision time at a time: batches then depend only
+        on video time, never on message timing, and a replay decides exactly as before. The bound is strict
+        because a camera that has reached time T can still make tracks ready at T (in the same message)."""
         mark = self.watermark()
-        due: dict[tuple[str, int], TrackBuffer] = {}
-        while self.ready and self.ready[0][0] <= mark:
-            _, cam, tid, _ = heapq.heappop(self.ready)
-            if (cam, tid) in self.tracks:
-                due[(cam, tid)] = self.tracks[(cam, tid)]
-        if due:
-            self.match(list(due.values()))
+        while self.ready and self.ready[0][0] < mark:
+            ts0 = self.ready[0][0]
+            due: dict[tuple[str, int], Snapshot] = {}
+            while self.ready and self.ready[0][0] == ts0:
+                _, cam, tid, _, snap = heapq.heappop(self.ready)
+                if (cam, tid) in self.tracks:
+                    due[(cam, tid)] = snap
+            if due:
+                self.match([(self.tracks[k], snap) for k, snap in sorted(due.items())])
 
-    def match(self, tracks: list[TrackBuffer]) -> None:
+    def match(self, batch: list[tuple[TrackBuffer, Snapshot]]) -> None:
         from reid.matching import TrackSummary
 
-        tracks = sorted(tracks, key=lambda t: (t.start_ts, t.camera_id, t.track_id))
-        with_embs = [t for t in tracks if t.embs]
-        summaries = [TrackSummary.from_crops(t.camera_id, t.track_id, np.array(t.ts), np.stack(t.embs),
-                                             np.array(t.quality), top_k=self.config.matcher.crops_per_track)
-                     for t in with_embs]
+        with_embs = [(t, s) for t, s in batch if s.num_crops]
+        summaries = [TrackSummary.from_crops(t.camera_id, t.track_id, np.array(t.ts[: s.num_crops]),
+                                             np.stack(t.embs[: s.num_crops]), np.array(t.quality[: s.num_crops]),
+                                             top_k=self.config.matcher.crops_per_track)
+                     for t, s in with_embs]
         t0 = time.perf_counter()
         results = self.matcher.match(summaries) if summaries else []
         self.counters["match_ms_total"] += int(1e3 * (time.perf_counter() - t0))
-        for t, r in zip(with_embs, results, strict=True):
+        for (t, s), r in zip(with_embs, results, strict=True):
             first = t.global_id is None
             t.global_id = r.global_id
             self.counters["matched_tracks"] += first
             if first:
                 kind, from_cam = self.assignment_kind(r)
-                self.publish(kind, t, r.similarity, from_camera=from_cam, reason=r.reason)
-        for t in tracks:
-            if t.ended:
-                self.publish(ENDED, t, None, duration_s=round(t.last_ts - t.start_ts, 3), num_crops=len(t.embs))
+                self.publish(kind, t, s, r.similarity, from_camera=from_cam, reason=r.reason)
+        for t, s in batch:
+            if s.ended:
+                self.publish(ENDED, t, s, None, duration_s=round(s.last_ts - t.start_ts, 3), num_crops=s.num_crops)
                 del self.tracks[(t.camera_id, t.track_id)]
 
     def assignment_kind(self, result) -> tuple[str, str | None]:
@@ -196,10 +215,10 @@ class MatchStage(Stage):
             return MOVED, prev
         return SEEN, None
 
-    def publish(self, kind: str, t: TrackBuffer, similarity: float | None, from_camera: str | None = None,
-                **extra) -> None:
+    def publish(self, kind: str, t: TrackBuffer, s: Snapshot, similarity: float | None,
+                from_camera: str | None = None, **extra) -> None:
         seq = int(self.store.client.incr(self.seq_key))
-        event = make_event(kind, seq, t.camera_id, t.track_id, t.global_id, t.last_ts, t.frame_index, t.box,
+        event = make_event(kind, seq, t.camera_id, t.track_id, t.global_id, s.last_ts, s.frame_index, s.box,
                            similarity, from_camera, **extra)
         self.pub.send_multipart(encode_event(event))
         self.counters["events"] += 1

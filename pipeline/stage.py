@@ -47,6 +47,7 @@ class Stage:
 
     name = "stage"
     input: str | None = None  # endpoint name this stage binds a PULL socket to
+    max_drain = 256  # messages taken from the input per turn; small where messages are big (frames)
     output: str | None = None  # endpoint name this stage connects a PUSH socket to
 
     def __init__(self, config: PipelineConfig, instance: int = 0, **options: Any) -> None:
@@ -160,7 +161,7 @@ class Stage:
         while not self.stop.is_set() and not self.finished():
             events = dict(poller.poll(POLL_MS))
             if self.in_sock in events:
-                for _ in range(256):  # drain what is queued, then give idle() and reports a turn
+                for _ in range(self.max_drain):  # drain what is queued, then give idle() and reports a turn
                     try:
                         frames = self.in_sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:

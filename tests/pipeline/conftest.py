@@ -1,0 +1,34 @@
+"""Pipeline fixtures: the example config on a private run directory and event port."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import PipelineConfig, load_config
+from reid.paths import PROJECT_ROOT
+
+EXAMPLE = PROJECT_ROOT / "configs" / "cams.example.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def example_config(run_dir: Path, detect_fps: float = 2.5) -> PipelineConfig:
+    cfg = load_config(EXAMPLE).with_run_dir(run_dir)
+    cams = [c.model_copy(update={"detect_fps": detect_fps}) for c in cfg.cameras]
+    endpoints = cfg.endpoints.model_copy(update={"events": f"tcp://127.0.0.1:{free_port()}"})
+    return cfg.model_copy(update={"cameras": cams, "endpoints": endpoints})
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    def make(name: str = "run", **kw) -> PipelineConfig:
+        return example_config(tmp_path / name, **kw)
+
+    return make

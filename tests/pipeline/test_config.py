@@ -1,0 +1,94 @@
+"""Configuration errors name the file, the line and the field."""
+
+import shutil
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.config import ConfigError, load_config
+from pipeline.supervisor import PipelineError, check_sources
+from run_pipeline import main
+
+from .conftest import EXAMPLE
+
+
+def test_example_config_loads_and_resolves_paths():
+    cfg = load_config(EXAMPLE)
+    assert [c.id for c in cfg.cameras] == ["c0", "c1", "c2"]
+    for c in cfg.cameras:
+        assert c.source.endswith(f"campus4-{c.id}.mp4")
+    assert cfg.detector.weights.is_file() and cfg.reid.weights.is_file()
+    assert cfg.matcher.redis.url is None
+    assert cfg.matcher.redis.embedded_dir == cfg.resolved_run_dir / "redis"
+    check_sources(cfg)
+
+
+def test_validate_config_cli(capsys):
+    assert main(["--cameras", str(EXAMPLE), "--validate-config"]) == 0
+    assert "OK (3 cameras" in capsys.readouterr().out
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "cams.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_malformed_yaml(tmp_path):
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: [x.mp4\n")
+    with pytest.raises(ConfigError, match=r"cams.yaml:\d+: malformed YAML"):
+        load_config(p)
+    assert main(["--cameras", str(p), "--validate-config"]) == 2
+
+
+def test_unknown_field_is_named_with_its_line_and_a_suggestion(tmp_path):
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\nreid:\n  batch_sise: 8\n")
+    expected = r"cams.yaml:5 reid.batch_sise: unknown field \(did you mean 'batch_size'\?\)"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(p)
+
+
+def test_bad_values_are_named(tmp_path):
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\n    detect_fps: -1\n")
+    with pytest.raises(ConfigError, match="cams.yaml:4 cameras.0.detect_fps: Input should be greater than 0"):
+        load_config(p)
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\n  - id: a\n    source: b.mp4\n")
+    with pytest.raises(ConfigError, match=r"camera ids must be unique, repeated: \['a'\]"):
+        load_config(p)
+
+
+def test_missing_config_and_missing_video(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: configuration file not found"):
+        load_config(tmp_path / "nope.yaml")
+    p = _write(tmp_path, "cameras:\n  - id: lobby\n    source: lobby.mp4\n")
+    with pytest.raises(PipelineError, match=r"camera lobby: .*lobby.mp4: video file not found"):
+        check_sources(load_config(p))
+    assert main(["--cameras", str(p), "--validate-config"]) == 2
+
+
+def test_truncated_video_is_named(tmp_path, shared):
+    src = shared / "video" / "epfl_campus4" / "campus4-c0.mp4"
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 3])
+    p = _write(tmp_path, f"cameras:\n  - id: yard\n    source: {cut}\n")
+    with pytest.raises(PipelineError, match=r"camera yard: .*cut.mp4: cannot open video \(corrupt, truncated"):
+        check_sources(load_config(p))
+    shutil.copy(src, tmp_path / "ok.mp4")
+    check_sources(load_config(_write(tmp_path, f"cameras:\n  - id: yard\n    source: {tmp_path / 'ok.mp4'}\n")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                    max_leaves=12))
+def test_loader_never_crashes_on_arbitrary_yaml(tmp_path_factory, data):
+    """Any YAML document either loads or raises ConfigError: never another exception."""
+    import yaml
+
+    p = tmp_path_factory.mktemp("h") / "c.yaml"
+    p.write_text(yaml.safe_dump({"cameras": data}) if data is not None else "cameras: []")
+    try:
+        load_config(p)
+    except ConfigError:
+        pass
