@@ -121,6 +121,24 @@ class MatchStageConfig(_Section):
     )
 
 
+class CurveConfig(_Section):
+    """CURVE authentication and encryption of the identity-event socket (keys from ``python -m pipeline.keys``)."""
+
+    server_secret_key: Path = Field(description="the event publisher's secret key file (server.key_secret)")
+    authorized_keys_dir: Path = Field(description="folder of the public keys of the subscribers allowed in")
+    client_secret_key: Path = Field(description="the supervisor's own subscriber key (pipeline.key_secret); its "
+                                    "public key must be in authorized_keys_dir")
+
+    @model_validator(mode="after")
+    def _files(self) -> CurveConfig:
+        for name in ("server_secret_key", "client_secret_key"):
+            if not getattr(self, name).is_file():
+                raise ValueError(f"{name}: {getattr(self, name)} not found (python -m pipeline.keys DIR)")
+        if not self.authorized_keys_dir.is_dir():
+            raise ValueError(f"authorized_keys_dir: {self.authorized_keys_dir} is not a folder")
+        return self
+
+
 class EndpointsConfig(_Section):
     """ZeroMQ endpoints. Local stages talk over ipc:// sockets in the run directory unless set here."""
 
@@ -128,7 +146,9 @@ class EndpointsConfig(_Section):
     embed: str | None = Field(None, description="input of the embed stage (default ipc://RUN/embed.sock)")
     match: str | None = Field(None, description="input of the match stage (default ipc://RUN/match.sock)")
     control: str | None = Field(None, description="stage -> supervisor reports (default ipc://RUN/control.sock)")
-    events: str = Field("tcp://127.0.0.1:5560", description="PUB socket of the identity events")
+    events: str = Field("tcp://127.0.0.1:5560", description="PUB socket of the identity events (localhost only "
+                        "unless set otherwise)")
+    curve: CurveConfig | None = Field(None, description="require CURVE keys on the event socket (off: open)")
     high_water_mark: int = Field(8, ge=1, description="messages queued per socket before senders block (replay) "
                                  "or the detector skips to the newest frames (live)")
 
@@ -259,6 +279,11 @@ def load_config(path: str | Path) -> PipelineConfig:
         loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    curve = (data.get("endpoints") or {}).get("curve") if isinstance(data.get("endpoints"), dict) else None
+    if isinstance(curve, dict):  # key files are relative to the config file, checked during validation
+        for k in ("server_secret_key", "authorized_keys_dir", "client_secret_key"):
+            if isinstance(curve.get(k), str):
+                curve[k] = str(_abs(Path(curve[k]), path.resolve().parent))
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as e:

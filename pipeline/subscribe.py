@@ -16,7 +16,7 @@ import time
 
 import zmq
 
-from pipeline.events import KINDS, decode_event
+from pipeline.events import KINDS, decode_event, secure_subscriber
 
 log = logging.getLogger("pipeline.subscribe")
 
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", choices=KINDS, default=None, help="only events of this kind")
     p.add_argument("--count", type=int, default=None, help="exit after N events")
     p.add_argument("--timeout", type=float, default=None, help="exit after S seconds without an event")
+    p.add_argument("--server-key", default=None, help="CURVE: the publisher's public key file (server.key)")
+    p.add_argument("--client-key", default=None, help="CURVE: this subscriber's secret key file (NAME.key_secret)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
@@ -35,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, (args.kind or "").encode())
+    if args.server_key or args.client_key:
+        if not (args.server_key and args.client_key):
+            log.error("CURVE needs both --server-key and --client-key")
+            return 2
+        secure_subscriber(sub, args.client_key, args.server_key)
     sub.connect(args.endpoint)
     n, last_seq, last_event = 0, None, time.monotonic()
     try:

@@ -25,7 +25,7 @@ import msgpack
 import zmq
 
 from pipeline.config import PipelineConfig
-from pipeline.events import MOVED, NEW, decode_event
+from pipeline.events import MOVED, NEW, decode_event, secure_subscriber
 from pipeline.messages import END, encode
 from pipeline.sources import SourceError, probe_video
 from pipeline.stage import Stage, bind_dir, run_stage
@@ -250,6 +250,9 @@ class Supervisor:
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        curve = self.config.endpoints.curve
+        if curve is not None:
+            secure_subscriber(self.sub, curve.client_secret_key, curve.server_secret_key)
         self.sub.connect(self.config.endpoint("events"))
         self.poller = zmq.Poller()
         self.poller.register(self.control, zmq.POLLIN)

@@ -139,6 +139,8 @@ def load_image(path: Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except (OSError, UnidentifiedImageError) as e:
         raise DatasetError(f"{path}: cannot read image ({e})") from e
+    except Exception as e:  # ultralytics, once imported, reroutes PIL's failures through optional plugins
+        raise DatasetError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
 
 
 def load_images(samples: Sequence[Sample], num_threads: int = 4) -> torch.Tensor:
