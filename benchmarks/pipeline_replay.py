@@ -62,7 +62,7 @@ def run_once(config_path: Path, speed: float | None, duration: float, port: int)
         threading.Thread(target=sample, daemon=True).start()
         sup.run()
         done.set()
-        wall = time.monotonic() - sup.t0
+        wall = (sup.t_done or time.monotonic()) - sup.t0  # sources started -> last decision made
         match = next(p for p in sup.procs if p.kind == "match").stats
         det = next(p for p in sup.procs if p.kind == "detect").stats["counters"]
         per_cam = {p.key.split(":")[1]: p.stats.get("counters", {}).get("frames", 0) / wall

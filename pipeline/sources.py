@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from reid.data import IMAGE_SUFFIXES
+from reid.paths import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

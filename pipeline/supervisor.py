@@ -91,7 +91,8 @@ class Supervisor:
         self.procs: list[StageProc] = []
         self.events: list[dict] = []
         self.identities: dict[int, set[str]] = defaultdict(set)
-        self.t0 = 0.0
+        self.t0 = 0.0  # when the sources were started
+        self.t_done = 0.0  # when the match stage reported its last decision
 
     # -- processes ------------------------------------------------------------------------------------------
     def spawn(self, sp: StageProc) -> None:
@@ -169,6 +170,8 @@ class Supervisor:
         elif kind in ("stats", "done"):
             sp.stats.update(body)
             sp.done = sp.done or kind == "done"
+            if kind == "done" and sp.kind == "match":
+                self.t_done = time.monotonic()
         elif kind == "error":
             sp.stats["error"] = body.get("error")
             log.error("stage %s reported: %s", sp.key, body.get("error"))

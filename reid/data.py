@@ -21,11 +21,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Sampler
 
+from reid.paths import IMAGE_SUFFIXES
 from reid.transforms import resize_rgb
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 SPLITS = ("bounding_box_train", "query", "bounding_box_test")
 JUNK_PID = -1
 DISTRACTOR_PID = 0

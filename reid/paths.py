@@ -12,6 +12,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_ENV = "REID_SHARED"
 DEFAULT_WEIGHTS = PROJECT_ROOT / "reid" / "weights" / "hacnn_cuhk03.pt"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # image files the datasets and image-folder cameras read
 
 
 def shared_root() -> Path:

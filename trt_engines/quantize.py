@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reid.data import IMAGE_SUFFIXES, Sample, load_images
-from reid.paths import DEFAULT_WEIGHTS
+from reid.data import Sample, load_images
+from reid.paths import DEFAULT_WEIGHTS, IMAGE_SUFFIXES
 
 log = logging.getLogger("trt_engines.quantize")
 
