@@ -13,7 +13,7 @@ import heapq
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import zmq
@@ -52,6 +52,7 @@ class Snapshot:
     box: list[float] | None
     num_crops: int
     ended: bool
+    last_seen_ts: float
 
 
 @dataclass
@@ -66,6 +67,8 @@ class TrackBuffer:
     embs: list[np.ndarray] = field(default_factory=list)
     quality: list[float] = field(default_factory=list)
     global_id: int | None = None
+    matched_crops: int = 0  # crops in the summary of its latest match
+    lost_ts: float | None = None  # when the tracker lost it (None while it is seen)
     queued: bool = False
     ended: bool = False
 
@@ -156,7 +159,12 @@ class MatchStage(Stage):
             t.ts.append(ts)
             t.embs.append(embs[k])
             t.quality.append(float(e.get("quality", 1.0)))
-        if e.get("state") == "ended":
+        state = e.get("state")
+        if state == "lost":
+            t.lost_ts = t.lost_ts if t.lost_ts is not None else ts
+        elif state in ("active", "started"):
+            t.lost_ts = None
+        if state == "ended":
             self.finish(t, ts)
         elif not t.queued and t.embs and (len(t.embs) >= self.config.match.min_crops
                                           or t.last_ts - t.start_ts >= self.config.match.mature_after_s):
@@ -169,7 +177,8 @@ class MatchStage(Stage):
 
     def enqueue(self, ts: float, t: TrackBuffer) -> None:
         self._n += 1
-        snap = Snapshot(t.last_ts, t.frame_index, t.box, len(t.embs), t.ended)
+        snap = Snapshot(t.last_ts, t.frame_index, t.box, len(t.embs), t.ended,
+                        t.lost_ts if t.lost_ts is not None else t.last_ts)
         heapq.heappush(self.ready, (ts, t.camera_id, t.track_id, self._n, snap))
 
     # -- decisions ------------------------------------------------------------------------------------------
@@ -199,15 +208,41 @@ class MatchStage(Stage):
                 if (cam, tid) in self.tracks:
                     due[(cam, tid)] = snap
             if due:
+                self.refresh_active(ts0, set(due))
                 self.match([(self.tracks[k], snap) for k, snap in sorted(due.items())])
+
+    def refresh_active(self, now_ts: float, exclude: set[tuple[str, int]]) -> None:
+        """Tell the matcher that tracks matched earlier and still running are visible up to ``now_ts``.
+
+        An identity remembers a track's time span as of its last match; without this, a second person
+        appearing later in the same camera could join the identity of a person still standing there. The
+        summaries repeat the crops already counted, so prototypes do not change; only the time spans grow.
+        """
+        from reid.matching import TrackSummary
+
+        stale = [t for key, t in sorted(self.tracks.items()) if key not in exclude and t.global_id is not None
+                 and not t.ended and t.matched_crops and (t.lost_ts is None or t.lost_ts > now_ts)]
+        summaries = []
+        for t in stale:
+            n = t.matched_crops
+            s = TrackSummary.from_crops(t.camera_id, t.track_id, np.array(t.ts[:n]), np.stack(t.embs[:n]),
+                                        np.array(t.quality[:n]), top_k=self.config.matcher.crops_per_track)
+            summaries.append(replace(s, start_ts=t.start_ts, end_ts=max(s.end_ts, now_ts)))
+        if summaries:
+            self.matcher.match(summaries)
+            self.counters["refreshed_tracks"] += len(summaries)
 
     def match(self, batch: list[tuple[TrackBuffer, Snapshot]]) -> None:
         from reid.matching import TrackSummary
 
         with_embs = [(t, s) for t, s in batch if s.num_crops]
-        summaries = [TrackSummary.from_crops(t.camera_id, t.track_id, np.array(t.ts[: s.num_crops]),
-                                             np.stack(t.embs[: s.num_crops]), np.array(t.quality[: s.num_crops]),
-                                             top_k=self.config.matcher.crops_per_track)
+        # The time span is the track's (first seen .. last seen), not its crops': the matcher's co-occurrence
+        # check must see a person standing in view the whole time, even if only their first crop was sent.
+        summaries = [replace(TrackSummary.from_crops(t.camera_id, t.track_id, np.array(t.ts[: s.num_crops]),
+                                                     np.stack(t.embs[: s.num_crops]),
+                                                     np.array(t.quality[: s.num_crops]),
+                                                     top_k=self.config.matcher.crops_per_track),
+                             start_ts=t.start_ts, end_ts=max(s.last_seen_ts, t.start_ts))
                      for t, s in with_embs]
         t0 = time.perf_counter()
         results = self.matcher.match(summaries) if summaries else []
@@ -215,13 +250,15 @@ class MatchStage(Stage):
         for (t, s), r in zip(with_embs, results, strict=True):
             first = t.global_id is None
             t.global_id = r.global_id
+            t.matched_crops = s.num_crops
             self.counters["matched_tracks"] += first
             if first:
                 kind, from_cam = self.assignment_kind(r)
                 self.publish(kind, t, s, r.similarity, from_camera=from_cam, reason=r.reason)
         for t, s in batch:
             if s.ended:
-                self.publish(ENDED, t, s, None, duration_s=round(s.last_ts - t.start_ts, 3), num_crops=s.num_crops)
+                self.publish(ENDED, t, s, None, duration_s=round(s.last_ts - t.start_ts, 3), num_crops=s.num_crops,
+                             last_seen_ts=round(s.last_seen_ts, 4))
                 del self.tracks[(t.camera_id, t.track_id)]
 
     def assignment_kind(self, result) -> tuple[str, str | None]:

@@ -46,6 +46,16 @@ def test_replay_links_identities_across_cameras_and_is_deterministic(make_config
     for e in events:
         cameras_of.setdefault(e["global_id"], set()).add(e["camera_id"])
     assert any(len(c) >= 2 for c in cameras_of.values()), cameras_of
+    # two tracks visible at the same time in one camera are never one person
+    spans = {}
+    for e in events:
+        if e["kind"] == "track.ended":
+            spans.setdefault((e["camera_id"], e["global_id"]), []).append(
+                (e["video_ts"] - e["duration_s"], e["last_seen_ts"]))
+    for key, intervals in spans.items():
+        intervals.sort()
+        for (_, end_a), (start_b, _) in zip(intervals, intervals[1:], strict=False):
+            assert start_b >= end_a, f"{key}: overlapping tracks share an identity: {intervals}"
     # an outside subscriber got the same stream, and the JSONL file holds it too
     assert [e["seq"] for e in received] == [e["seq"] for e in events]
     assert [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()] == events
