@@ -61,6 +61,18 @@ class StageProc:
         return self.key.split(":")[0]
 
 
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run directory and prove it writable, so a full or read-only disk stops the run at once with
+    a clear message instead of failing inside a stage."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"\0" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise PipelineError(f"run directory {run_dir} is not usable: {e.strerror or e}") from None
+
+
 def check_sources(config: PipelineConfig) -> None:
     """Fail early, naming the camera and file, when a recorded source cannot be read."""
     for cam in config.cameras:
@@ -243,8 +255,7 @@ class Supervisor:
         # 12 ms instead of 0.2 ms here). Children inherit this environment when they are spawned.
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")
-        run_dir = self.config.resolved_run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(self.config.resolved_run_dir)
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.PULL)
         self.control.setsockopt(zmq.LINGER, 0)
@@ -275,6 +286,8 @@ class Supervisor:
                 for sp in self.procs:
                     if sp.kind == "source":
                         self.spawn(sp)
+                log.info("stages ready; %d cameras streaming (%s); events on %s", len(self.config.cameras),
+                         "replay" if self.replay else "live", self.config.endpoint("events"))
                 return self.watch()
         finally:
             for s, h in old.items():

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import ConfigError, load_config
-from pipeline.supervisor import PipelineError, check_sources
+from pipeline.supervisor import PipelineError, check_sources, prepare_run_dir
 from run_pipeline import main
 
 from .conftest import EXAMPLE
@@ -92,3 +92,12 @@ def test_loader_never_crashes_on_arbitrary_yaml(tmp_path_factory, data):
         load_config(p)
     except ConfigError:
         pass
+
+
+def test_unusable_run_directory_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PipelineError, match=r"run directory .*file/run is not usable: Not a directory"):
+        prepare_run_dir(blocker / "run")
+    prepare_run_dir(tmp_path / "fine" / "run")
+    assert (tmp_path / "fine" / "run").is_dir()

@@ -96,3 +96,35 @@ def test_killed_stage_is_restarted_and_the_run_completes(make_config):
     assert det.stats["instance"] == 1 and det.stats["counters"]["frames"] > 0
     # its tracks live in their own id range: no collision with the first instance's
     assert all(e["track_id"] < 1_000_000 or e["track_id"] // 1_000_000 == 1 for e in sup.events)
+
+
+def test_ctrl_c_drains_the_stages_and_exits_cleanly(tmp_path, shared):
+    """A file played as a live camera, stopped with SIGINT: the sources end their streams, every stage drains
+    and exits, the embedded Redis stops, exit code 0."""
+    from .conftest import free_port
+
+    video = shared / "video" / "epfl_campus4"
+    cams = "".join(f"  - id: {c}\n    source: {video / f'campus4-{c}.mp4'}\n    detect_fps: 5\n" for c in ("c0", "c1"))
+    cfg = tmp_path / "live.yaml"
+    cfg.write_text(f"name: live\ncameras:\n{cams}endpoints:\n  events: tcp://127.0.0.1:{free_port()}\n")
+    proc = subprocess.Popen([sys.executable, "run_pipeline.py", "--cameras", str(cfg), "--run-dir",
+                             str(tmp_path / "run"), "--no-status"], cwd=PROJECT_ROOT, stderr=subprocess.PIPE,
+                            text=True)
+    lines = []
+    try:
+        for line in proc.stderr:  # wait until frames flow
+            lines.append(line)
+            if "cameras streaming" in line or len(lines) > 400:
+                break
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = "".join(lines) + rest
+    assert proc.returncode == 0, log[-3000:]
+    assert "stopping: sources end their streams" in log
+    for stage in ("detect", "embed", "match"):
+        assert f"{stage} finished in" in log
+    assert "stopping embedded Redis" in log
