@@ -2,7 +2,8 @@
 
 Replay (``--replay``) reads recorded files with video time (frame time + the camera's start offset), paces
 them at ``speed`` x real time (or not at all with ``max``) and never drops: it blocks while the detector is
-behind. Live sources stamp capture time and never block: the detector skips to each camera's newest frame.
+behind. Live sources stamp capture time and never block: a frame that finds the queue full is dropped and
+counted, and the detector skips to each camera's newest queued frame.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class SourceStage(Stage):
                     ts = time.time()
             header = {"camera_id": self.camera.id, "frame_index": index, "ts": ts, "wall_ts": time.time(),
                       "live": live}
-            self.send(FRAME, header, [frame])
+            if not self.send(FRAME, header, [frame], block=not live):
+                self.counters["dropped_frames"] += 1  # live: the detector is behind; a camera never waits
+                continue
             self.counters["frames"] += 1
             self.last_frame = index
             self.maybe_report()

@@ -128,20 +128,19 @@ class Stage:
             self.notify("stats", **self.stats())
 
     # -- main loop ----------------------------------------------------------------------------------------
-    def send(self, type_: str, header: dict[str, Any], arrays: list = ()) -> None:
-        """Send downstream, blocking while the next stage's queue is full (back-pressure), but still
-        reacting to a stop request."""
+    def send(self, type_: str, header: dict[str, Any], arrays: list = (), block: bool = True) -> bool:
+        """Send downstream. Blocking waits while the next stage's queue is full (back-pressure, replay);
+        non-blocking drops the message instead (live) and returns False."""
         assert self.out_sock is not None
         frames = encode(type_, header, arrays)
         while True:
             try:
                 self.out_sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
                 self.counters["sent"] += 1
-                return
+                return True
             except zmq.Again:
-                if self.stop.is_set() and self.options.get("abandon_on_stop", False):
-                    self.counters["dropped_on_stop"] += 1
-                    return
+                if not block:
+                    return False
                 self.out_sock.poll(POLL_MS, zmq.POLLOUT)
 
     def handle(self, msg: Message) -> None:

@@ -215,7 +215,10 @@ class Supervisor:
         q_match = max(0, emb.get("sent", 0) - match.get("counters", {}).get("received", 0))
         lat = match.get("latency_p95_ms")
         multi = sum(len(c) > 1 for c in self.identities.values())
-        return (f"[{elapsed:6.1f}s] frames {' '.join(parts)} | detect {det.get('frames', 0) / elapsed:4.1f} fps"
+        dropped = det.get("dropped_frames", 0) + sum(p.stats.get("counters", {}).get("dropped_frames", 0)
+                                                     for p in self.procs if p.kind == "source")
+        return (f"[{elapsed:6.1f}s] frames {' '.join(parts)} (dropped {dropped})"
+                f" | detect {det.get('frames', 0) / elapsed:4.1f} fps"
                 f" | queues det {q_detect} emb {q_embed} match {q_match} | crops {emb.get('embedded', 0)}"
                 f" | p95 frame->match {lat / 1e3 if lat else 0:.2f}s | ids {len(self.identities)} ({multi} multi-cam)"
                 f" | events {len(self.events)}")

@@ -11,7 +11,6 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -19,8 +18,6 @@ from reid.transforms import preprocess_bgr
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "tensorrt", "onnxruntime", "torch"]
-Precision = Literal["fp32", "fp16", "int8"]
 BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "onnxruntime", "torch")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 
