@@ -122,7 +122,8 @@ class MatchStageConfig(_Section):
 
 
 class CurveConfig(_Section):
-    """CURVE authentication and encryption of the identity-event socket (keys from ``python -m pipeline.keys``)."""
+    """CURVE authentication and encryption of the identity-event socket and of every tcp stage endpoint (keys from
+    ``python -m pipeline.keys``; ipc endpoints are files guarded by the run directory's permissions)."""
 
     server_secret_key: Path = Field(description="the event publisher's secret key file (server.key_secret)")
     authorized_keys_dir: Path = Field(description="folder of the public keys of the subscribers allowed in")
@@ -148,7 +149,8 @@ class EndpointsConfig(_Section):
     control: str | None = Field(None, description="stage -> supervisor reports (default ipc://RUN/control.sock)")
     events: str = Field("tcp://127.0.0.1:5560", description="PUB socket of the identity events (localhost only "
                         "unless set otherwise)")
-    curve: CurveConfig | None = Field(None, description="require CURVE keys on the event socket (off: open)")
+    curve: CurveConfig | None = Field(None, description="require CURVE keys on the event socket and tcp stage "
+                                     "endpoints (off: open)")
     high_water_mark: int = Field(8, ge=1, description="messages queued per socket before senders block (replay) "
                                  "or the detector skips to the newest frames (live)")
 

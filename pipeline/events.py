@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any
-
-import zmq
 
 SCHEMA = "reid.identity_event/1"
 NEW, SEEN, MOVED, ENDED = "identity.new", "identity.seen", "identity.moved", "track.ended"
@@ -61,13 +58,3 @@ def decode_event(frames: list[bytes]) -> dict[str, Any]:
 def deterministic_view(event: dict[str, Any]) -> dict[str, Any]:
     """The event without its wall-clock time: equal for two replays of the same input and config."""
     return {k: v for k, v in event.items() if k != "wall_ts"}
-
-
-def secure_subscriber(sub: zmq.Socket, client_secret_key: Path, server_key: Path) -> None:
-    """Make ``sub`` a CURVE client with its key pair, trusting the server's public key (read from either of
-    the server's key files)."""
-    import zmq.auth
-
-    public, secret = zmq.auth.load_certificate(str(client_secret_key))
-    server_public, _ = zmq.auth.load_certificate(str(server_key))
-    sub.curve_publickey, sub.curve_secretkey, sub.curve_serverkey = public, secret, server_public

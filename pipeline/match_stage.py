@@ -25,23 +25,6 @@ from pipeline.stage import Stage, bind_dir
 log = logging.getLogger(__name__)
 
 
-def secure_publisher(ctx: zmq.Context, pub: zmq.Socket, curve) -> object | None:
-    """Make ``pub`` a CURVE server that only admits the keys in ``curve.authorized_keys_dir``; returns the
-    authenticator thread (None when CURVE is off)."""
-    if curve is None:
-        return None
-    import zmq.auth
-    from zmq.auth.thread import ThreadAuthenticator
-
-    auth = ThreadAuthenticator(ctx)
-    auth.start()
-    auth.configure_curve(domain="*", location=str(curve.authorized_keys_dir))
-    public, secret = zmq.auth.load_certificate(str(curve.server_secret_key))
-    pub.curve_publickey, pub.curve_secretkey = public, secret
-    pub.curve_server = True
-    return auth
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """A track as it was when it became ready: decisions and events use this, not the track's later state,
@@ -89,10 +72,9 @@ class MatchStage(Stage):
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 1000)
         self.pub.setsockopt(zmq.SNDHWM, 10000)
-        self.auth = secure_publisher(self.ctx, self.pub, self.config.endpoints.curve)
         endpoint = self.config.endpoint("events")
         bind_dir(endpoint)
-        self.pub.bind(endpoint)
+        self.guard.bind(self.pub, endpoint, always=True)
         self.tracks: dict[tuple[str, int], TrackBuffer] = {}
         self.ready: list[tuple[float, str, int, int, Snapshot]] = []  # heap: (decision ts, camera, track, n, state)
         self.progress: dict[str, float] = {}  # camera -> latest video time seen
@@ -101,8 +83,6 @@ class MatchStage(Stage):
         self._n = 0
 
     def teardown(self) -> None:
-        if getattr(self, "auth", None) is not None:
-            self.auth.stop()
         if hasattr(self, "pub"):
             self.pub.close()
         if hasattr(self, "store"):

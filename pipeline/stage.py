@@ -23,6 +23,7 @@ import zmq
 
 from pipeline.config import PipelineConfig
 from pipeline.messages import END, Message, MessageError, decode, encode
+from pipeline.security import CurveGuard
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class Stage:
         self.in_sock: zmq.Socket | None = None
         self.out_sock: zmq.Socket | None = None
         self.control: zmq.Socket | None = None
+        self.guard: CurveGuard | None = None
         self._last_report = 0.0
 
     # -- life cycle ---------------------------------------------------------------------------------------
@@ -74,27 +76,30 @@ class Stage:
     def open_sockets(self) -> None:
         hwm = self.config.endpoints.high_water_mark
         self.ctx = zmq.Context()
+        self.guard = CurveGuard(self.ctx, self.config.endpoints.curve)
         self.control = self.ctx.socket(zmq.PUSH)
         self.control.setsockopt(zmq.LINGER, 1000)
         self.control.setsockopt(zmq.SNDHWM, 1000)
-        self.control.connect(self.config.endpoint("control"))
+        self.guard.connect(self.control, self.config.endpoint("control"))
         if self.input:
             endpoint = self.config.endpoint(self.input)
             bind_dir(endpoint)
             self.in_sock = self.ctx.socket(zmq.PULL)
             self.in_sock.setsockopt(zmq.RCVHWM, hwm)
             self.in_sock.setsockopt(zmq.LINGER, 0)
-            self.in_sock.bind(endpoint)
+            self.guard.bind(self.in_sock, endpoint)
         if self.output:
             self.out_sock = self.ctx.socket(zmq.PUSH)
             self.out_sock.setsockopt(zmq.SNDHWM, hwm)
             self.out_sock.setsockopt(zmq.LINGER, 2000)
-            self.out_sock.connect(self.config.endpoint(self.output))
+            self.guard.connect(self.out_sock, self.config.endpoint(self.output))
 
     def close_sockets(self) -> None:
         for sock in (self.in_sock, self.out_sock, self.control):
             if sock is not None:
                 sock.close()
+        if self.guard is not None:
+            self.guard.stop()
         if self.ctx is not None:
             self.ctx.term()
 

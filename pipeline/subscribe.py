@@ -16,7 +16,8 @@ import time
 
 import zmq
 
-from pipeline.events import KINDS, decode_event, secure_subscriber
+from pipeline.events import KINDS, decode_event
+from pipeline.security import curve_client
 
 log = logging.getLogger("pipeline.subscribe")
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.server_key and args.client_key):
             log.error("CURVE needs both --server-key and --client-key")
             return 2
-        secure_subscriber(sub, args.client_key, args.server_key)
+        curve_client(sub, args.client_key, args.server_key)
     sub.connect(args.endpoint)
     n, last_seq, last_event = 0, None, time.monotonic()
     try:

@@ -25,8 +25,9 @@ import msgpack
 import zmq
 
 from pipeline.config import PipelineConfig
-from pipeline.events import MOVED, NEW, decode_event, secure_subscriber
+from pipeline.events import MOVED, NEW, decode_event
 from pipeline.messages import END, encode
+from pipeline.security import CurveGuard
 from pipeline.sources import SourceError, probe_video
 from pipeline.stage import Stage, bind_dir, run_stage
 
@@ -145,7 +146,7 @@ class Supervisor:
     def inject_ends(self, stage: str, cameras: list[str]) -> None:
         sock = self.ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.LINGER, 2000)
-        sock.connect(self.config.endpoint(stage))
+        self.guard.connect(sock, self.config.endpoint(stage))
         for cam in cameras:
             sock.send_multipart(encode(END, {"camera_id": cam}))
         sock.close()
@@ -260,17 +261,15 @@ class Supervisor:
             os.environ.setdefault(var, "1")
         prepare_run_dir(self.config.resolved_run_dir)
         self.ctx = zmq.Context()
+        self.guard = CurveGuard(self.ctx, self.config.endpoints.curve)
         self.control = self.ctx.socket(zmq.PULL)
         self.control.setsockopt(zmq.LINGER, 0)
         bind_dir(self.config.endpoint("control"))
-        self.control.bind(self.config.endpoint("control"))
+        self.guard.bind(self.control, self.config.endpoint("control"))
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        curve = self.config.endpoints.curve
-        if curve is not None:
-            secure_subscriber(self.sub, curve.client_secret_key, curve.server_secret_key)
-        self.sub.connect(self.config.endpoint("events"))
+        self.guard.connect(self.sub, self.config.endpoint("events"), always=True)
         self.poller = zmq.Poller()
         self.poller.register(self.control, zmq.POLLIN)
         self.poller.register(self.sub, zmq.POLLIN)
@@ -303,6 +302,7 @@ class Supervisor:
                 self.events_file.close()
             self.control.close()
             self.sub.close()
+            self.guard.stop()
             self.ctx.term()
 
     def watch(self) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import PipelineConfig, load_config
+from pipeline.stage import Stage
 from reid.paths import PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "configs" / "cams.example.yaml"
@@ -32,3 +33,13 @@ def make_config(tmp_path):
         return example_config(tmp_path / name, **kw)
 
     return make
+
+
+class EchoStage(Stage):
+    """A minimal stage over real sockets: counts the valid messages it gets on the detect endpoint."""
+
+    name = "echo"
+    input = "detect"
+
+    def handle(self, msg):
+        self.counters["handled"] += 1

@@ -13,9 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.messages import CROPS, FRAME, MAX_BUFFER_BYTES, MessageError, decode, encode
-from pipeline.stage import Stage
 
-from .conftest import example_config
+from .conftest import EchoStage, example_config
 
 
 def test_round_trip_keeps_header_and_arrays():
@@ -70,19 +69,9 @@ def test_decoder_never_fails_otherwise_on_forged_headers(header, bufs, payloads)
         assert arr.dtype == np.dtype(dtype) and list(arr.shape) == shape
 
 
-class _Echo(Stage):
-    """A minimal stage over real sockets: counts the valid messages it gets."""
-
-    name = "echo"
-    input = "detect"
-
-    def handle(self, msg):
-        self.counters["handled"] += 1
-
-
 def test_stage_drops_and_counts_foreign_garbage(tmp_path):
     cfg = example_config(tmp_path)
-    stage = _Echo(cfg)
+    stage = EchoStage(cfg)
     stage.open_sockets()
     ctrl = stage.ctx.socket(zmq.PULL)
     ctrl.bind(cfg.endpoint("control"))
