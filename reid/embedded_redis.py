@@ -266,5 +266,6 @@ def redis_url_for(config: RedisConfig) -> Iterator[str]:
         yield config.url
         return
     with EmbeddedRedis(config.embedded_dir, port=config.embedded_port, unix_socket=config.embedded_unix_socket,
-                       binary=config.embedded_binary, password=config.resolved_password()) as server:
+                       binary=config.embedded_binary, password=config.resolved_password(),
+                       appendfsync=config.embedded_appendfsync) as server:
         yield server.url

@@ -35,7 +35,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlparse
 
 import numpy as np
@@ -100,6 +100,12 @@ class RedisConfig(BaseModel):
         False, description="embedded Redis only: listen on a unix socket in embedded_dir instead of TCP"
     )
     embedded_binary: Path | None = Field(None, description="embedded Redis only: redis-server to run")
+    embedded_appendfsync: Literal["always", "everysec", "no"] = Field(
+        "always",
+        description="embedded Redis only: fsync of the append-only file. 'always' (default): a crash of Redis or "
+        "of the machine loses no acknowledged identity write, at about one fsync per write (the matcher writes a "
+        "few per second); 'everysec' may lose the last second's writes",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RedisConfig:

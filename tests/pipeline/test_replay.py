@@ -9,10 +9,16 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
+
+import psutil
+import pytest
 
 from pipeline.events import KINDS, SCHEMA, deterministic_view
 from pipeline.supervisor import Supervisor
 from reid.paths import PROJECT_ROOT
+
+from .conftest import example_config
 
 DURATION_S = 10.0
 
@@ -23,18 +29,26 @@ def replay(cfg, events_out=None) -> Supervisor:
     return sup
 
 
-def test_replay_links_identities_across_cameras_and_is_deterministic(make_config, tmp_path):
-    cfg = make_config("first", detect_fps=5)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> SimpleNamespace:
+    """One clean replay (10 s of the three views at 5 detections/s), watched by an outside subscriber; the fault
+    tests compare their events with it."""
+    tmp = tmp_path_factory.mktemp("reference")
+    cfg = example_config(tmp / "run", detect_fps=5)
     sub = subprocess.Popen([sys.executable, "-m", "pipeline.subscribe", cfg.endpoints.events, "--timeout", "120"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
     try:
         time.sleep(1.0)  # the subscriber connects while the stages load their models
-        first = replay(cfg, events_out=tmp_path / "events.jsonl")
+        sup = replay(cfg, events_out=tmp / "events.jsonl")
     finally:
         sub.send_signal(signal.SIGINT)
         out, _ = sub.communicate(timeout=30)
     received = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return SimpleNamespace(sup=sup, received=received, events_file=tmp / "events.jsonl")
 
+
+def test_replay_links_identities_across_cameras_and_is_deterministic(reference, make_config):
+    first, received = reference.sup, reference.received
     events = first.events
     assert events, "no identity events"
     for e in events:
@@ -58,7 +72,7 @@ def test_replay_links_identities_across_cameras_and_is_deterministic(make_config
             assert start_b >= end_a, f"{key}: overlapping tracks share an identity: {intervals}"
     # an outside subscriber got the same stream, and the JSONL file holds it too
     assert [e["seq"] for e in received] == [e["seq"] for e in events]
-    assert [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()] == events
+    assert [json.loads(line) for line in reference.events_file.read_text().splitlines()] == events
     # every camera's frames went through detection
     det = next(p for p in first.procs if p.kind == "detect").stats["counters"]
     assert det["frames"] == 3 * DURATION_S * 5
@@ -96,6 +110,32 @@ def test_killed_stage_is_restarted_and_the_run_completes(make_config):
     assert det.stats["instance"] == 1 and det.stats["counters"]["frames"] > 0
     # its tracks live in their own id range: no collision with the first instance's
     assert all(e["track_id"] < 1_000_000 or e["track_id"] // 1_000_000 == 1 for e in sup.events)
+
+
+def test_redis_killed_mid_run_loses_and_duplicates_no_identity(reference, make_config):
+    """SIGKILL of the embedded Redis as soon as the first identity was minted: its supervisor restarts it from the
+    append-only file, the match stage's commands wait and retry, and the run ends with exactly the clean run's
+    events: no identity lost, none minted twice, sequence numbers consecutive."""
+    sup = Supervisor(make_config("redis-kill", detect_fps=5), replay=True, speed=None, duration_s=DURATION_S,
+                     status=False)
+    killed = []
+
+    def killer():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not sup.events:
+            time.sleep(0.02)
+        for child in psutil.Process().children(recursive=True):
+            if child.name() == "redis-server":
+                child.kill()
+                killed.append(len(sup.events))
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    assert sup.run() == 0
+    t.join(1)
+    assert len(killed) == 1, "the embedded Redis was not found and killed"
+    assert killed[0] < len(sup.events), "the kill came after the last event: nothing was tested"
+    assert [deterministic_view(e) for e in sup.events] == [deterministic_view(e) for e in reference.sup.events]
 
 
 def test_ctrl_c_drains_the_stages_and_exits_cleanly(tmp_path, shared):
