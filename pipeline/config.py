@@ -47,6 +47,20 @@ class CameraConfig(_Section):
         None, description="region of interest x1, y1, x2, y2 in pixels; detections outside it are ignored"
     )
     fps: float | None = Field(None, gt=0, description="frame rate to assume when the source does not report one")
+    read_timeout_s: float = Field(
+        5.0, gt=0, description="live only: a stream that delivers no frame for this long is stalled: it is closed "
+        "and reopened"
+    )
+    reconnect_backoff_s: tuple[float, float] = Field(
+        (0.5, 30.0), description="live only: first and longest wait between reconnection attempts (doubling)"
+    )
+
+    @field_validator("reconnect_backoff_s")
+    @classmethod
+    def _backoff(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("reconnect_backoff_s must be first, longest with 0 < first <= longest")
+        return v
 
     @field_validator("source")
     @classmethod

@@ -59,7 +59,8 @@ class SourceStage(Stage):
         fps = camera_fps(cam)
         stride = camera_stride(cam, fps)
         if cam.is_live:
-            return stream_frames(src, stride, self.stop.is_set, max_ts=self.duration_s), fps
+            return stream_frames(src, stride, self.stop.is_set, backoff_s=cam.reconnect_backoff_s,
+                                 max_ts=self.duration_s, read_timeout_s=cam.read_timeout_s), fps
         path = Path(str(src))
         if path.is_dir():
             return folder_frames(path, stride, self.start_frame, fps, self.duration_s), fps

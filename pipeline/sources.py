@@ -8,6 +8,7 @@ exponential backoff instead of ending; a file that cannot be opened or yields no
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,27 +93,47 @@ def folder_frames(path: str | Path, stride: int = 1, start_frame: int = 0, fps: 
         yield index, ts, frame
 
 
+def redact(source: str | int) -> str:
+    """The source as it may appear in logs: a URL's password (``rtsp://user:secret@host``) is masked."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", str(source))
+
+
+def open_stream(source: str | int, timeout_s: float) -> cv2.VideoCapture:
+    """Open a live source. Network streams go through FFmpeg with open and read timeouts, so a camera that stops
+    sending makes ``read()`` fail after ``timeout_s`` instead of blocking the stage for good."""
+    if isinstance(source, int):
+        return cv2.VideoCapture(source)
+    ms = int(timeout_s * 1000)
+    return cv2.VideoCapture(source, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+
+
 def stream_frames(source: str | int, stride: int = 1, should_stop: Callable[[], bool] = lambda: False,
-                  backoff_s: tuple[float, float] = (0.5, 30.0), max_ts: float | None = None) -> Iterator[Frame]:
-    """A live stream (RTSP/HTTP URL or USB index): capture time stamps, reconnect with backoff when it drops."""
+                  backoff_s: tuple[float, float] = (0.5, 30.0), max_ts: float | None = None,
+                  read_timeout_s: float = 5.0) -> Iterator[Frame]:
+    """A live stream (RTSP/HTTP URL or USB index): capture time stamps; when it is unreachable, stalls (no frame
+    for ``read_timeout_s``) or drops, it is reopened after a wait that doubles from ``backoff_s[0]`` up to
+    ``backoff_s[1]`` and resets once frames flow again. Frame indices keep counting across reconnections."""
     delay = backoff_s[0]
     index = 0
     t0 = time.time()
+    name = redact(source)
     while not should_stop():
-        cap = cv2.VideoCapture(source)
+        cap = open_stream(source, read_timeout_s)
         if not cap.isOpened():
-            log.warning("camera %s unreachable; retrying in %.1f s", source, delay)
+            cap.release()
+            log.warning("camera %s unreachable; retrying in %.1f s", name, delay)
             _sleep(delay, should_stop)
             delay = min(delay * 2, backoff_s[1])
             continue
-        log.info("camera %s connected", source)
-        delay = backoff_s[0]
+        log.info("camera %s connected", name)
         try:
             while not should_stop():
                 ok, frame = cap.read()
                 if not ok or frame is None:
-                    log.warning("camera %s stalled or dropped; reconnecting", source)
+                    log.warning("camera %s stalled or dropped; reconnecting in %.1f s", name, delay)
                     break
+                delay = backoff_s[0]
                 if index % stride == 0:
                     ts = time.time()
                     if max_ts is not None and ts - t0 >= max_ts:
@@ -122,6 +143,7 @@ def stream_frames(source: str | int, stride: int = 1, should_stop: Callable[[], 
         finally:
             cap.release()
         _sleep(delay, should_stop)
+        delay = min(delay * 2, backoff_s[1])
 
 
 def _sleep(seconds: float, should_stop: Callable[[], bool]) -> None:

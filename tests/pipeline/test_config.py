@@ -56,6 +56,9 @@ def test_bad_values_are_named(tmp_path):
     p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\n  - id: a\n    source: b.mp4\n")
     with pytest.raises(ConfigError, match=r"camera ids must be unique, repeated: \['a'\]"):
         load_config(p)
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: rtsp://cam/1\n    reconnect_backoff_s: [5, 1]\n")
+    with pytest.raises(ConfigError, match="cams.yaml:4 cameras.0.reconnect_backoff_s: .*0 < first <= longest"):
+        load_config(p)
 
 
 def test_missing_config_and_missing_video(tmp_path):
