@@ -1,0 +1,58 @@
+"""Bad crops reaching the embed stage over its real sockets: each is dropped and counted, the good crops of the
+same message are embedded, and every track's state still goes on to the matcher."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import zmq
+
+from pipeline.embed_stage import EmbedStage
+from pipeline.messages import CROPS, EMBEDDINGS, decode, encode
+
+from .conftest import example_config
+
+
+def test_embed_stage_drops_bad_crops_and_passes_the_rest(tmp_path, shared):
+    cfg = example_config(tmp_path / "run")
+    cfg = cfg.model_copy(update={"reid": cfg.reid.model_copy(update={"backend": "torch", "max_wait_ms": 0})})
+    query = sorted((shared / "datasets" / "cuhk03_p1" / "query").glob("*.jpg"))[0]
+    good = cv2.imread(str(query))
+    crops = [np.zeros((0, 5, 3), np.uint8), good, np.full((40, 20, 3), np.nan, np.float32),
+             np.zeros((40, 20), np.uint8)]
+    tracks = [{"track_id": i + 1, "crop": i} for i in range(len(crops))] + [{"track_id": 9, "crop": -1}]
+    stage = EmbedStage(cfg)
+    stage.open_sockets()
+    ctrl, out = stage.ctx.socket(zmq.PULL), stage.ctx.socket(zmq.PULL)
+    ctrl.bind(cfg.endpoint("control"))
+    out.bind(cfg.endpoint("match"))
+    stage.setup()
+    runner = threading.Thread(target=stage.run, daemon=True)
+    runner.start()
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 1000)
+    push.connect(cfg.endpoint("embed"))
+    try:
+        push.send_multipart(encode(CROPS, {"camera_id": "c0", "frame_index": 7, "tracks": tracks}, crops))
+        assert out.poll(30_000), "the embed stage sent nothing on"
+        msg = decode(out.recv_multipart())
+    finally:
+        stage.stop.set()
+        runner.join(5)
+        push.close()
+        ctx.term()
+        for sock in (ctrl, out):
+            sock.close()
+        stage.teardown()
+        stage.close_sockets()
+    assert stage.counters["bad_crops"] == 3 and stage.counters["embedded"] == 1
+    assert msg.type == EMBEDDINGS and msg["frame_index"] == 7
+    (embs,) = msg.arrays
+    assert embs.shape == (1, 1024) and np.isfinite(embs).all()
+    assert np.allclose([np.linalg.norm(embs[0, :512]), np.linalg.norm(embs[0, 512:])], 1.0, atol=1e-3)
+    assert [t["emb"] for t in msg["tracks"]] == [-1, 0, -1, -1, -1]
+    assert [t["track_id"] for t in msg["tracks"]] == [1, 2, 3, 4, 9]
