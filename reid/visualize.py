@@ -91,3 +91,36 @@ def draw_ranked_lists(
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
     return path
+
+
+# torchreid's HA-CNN with its default recipe on the same split and kind of CPU (figures quoted in issue 3)
+TORCHREID_DEFAULT = {"torchreid default recipe": ([10, 20, 30], [45.8, 58.3, 60.4])}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m reid.visualize curves OUT.png LABEL=HISTORY.json[+OFFSET] ...``: the learning curves of
+    several runs in one picture; ``+OFFSET`` shifts a run that continued another one (its epoch 1 is drawn at
+    OFFSET + 1)."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m reid.visualize", description=main.__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("curves", help="mAP against epoch of training histories, with torchreid's points")
+    c.add_argument("out", type=Path)
+    c.add_argument("runs", nargs="+", help="LABEL=path/to/history.json, optionally +OFFSET")
+    args = p.parse_args(argv)
+    runs = {}
+    for spec in args.runs:
+        label, _, rest = spec.partition("=")
+        path, _, offset = rest.partition("+")
+        if not label or not path:
+            p.error(f"{spec!r}: expected LABEL=HISTORY.json[+OFFSET]")
+        shift = int(offset or 0)
+        runs[label] = [{**h, "epoch": h["epoch"] + shift} for h in json.loads(Path(path).read_text())]
+    print(plot_learning_curve(runs, args.out, reference=TORCHREID_DEFAULT))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
