@@ -144,6 +144,7 @@ class Trainer:
         self.augment = TrainAugment(args.flip_p, args.pad, args.erase_p, generator=self.aug_gen)
 
         self.model = HACNN(self.num_classes).to(self.device)
+        self.init_card: dict | None = None  # the card of the --init weights: the new card keeps the lineage
         if args.init:
             self._load_init(args.init)
         self.optimizer = make_optimizer(args, self.model)
@@ -163,6 +164,7 @@ class Trainer:
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("classifier_") for k in missing):
             raise WeightsError(f"{path}: weights do not fit the model")
+        self.init_card = payload.get("card") or {}
         log.info("initialised from %s (classifiers fresh)", path)
 
     # -- checkpoints ----------------------------------------------------------------------------------
@@ -257,6 +259,7 @@ class Trainer:
                         f"{torch.cuda.get_device_name(self.device) if self.device.type == 'cuda' else 'cpu'}",
             "torch": str(torch.__version__),
             "train_wall_s": round(wall_s, 1),
+            **({"init_card": self.init_card} if self.init_card is not None else {}),
         }
 
     def fit(self) -> Path:

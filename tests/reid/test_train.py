@@ -47,5 +47,7 @@ def test_init_with_head_only_epoch_keeps_the_backbone(cuhk03_root, tiny_weights,
     assert len(history) == 1
     before = read_weights(tiny_weights)["state_dict"]
     after = read_weights(tmp_path / "model.pt")["state_dict"]
+    # the new card keeps the lineage: the card of the weights it started from
+    assert read_weights(tmp_path / "model.pt")["card"]["init_card"] == read_weights(tiny_weights)["card"]
     for k, v in before.items():  # parameters and BN statistics untouched; only the (unsaved) heads trained
         torch.testing.assert_close(after[k], v, atol=0, rtol=0, msg=k)
