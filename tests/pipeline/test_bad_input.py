@@ -4,7 +4,6 @@ same message are embedded, and every track's state still goes on to the matcher.
 from __future__ import annotations
 
 import threading
-import time
 
 import cv2
 import numpy as np

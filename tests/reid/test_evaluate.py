@@ -27,3 +27,26 @@ def test_missing_or_corrupt_weights_are_clear_errors(tmp_path, cuhk03_root):
     with pytest.raises(WeightsError, match="bad.pt: not a readable weights file"):
         load_model(bad)
     assert main(["--weights", str(bad), "--data", str(cuhk03_root)]) == 2
+
+
+def test_default_weights_embed_a_real_crop_and_reproduce_their_card(cuhk03_root, capsys):
+    """The shipped weights: a real query crop becomes a 1024-d vector with unit halves, and evaluating them on
+    cuhk03_p1 prints the figures committed in their model card (and in the READMEs)."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from reid.paths import DEFAULT_WEIGHTS
+    from reid.transforms import preprocess_bgr
+
+    model = load_model(DEFAULT_WEIGHTS)
+    crop = cv2.imread(str(sorted((cuhk03_root / "query").glob("*.jpg"))[0]))
+    with torch.no_grad():
+        emb = model(torch.from_numpy(preprocess_bgr([crop]))).numpy()[0]
+    assert emb.shape == (1024,) and np.isfinite(emb).all()
+    assert np.allclose([np.linalg.norm(emb[:512]), np.linalg.norm(emb[512:])], 1.0, atol=1e-3)
+    assert main(["--data", str(cuhk03_root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    card = model.card["metrics"]
+    for k in ("rank1", "rank5", "rank10", "mAP"):
+        assert out[k] == pytest.approx(card[k], abs=0.01), k
