@@ -1,7 +1,11 @@
 """Configuration errors name the file, the line and the field."""
 
+import contextlib
+import os
 import shutil
+import subprocess
 
+import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -104,3 +108,35 @@ def test_unusable_run_directory_is_a_clear_error(tmp_path):
         prepare_run_dir(blocker / "run")
     prepare_run_dir(tmp_path / "fine" / "run")
     assert (tmp_path / "fine" / "run").is_dir()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 KiB file system (tmpfs), to fill up or make read-only."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_or_read_only_disk_stops_the_run_at_start(small_disk, caplog):
+    """Before any stage starts: a clear error naming the folder and the cause, exit code 1, nothing left running."""
+    cfg = str(EXAMPLE)
+    fd = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    with pytest.raises(PipelineError, match=r"disk/run is not usable: No space left on device"):
+        prepare_run_dir(small_disk / "run")
+    assert main(["--cameras", cfg, "--replay", "--run-dir", str(small_disk / "run2")]) == 1
+    assert "run2 is not usable: No space left on device" in caplog.text
+    assert not psutil.Process().children(recursive=True), "a stage or Redis was started anyway"
+    (small_disk / "filler").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    with pytest.raises(PipelineError, match=r"disk/run is not usable: Read-only file system"):
+        prepare_run_dir(small_disk / "run")
