@@ -9,7 +9,7 @@ are what TensorRT's explicit quantisation requires). ``--calib`` is a Market-lay
 ``bounding_box_train`` split) or any folder of crop images.
 
 Measured on cuhk03_p1 (ONNX Runtime, CPU, MinMax, 512 calibration crops): with the shipped weights float32
-Rank-1 67.63 / mAP 65.84, int8 68.29 / 65.69 (0.15 mAP lost, inside the 1-point gate). The previous weights
+Rank-1 68.07 / mAP 66.95, int8 67.63 / 66.74 (0.21 mAP lost, inside the 1-point gate). The first weights
 lost 1.1 to 1.4 points (64.66 -> 63.55 MinMax, 63.41 Percentile, 63.24 convolutions only): symmetric activations,
 which TensorRT requires, leave post-ReLU tensors only 7 bits, so how much int8 costs depends on the weights;
 ``--evaluate`` re-checks every new model against the gate. On an AVX2 CPU without VNNI int8 is slower than
