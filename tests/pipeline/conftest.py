@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 
 from pipeline.config import PipelineConfig, load_config
 from pipeline.stage import Stage
@@ -43,3 +47,34 @@ class EchoStage(Stage):
 
     def handle(self, msg):
         self.counters["handled"] += 1
+
+
+@contextlib.contextmanager
+def running(stage: Stage, *outputs: str) -> Iterator[tuple[zmq.Socket, list[zmq.Socket]]]:
+    """Run ``stage`` in a thread over its real sockets, as the supervisor would: PULL sockets stand in for the
+    supervisor's control socket and for the downstream stages named in ``outputs``; yields a PUSH socket
+    connected to the stage's input and those PULL sockets."""
+    stage.open_sockets()
+    pulls = []
+    for name in ("control", *outputs):
+        sock = stage.ctx.socket(zmq.PULL)
+        sock.bind(stage.config.endpoint(name))
+        pulls.append(sock)
+    stage.setup()
+    runner = threading.Thread(target=stage.run, daemon=True)
+    runner.start()
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 1000)
+    push.connect(stage.config.endpoint(stage.input))
+    try:
+        yield push, pulls[1:]
+    finally:
+        stage.stop.set()
+        runner.join(5)
+        push.close()
+        ctx.term()
+        for sock in pulls:
+            sock.close()
+        stage.teardown()
+        stage.close_sockets()

@@ -3,16 +3,13 @@ same message are embedded, and every track's state still goes on to the matcher.
 
 from __future__ import annotations
 
-import threading
-
 import cv2
 import numpy as np
-import zmq
 
 from pipeline.embed_stage import EmbedStage
 from pipeline.messages import CROPS, EMBEDDINGS, decode, encode
 
-from .conftest import example_config
+from .conftest import example_config, running
 
 
 def test_embed_stage_drops_bad_crops_and_passes_the_rest(tmp_path, shared):
@@ -24,30 +21,10 @@ def test_embed_stage_drops_bad_crops_and_passes_the_rest(tmp_path, shared):
              np.zeros((40, 20), np.uint8)]
     tracks = [{"track_id": i + 1, "crop": i} for i in range(len(crops))] + [{"track_id": 9, "crop": -1}]
     stage = EmbedStage(cfg)
-    stage.open_sockets()
-    ctrl, out = stage.ctx.socket(zmq.PULL), stage.ctx.socket(zmq.PULL)
-    ctrl.bind(cfg.endpoint("control"))
-    out.bind(cfg.endpoint("match"))
-    stage.setup()
-    runner = threading.Thread(target=stage.run, daemon=True)
-    runner.start()
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 1000)
-    push.connect(cfg.endpoint("embed"))
-    try:
+    with running(stage, "match") as (push, (out,)):
         push.send_multipart(encode(CROPS, {"camera_id": "c0", "frame_index": 7, "tracks": tracks}, crops))
         assert out.poll(30_000), "the embed stage sent nothing on"
         msg = decode(out.recv_multipart())
-    finally:
-        stage.stop.set()
-        runner.join(5)
-        push.close()
-        ctx.term()
-        for sock in (ctrl, out):
-            sock.close()
-        stage.teardown()
-        stage.close_sockets()
     assert stage.counters["bad_crops"] == 3 and stage.counters["embedded"] == 1
     assert msg.type == EMBEDDINGS and msg["frame_index"] == 7
     (embs,) = msg.arrays

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import msgpack
 import numpy as np
 import pytest
-import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.messages import CROPS, FRAME, MAX_BUFFER_BYTES, MessageError, decode, encode
 
-from .conftest import EchoStage, example_config
+from .conftest import EchoStage, example_config, running
 
 
 def test_round_trip_keeps_header_and_arrays():
@@ -72,16 +70,7 @@ def test_decoder_never_fails_otherwise_on_forged_headers(header, bufs, payloads)
 def test_stage_drops_and_counts_foreign_garbage(tmp_path):
     cfg = example_config(tmp_path)
     stage = EchoStage(cfg)
-    stage.open_sockets()
-    ctrl = stage.ctx.socket(zmq.PULL)
-    ctrl.bind(cfg.endpoint("control"))
-    runner = threading.Thread(target=stage.run, daemon=True)
-    runner.start()
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 1000)
-    push.connect(cfg.endpoint("detect"))
-    try:
+    with running(stage) as (push, _):
         push.send_multipart([b"\x93\x01\x02\x03", b"junk"])  # msgpack array header, then junk
         push.send(b"\xff" * 100)
         push.send_multipart([msgpack.packb({"type": FRAME, "v": 1, "bufs": [["uint8", [10, 10, 3]]]}), b"short"])
@@ -89,12 +78,5 @@ def test_stage_drops_and_counts_foreign_garbage(tmp_path):
         deadline = time.monotonic() + 10
         while stage.counters["handled"] < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-    finally:
-        stage.stop.set()
-        runner.join(5)
-        push.close()
-        ctx.term()
-        ctrl.close()
-        stage.close_sockets()
     assert stage.counters["malformed"] == 3
     assert stage.counters["handled"] == 1
