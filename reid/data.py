@@ -132,6 +132,90 @@ def load_market(root: str | Path) -> MarketDataset:
     return MarketDataset(root, _labelled(train, True), _labelled(query, False), _labelled(gallery, False))
 
 
+@dataclass
+class TrainSet:
+    """The training data of one run: one or several datasets with their labels kept apart.
+
+    ``train.labels`` are contiguous over all datasets (dataset 0's people first), ``groups[label]`` is the index
+    of the dataset a label came from (for dataset-balanced batches), camera ids are offset by
+    ``CAMERA_OFFSET * dataset index`` so that two datasets' "camera 1" stay different cameras, and ``val`` holds
+    each dataset's validation (query, gallery) pair carved out of its training identities.
+    """
+
+    names: list[str]
+    train: Split
+    groups: np.ndarray
+    val: dict[str, tuple[Split, Split]]
+
+    def summary(self) -> str:
+        rows = [f"  train    {len(self.train):6d} images {self.train.num_pids:5d} ids ({', '.join(self.names)})"]
+        for name, (q, g) in self.val.items():
+            rows.append(f"  val {name}: {len(q)} query / {len(g)} gallery images, {q.num_pids} ids")
+        return "\n".join(rows)
+
+
+CAMERA_OFFSET = 100
+
+
+def carve_validation(samples: list[Sample], num_ids: int, seed: int) -> tuple[list[Sample], Split, Split]:
+    """Hold ``num_ids`` identities out of a training split as a query/gallery pair.
+
+    Recipes are chosen on this pair so that the test split is read once per finished model. Only identities seen
+    by two or more cameras are eligible (the protocol removes same-camera matches, so others could never be
+    found). Each held-out identity gives one random query image per camera; its other images form the gallery.
+    """
+    by_pid: dict[int, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_pid[s.pid].append(s)
+    eligible = sorted(pid for pid, ss in by_pid.items() if len({s.camid for s in ss}) > 1)
+    if num_ids > len(eligible):
+        raise DatasetError(f"cannot hold out {num_ids} validation identities: only {len(eligible)} are seen "
+                           "by two or more cameras")
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(eligible, num_ids, replace=False).tolist())
+    query, gallery = [], []
+    for pid in sorted(held):
+        by_cam: dict[int, list[Sample]] = defaultdict(list)
+        for s in by_pid[pid]:
+            by_cam[s.camid].append(s)
+        for cam in sorted(by_cam):
+            pick = int(rng.integers(len(by_cam[cam])))
+            query.append(by_cam[cam][pick])
+            gallery += [s for i, s in enumerate(by_cam[cam]) if i != pick]
+    kept = [s for s in samples if s.pid not in held]
+    return kept, _labelled(query, False), _labelled(gallery, False)
+
+
+def load_train_set(roots: Sequence[str | Path], val_ids: int = 0, seed: int = 0) -> TrainSet:
+    """The training split of each dataset in ``roots``, joined with labels and cameras kept apart.
+
+    With ``val_ids`` > 0, that many identities of each dataset are held out as its validation pair.
+    """
+    if not roots:
+        raise DatasetError("no training dataset given")
+    names = [Path(r).name for r in roots]
+    if len(set(names)) != len(names):
+        raise DatasetError(f"training datasets need distinct folder names, got {names}")
+    samples: list[Sample] = []
+    group_of: list[int] = []
+    val: dict[str, tuple[Split, Split]] = {}
+    for index, root in enumerate(roots):
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetError(f"{root}: dataset folder is missing")
+        own = read_split(root / "bounding_box_train", keep_distractors=False)
+        own = [Sample(s.path, s.pid, s.camid + CAMERA_OFFSET * index) for s in own]
+        if val_ids > 0:
+            own, query, gallery = carve_validation(own, val_ids, seed + index)
+            val[names[index]] = (query, gallery)
+        # Offset person ids so that two datasets' person 1 stay two people; labels are made contiguous below.
+        offset = (index + 1) * 1_000_000
+        samples += [Sample(s.path, s.pid + offset, s.camid) for s in own]
+        group_of += [index] * len({s.pid for s in own})
+    train = _labelled(samples, True)
+    return TrainSet(names, train, np.array(group_of, dtype=np.int64), val)
+
+
 def load_image(path: Path) -> np.ndarray:
     """RGB uint8 (H, W, 3) image; an unreadable file raises :class:`DatasetError` naming it."""
     try:
@@ -158,20 +242,31 @@ class IdentitySampler(Sampler[list[int]]):
     """Identity-balanced batches: P identities x K images each (the "PK" batches a triplet loss needs).
 
     An identity with fewer than K images is sampled with replacement. One epoch is ``len(labels) //
-    batch_size`` batches, so epochs are comparable with plain random batching.
+    batch_size`` batches, so epochs are comparable with plain random batching. With ``groups`` (the dataset of
+    each label), every batch takes the same number of identities from each dataset, so a dataset with more
+    images or more people does not drown a smaller one.
     """
 
-    def __init__(self, labels: np.ndarray, batch_size: int, num_instances: int, seed: int = 0) -> None:
+    def __init__(
+        self, labels: np.ndarray, batch_size: int, num_instances: int, seed: int = 0,
+        groups: np.ndarray | None = None,
+    ) -> None:
         if batch_size % num_instances:
             raise ValueError(f"batch_size {batch_size} must be a multiple of num_instances {num_instances}")
         self.by_pid: dict[int, list[int]] = defaultdict(list)
         for i, label in enumerate(labels):
             self.by_pid[int(label)].append(i)
-        self.pids = sorted(self.by_pid)
+        pids = sorted(self.by_pid)
+        group_of = np.zeros(max(pids) + 1, dtype=np.int64) if groups is None else np.asarray(groups)
+        self.groups = [[p for p in pids if group_of[p] == g] for g in sorted(set(group_of[pids].tolist()))]
         self.p = batch_size // num_instances
         self.k = num_instances
-        if len(self.pids) < self.p:
-            raise ValueError(f"{len(self.pids)} identities cannot fill {self.p} identities per batch")
+        if self.p % len(self.groups):
+            raise ValueError(f"{self.p} identities per batch cannot be split evenly over {len(self.groups)} datasets")
+        self.p_group = self.p // len(self.groups)
+        for members in self.groups:
+            if len(members) < self.p_group:
+                raise ValueError(f"{len(members)} identities cannot fill {self.p_group} identities per batch")
         self.num_batches = len(labels) // batch_size
         self.rng = np.random.default_rng(seed)
 
@@ -179,11 +274,14 @@ class IdentitySampler(Sampler[list[int]]):
         return self.num_batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        order: list[int] = []
+        orders: list[list[int]] = [[] for _ in self.groups]
         for _ in range(self.num_batches):
-            if len(order) < self.p:
-                order += list(self.rng.permutation(self.pids))
-            batch_pids, order = order[: self.p], order[self.p :]
+            batch_pids: list[int] = []
+            for g, members in enumerate(self.groups):
+                if len(orders[g]) < self.p_group:
+                    orders[g] += list(self.rng.permutation(members))
+                batch_pids += orders[g][: self.p_group]
+                orders[g] = orders[g][self.p_group :]
             batch = []
             for pid in batch_pids:
                 idx = self.by_pid[pid]

@@ -26,7 +26,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from reid.data import DatasetError, IdentitySampler, RandomBatchSampler, load_images, load_market
+from reid.data import (
+    DatasetError,
+    IdentitySampler,
+    RandomBatchSampler,
+    TrainSet,
+    load_images,
+    load_market,
+    load_train_set,
+)
 from reid.evaluate import EvalSet, evaluate_model
 from reid.losses import batch_hard_triplet
 from reid.model import HACNN, count_parameters
@@ -40,8 +48,12 @@ log = logging.getLogger("reid.train")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m reid.train", description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, default=None,
-                   help="Market-layout dataset (default: $REID_SHARED/datasets/cuhk03_p1)")
+    p.add_argument("--data", type=Path, nargs="+", default=None,
+                   help="Market-layout dataset(s); several train one model with their people kept apart "
+                        "(default: $REID_SHARED/datasets/cuhk03_p1)")
+    p.add_argument("--val-ids", type=int, default=0,
+                   help="hold out N identities of each dataset's training split and evaluate on them instead of "
+                        "the test split (choose recipes without reading the test split)")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, history, final weights")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
@@ -103,8 +115,15 @@ def make_optimizer(args: argparse.Namespace, model: torch.nn.Module) -> torch.op
 def recipe(args: argparse.Namespace) -> dict:
     keys = ["init", "head_only_epochs", "epochs", "batch_size", "optim", "lr", "weight_decay", "warmup_epochs",
             "schedule", "milestones", "gamma", "label_smoothing", "triplet_weight", "margin", "sampler",
-            "num_instances", "flip_p", "pad", "erase_p", "num_ids", "seed", "amp"]
+            "num_instances", "flip_p", "pad", "erase_p", "num_ids", "val_ids", "seed", "amp"]
     return {k: str(v) if isinstance(v := getattr(args, k), Path) else v for k in keys}
+
+
+def build_evalsets(roots: list[Path], data: TrainSet) -> dict[str, EvalSet]:
+    """The sets evaluated during training: the validation pairs if any, else each dataset's test split."""
+    if data.val:
+        return {name: EvalSet(q, g, load_images(q.samples), load_images(g.samples)) for name, (q, g) in data.val.items()}
+    return {Path(r).name: EvalSet.from_dataset(load_market(r)) for r in roots}
 
 
 class Trainer:
@@ -121,23 +140,25 @@ class Trainer:
         torch.backends.cudnn.benchmark = self.device.type == "cuda"
         seed_everything(args.seed)
 
-        self.data_root = args.data or default_dataset()
-        ds = load_market(self.data_root)
-        train = ds.train
+        self.data_roots: list[Path] = args.data or [default_dataset()]
+        data = load_train_set(self.data_roots, args.val_ids, seed=args.seed)
+        train = data.train
         if args.num_ids:
             keep = train.labels < args.num_ids
             train.samples = [s for s, k in zip(train.samples, keep, strict=True) if k]
             train.labels = train.labels[keep]
         self.num_classes = int(train.labels.max()) + 1
-        log.info("data %s\n%s", self.data_root, ds.summary())
+        log.info("data %s\n%s", ", ".join(map(str, self.data_roots)), data.summary())
         t0 = time.perf_counter()
         self.images = load_images(train.samples).to(self.device)
         self.labels = torch.as_tensor(train.labels, device=self.device)
-        self.evalset = EvalSet.from_dataset(ds) if args.eval_every > 0 else None
+        self.evalsets = build_evalsets(self.data_roots, data) if args.eval_every > 0 else {}
         log.info("decoded %d training images in %.1f s", len(self.images), time.perf_counter() - t0)
 
         if args.sampler == "identity":
-            self.sampler = IdentitySampler(train.labels, args.batch_size, args.num_instances, seed=args.seed)
+            groups = data.groups[: self.num_classes]
+            self.sampler = IdentitySampler(train.labels, args.batch_size, args.num_instances, seed=args.seed,
+                                           groups=groups)
         else:
             self.sampler = RandomBatchSampler(len(train.labels), args.batch_size, seed=args.seed)
         self.aug_gen = torch.Generator().manual_seed(args.seed)
@@ -241,19 +262,26 @@ class Trainer:
                 "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - t0}
 
     def evaluate(self) -> dict:
-        result, _ = evaluate_model(self.model, self.evalset)
-        return {k: round(v, 3) for k, v in result.as_percent().items()}
+        """Scores in percent; with several sets, each under ``name/`` and their mean unprefixed."""
+        scores = {name: evaluate_model(self.model, ev)[0].as_percent() for name, ev in self.evalsets.items()}
+        if len(scores) == 1:
+            return {k: round(v, 3) for k, v in next(iter(scores.values())).items()}
+        out = {f"{name}/{k}": round(v, 3) for name, s in scores.items() for k, v in s.items()}
+        for k in next(iter(scores.values())):
+            out[k] = round(float(np.mean([s[k] for s in scores.values()])), 3)
+        return out
 
     def card(self, epoch: int, wall_s: float) -> dict:
         last_eval = next((h for h in reversed(self.history) if "mAP" in h), {})
         return {
             "architecture": "HA-CNN (Li, Zhu, Gong, CVPR 2018)",
-            "data": str(self.data_root),
+            "data": ", ".join(map(str, self.data_roots)),
+            "evaluated_on": "validation identities held out of training" if self.args.val_ids else "test split",
             "train_images": len(self.images),
             "train_ids": self.num_classes,
             "epochs": epoch,
             "recipe": recipe(self.args),
-            "metrics": {k: last_eval[k] for k in ("rank1", "rank5", "rank10", "mAP") if k in last_eval},
+            "metrics": {k: v for k, v in last_eval.items() if k.split("/")[-1] in ("rank1", "rank5", "rank10", "mAP")},
             "history": self.history,
             "hardware": f"{platform.processor() or platform.machine()} / "
                         f"{torch.cuda.get_device_name(self.device) if self.device.type == 'cuda' else 'cpu'}",
@@ -270,7 +298,7 @@ class Trainer:
         for epoch in range(self.start_epoch, args.epochs):
             stats = self.train_epoch(epoch)
             final = epoch + 1 == args.epochs
-            evaluated = self.evalset is not None and ((epoch + 1) % args.eval_every == 0 or final)
+            evaluated = bool(self.evalsets) and ((epoch + 1) % args.eval_every == 0 or final)
             if evaluated:
                 stats.update(self.evaluate())
             self.history.append(stats)
