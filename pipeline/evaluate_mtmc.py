@@ -1,0 +1,214 @@
+"""Score a run's tracks against multi-camera ground truth: per camera and across cameras.
+
+    python -m pipeline.evaluate_mtmc --tracks runs/terrace1/tracks --gt ../shared/video/epfl_terrace1/gt [--json]
+
+Both folders hold one MOTChallenge file per camera, ``<camera>.txt`` with lines ``frame,id,x,y,w,h,...``
+(frame 1-based). Ground-truth ids and predicted global ids are shared by all cameras, so the same files give
+
+- per camera: IDF1/IDP/IDR (Identity), MOTA and id switches (CLEAR), HOTA, and the detection-only recall and
+  precision (CLEAR's matching without identities), which bound what identity can reach;
+- across cameras: every camera's frames as one sequence with global ids (the MTMC IDF1 that AI City and
+  DukeMTMC report), and the number of global ids minted against the number of people.
+
+Only frames the detector ran on count: the tracks folder's ``frames.json`` (written by ``run_pipeline.py
+--tracks-out``) lists them per camera; without it every frame of the ground truth counts. The metrics are
+TrackEval's (the maintained reference implementation of HOTA, CLEAR and Identity), fed with IoU similarities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from trackeval.datasets._base_dataset import _BaseDataset
+from trackeval.metrics import CLEAR, HOTA, Identity
+
+log = logging.getLogger(__name__)
+
+FRAMES_FILE = "frames.json"
+
+
+class MotFileError(ValueError):
+    """A MOTChallenge file or folder that cannot be read; the message names the file and line."""
+
+
+@dataclass
+class MotSequence:
+    """One camera's boxes by 1-based frame: ids (int64) and boxes (float64 x, y, w, h)."""
+
+    ids: dict[int, np.ndarray] = field(default_factory=dict)
+    boxes: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def at(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.ids.get(frame, np.zeros(0, np.int64)), self.boxes.get(frame, np.zeros((0, 4)))
+
+
+def read_mot(path: Path) -> MotSequence:
+    """Parse ``frame,id,x,y,w,h[,...]`` lines; a malformed line raises :class:`MotFileError` naming it."""
+    if not path.is_file():
+        raise MotFileError(f"{path}: file is missing")
+    rows: dict[int, list[tuple[int, list[float]]]] = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.replace(" ", "").split(",")
+        try:
+            frame, pid = int(float(parts[0])), int(float(parts[1]))
+            box = [float(v) for v in parts[2:6]]
+        except (ValueError, IndexError) as e:
+            raise MotFileError(f"{path}:{lineno}: expected 'frame,id,x,y,w,h,...', got {line!r}") from e
+        if len(box) != 4 or frame < 1 or box[2] <= 0 or box[3] <= 0:
+            raise MotFileError(f"{path}:{lineno}: frame must be >= 1 and the box have positive size: {line!r}")
+        rows.setdefault(frame, []).append((pid, box))
+    seq = MotSequence()
+    for frame, items in rows.items():
+        seq.ids[frame] = np.array([p for p, _ in items], dtype=np.int64)
+        seq.boxes[frame] = np.array([b for _, b in items], dtype=np.float64)
+    return seq
+
+
+def read_folder(folder: Path) -> dict[str, MotSequence]:
+    """``<camera>.txt`` files of a folder, by camera id."""
+    if not folder.is_dir():
+        raise MotFileError(f"{folder}: folder is missing")
+    seqs = {p.stem: read_mot(p) for p in sorted(folder.glob("*.txt"))}
+    if not seqs:
+        raise MotFileError(f"{folder}: no <camera>.txt files")
+    return seqs
+
+
+def read_frames(folder: Path) -> dict[str, list[int]] | None:
+    """The frames the detector ran on per camera (``frames.json``: ranges ``[first, last, step]``), if given."""
+    path = folder / FRAMES_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        return {cam: sorted({f for a, b, s in ranges for f in range(int(a), int(b) + 1, int(s))})
+                for cam, ranges in raw.items()}
+    except (ValueError, TypeError) as e:
+        raise MotFileError(f"{path}: expected {{camera: [[first, last, step], ...]}} ({e})") from e
+
+
+def frame_ranges(frames: list[int]) -> list[list[int]]:
+    """Compress sorted 1-based frame numbers into ``[first, last, step]`` runs (the ``frames.json`` format)."""
+    runs: list[list[int]] = []
+    for f in frames:
+        if runs:
+            first, last, step = runs[-1]
+            if first == last and f > last:
+                runs[-1] = [first, f, f - first]
+                continue
+            if f - last == step:
+                runs[-1][1] = f
+                continue
+        runs.append([f, f, 1])
+    return runs
+
+
+def _trackeval_data(pairs: list[tuple[MotSequence, MotSequence, list[int]]]) -> dict:
+    """TrackEval's per-sequence input: contiguous ids and IoU similarities over every (gt, pred, frames) part.
+
+    Several parts (cameras) become one sequence, their time steps one after another: the MTMC view.
+    """
+    gt_index: dict[int, int] = {}
+    tr_index: dict[int, int] = {}
+    gt_ids, tr_ids, sims = [], [], []
+    for gt, pred, frames in pairs:
+        for f in frames:
+            g_id, g_box = gt.at(f)
+            t_id, t_box = pred.at(f)
+            gt_ids.append(np.array([gt_index.setdefault(int(i), len(gt_index)) for i in g_id], dtype=np.int64))
+            tr_ids.append(np.array([tr_index.setdefault(int(i), len(tr_index)) for i in t_id], dtype=np.int64))
+            if len(g_box) and len(t_box):
+                sims.append(_BaseDataset._calculate_box_ious(g_box, t_box, box_format="xywh"))
+            else:
+                sims.append(np.zeros((len(g_box), len(t_box))))
+    return {
+        "num_timesteps": len(gt_ids),
+        "num_gt_ids": len(gt_index),
+        "num_tracker_ids": len(tr_index),
+        "num_gt_dets": int(sum(len(i) for i in gt_ids)),
+        "num_tracker_dets": int(sum(len(i) for i in tr_ids)),
+        "gt_ids": gt_ids,
+        "tracker_ids": tr_ids,
+        "similarity_scores": sims,
+    }
+
+
+def _score(data: dict, iou: float, full: bool) -> dict:
+    """Identity metrics, plus CLEAR and HOTA when ``full``."""
+    config = {"THRESHOLD": iou, "PRINT_CONFIG": False}
+    ident = Identity(config).eval_sequence(data)
+    out = {"idf1": float(ident["IDF1"]), "idp": float(ident["IDP"]), "idr": float(ident["IDR"]),
+           "num_ids": data["num_tracker_ids"], "num_gt_ids": data["num_gt_ids"]}
+    if full:
+        clear = CLEAR(config).eval_sequence(data)
+        hota = HOTA({"PRINT_CONFIG": False}).eval_sequence(data)
+        out.update(mota=float(clear["MOTA"]), id_switches=int(clear["IDSW"]), hota=float(np.mean(hota["HOTA"])),
+                   det_recall=float(clear["CLR_Re"]), det_precision=float(clear["CLR_Pr"]),
+                   gt_dets=data["num_gt_dets"], pred_dets=data["num_tracker_dets"])
+    return out
+
+
+def evaluate(
+    tracks: dict[str, MotSequence], gt: dict[str, MotSequence], frames: dict[str, list[int]] | None = None,
+    iou: float = 0.5,
+) -> dict:
+    """Per-camera and cross-camera scores (fractions). Cameras are the ground truth's; frames default to all
+    frames of the ground truth file."""
+    missing = sorted(set(gt) - set(tracks))
+    if missing:
+        log.warning("no tracks for camera(s) %s: every ground-truth box there is missed", ", ".join(missing))
+    pairs = []
+    per_camera = {}
+    for cam, g in gt.items():
+        pred = tracks.get(cam, MotSequence())
+        if frames is not None and cam in frames:
+            cam_frames = frames[cam]
+        else:
+            cam_frames = list(range(1, max([*g.ids, *pred.ids], default=0) + 1))
+        pairs.append((g, pred, cam_frames))
+        per_camera[cam] = {**_score(_trackeval_data([pairs[-1]]), iou, full=True), "frames": len(cam_frames)}
+    mtmc = _score(_trackeval_data(pairs), iou, full=False)
+    return {
+        "mtmc_idf1": mtmc["idf1"], "mtmc_idp": mtmc["idp"], "mtmc_idr": mtmc["idr"],
+        "num_ids": mtmc["num_ids"], "num_gt_ids": mtmc["num_gt_ids"], "iou": iou, "per_camera": per_camera,
+    }
+
+
+def format_table(result: dict) -> str:
+    cols = ["idf1", "idp", "idr", "mota", "hota", "id_switches", "det_recall", "det_precision", "num_ids", "frames"]
+    lines = ["camera  " + "  ".join(f"{c:>13s}" for c in cols)]
+    for cam, r in result["per_camera"].items():
+        lines.append(f"{cam:7s} " + "  ".join(f"{r[c]:13.3f}" if isinstance(r[c], float) else f"{r[c]:13d}"
+                                               for c in cols))
+    lines.append(f"across cameras: IDF1 {result['mtmc_idf1']:.3f} (IDP {result['mtmc_idp']:.3f}, "
+                 f"IDR {result['mtmc_idr']:.3f}); {result['num_ids']} global ids for {result['num_gt_ids']} people")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.evaluate_mtmc", description=__doc__.split("\n")[0])
+    p.add_argument("--tracks", type=Path, required=True, help="folder of <camera>.txt (run_pipeline --tracks-out)")
+    p.add_argument("--gt", type=Path, required=True, help="folder of ground-truth <camera>.txt, MOTChallenge format")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU at which a box matches (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        result = evaluate(read_folder(args.tracks), read_folder(args.gt), read_frames(args.tracks), args.iou)
+    except MotFileError as e:
+        log.error("%s", e)
+        return 2
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
