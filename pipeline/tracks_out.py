@@ -1,0 +1,53 @@
+"""``--tracks-out``: every camera's tracked boxes as MOTChallenge files labelled with final global identities.
+
+Written after the run from the detect stage's track logs (every box on every frame the detector ran on) and
+the identity events (which global identity each track was given), in the format of ``docs/tracks.md``:
+``frame,global_id,x,y,w,h,conf,-1,-1,-1`` with frame = video frame index + 1. Tracks that never received an
+identity (too short to be matched) are left out and counted. ``frames.json`` lists the frames the detector ran
+on, so ``python -m pipeline.evaluate_mtmc`` scores exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from pipeline.evaluate_mtmc import FRAMES_FILE, frame_ranges
+from pipeline.render import read_track_log
+
+log = logging.getLogger(__name__)
+
+
+def track_identities(events: Iterable[dict]) -> dict[tuple[str, int], int]:
+    """(camera, track) -> the global identity the matcher gave it."""
+    return {(e["camera_id"], int(e["track_id"])): int(e["global_id"]) for e in events
+            if e.get("global_id") is not None and e.get("track_id") is not None}
+
+
+def write_tracks(run_dir: Path, camera_ids: Iterable[str], events: Iterable[dict], out_dir: Path) -> list[Path]:
+    """One ``<camera>.txt`` per camera and ``frames.json`` in ``out_dir``; returns the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gid = track_identities(events)
+    frames: dict[str, list[list[int]]] = {}
+    written = []
+    for cam in camera_ids:
+        boxes = read_track_log(run_dir, cam)
+        lines, unlabelled = [], set()
+        for index in sorted(boxes):
+            for track_id, x1, y1, x2, y2, *rest in boxes[index]:
+                g = gid.get((cam, int(track_id)))
+                if g is None:
+                    unlabelled.add(int(track_id))
+                    continue
+                conf = rest[0] if rest else 1.0
+                lines.append(f"{index + 1},{g},{x1:.1f},{y1:.1f},{x2 - x1:.1f},{y2 - y1:.1f},{conf:.3f},-1,-1,-1\n")
+        if unlabelled:
+            log.info("camera %s: %d short tracks never received an identity and are left out", cam, len(unlabelled))
+        path = out_dir / f"{cam}.txt"
+        path.write_text("".join(lines))
+        written.append(path)
+        frames[cam] = frame_ranges([i + 1 for i in sorted(boxes)])
+    (out_dir / FRAMES_FILE).write_text(json.dumps(frames))
+    return [*written, out_dir / FRAMES_FILE]

@@ -1,0 +1,180 @@
+"""Ground-plane geometry: where a person stands, and what two tracks' positions say about being one person.
+
+A calibrated camera has a 3x3 homography from image pixels to a ground plane shared by all calibrated cameras
+(free units). A track's foot point (its box's bottom centre) projects to the ground, and two tracks compare:
+
+- seen at the same time (in overlapping views): the median distance between their ground positions over the
+  moments both are seen. Within ``same_place`` it is strong evidence of one person; beyond ``different_place``
+  they are two people, whatever their appearance (two views that do not overlap never see the same person at the
+  same time, so they land far apart and are kept apart: no overlap list is needed);
+- one after the other: the distance from where the first was last seen to where the second was first seen,
+  over the gap; faster than ``max_speed`` is impossible for one person.
+
+Appearance cannot separate people in similar dark clothes; where they stand nearly always can.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, model_validator
+
+AGREE = 1  # the two tracks are very likely one person
+DISAGREE = -1  # the two tracks cannot be one person
+UNKNOWN = 0
+
+_MIN_W = 1e-9  # |w| below this: the point is on the horizon line
+
+
+class CalibrationError(ValueError):
+    """A homography that cannot map image points to the ground; the message says what is wrong."""
+
+
+class Homography:
+    """An image-to-ground homography, checked at load time.
+
+    Points on the far side of the horizon line (``w`` of the wrong sign) have no ground position: the sign of
+    the ground side is that of points far down the image (large ``v``), where every camera sees the floor.
+    """
+
+    def __init__(self, matrix: Any) -> None:
+        try:
+            h = np.asarray(matrix, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise CalibrationError(f"homography is not a numeric matrix ({e})") from e
+        if h.shape != (3, 3):
+            raise CalibrationError(f"homography must be a 3x3 matrix, got shape {h.shape}")
+        if not np.isfinite(h).all():
+            raise CalibrationError("homography holds a non-finite value")
+        scale = np.abs(h).max()
+        if scale == 0 or abs(np.linalg.det(h / scale)) < 1e-12:
+            raise CalibrationError("homography is singular (it maps the image onto a line or a point)")
+        self.matrix = h / scale
+        ground_sign = np.sign(self.matrix[2, 1]) or np.sign(self.matrix[2, 2])
+        if ground_sign == 0:
+            raise CalibrationError("homography has no ground side (its last row is zero in v and constant)")
+        self.ground_sign = float(ground_sign)
+
+    @classmethod
+    def load(cls, value: Any, base_dir: Path | None = None) -> Homography:
+        """From a 3x3 nested list, or the path of a text file with 3 rows of 3 numbers (relative to ``base_dir``)."""
+        if isinstance(value, str | Path):
+            path = Path(value).expanduser()
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            if not path.is_file():
+                raise CalibrationError(f"homography file {path} is missing")
+            try:
+                value = np.loadtxt(path, dtype=np.float64, ndmin=2)
+            except ValueError as e:
+                raise CalibrationError(f"homography file {path} is not a 3x3 table of numbers ({e})") from e
+        return cls(value)
+
+    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ground positions (N, 2) of image points (N, 2), and a mask of those that have one."""
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        hom = np.c_[pts, np.ones(len(pts))] @ self.matrix.T
+        w = hom[:, 2] * self.ground_sign
+        valid = w > _MIN_W
+        out = np.full((len(pts), 2), np.nan)
+        out[valid] = hom[valid, :2] / hom[valid, 2:3]
+        valid &= np.isfinite(out).all(axis=1)
+        return out, valid
+
+
+def foot_points(xyxy: np.ndarray) -> np.ndarray:
+    """Bottom centres (N, 2) of ``xyxy`` boxes: where a standing person touches the floor."""
+    b = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    return np.c_[(b[:, 0] + b[:, 2]) / 2, b[:, 3]]
+
+
+class GeometryConfig(BaseModel):
+    """Ground-plane rules, in the units of the cameras' homographies (which must share one ground frame).
+
+    The distances have no defaults: they depend on the calibration's units, so each site states its own,
+    measured as ``docs/geometry.md`` shows (the same person's feet seen from two views: about their 95th
+    percentile; two different people at the same moment: about their 5th percentile).
+    """
+
+    model_config = {"extra": "forbid"}
+
+    same_place: float = Field(gt=0, description="median ground distance under which co-visible tracks agree")
+    different_place: float = Field(gt=0, description="median ground distance over which they are two people")
+    max_speed: float = Field(gt=0, description="fastest plausible walk between two sightings, units per second")
+    min_common: int = Field(3, ge=1, description="moments seen together before a distance counts as evidence")
+    max_dt_s: float = Field(0.25, gt=0, description="two sightings this close in time count as the same moment")
+    history: int = Field(600, ge=8, description="ground positions kept per track (a bounded window)")
+
+    @model_validator(mode="after")
+    def _order(self) -> GeometryConfig:
+        if self.different_place <= self.same_place:
+            raise ValueError(f"different_place ({self.different_place}) must exceed same_place ({self.same_place})")
+        return self
+
+
+@dataclass
+class GroundTrack:
+    """A track's recent ground positions: times and (x, y), a bounded window."""
+
+    maxlen: int = 600
+    ts: deque[float] = field(default_factory=deque)
+    xy: deque[tuple[float, float]] = field(default_factory=deque)
+
+    def add(self, ts: float, xy: np.ndarray) -> None:
+        if self.ts and ts <= self.ts[-1]:
+            return
+        self.ts.append(float(ts))
+        self.xy.append((float(xy[0]), float(xy[1])))
+        while len(self.ts) > self.maxlen:
+            self.ts.popleft()
+            self.xy.popleft()
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.fromiter(self.ts, np.float64, len(self.ts)), np.array(self.xy, dtype=np.float64).reshape(-1, 2)
+
+
+def co_visible_distance(a: GroundTrack, b: GroundTrack, max_dt_s: float) -> tuple[float, int]:
+    """Median ground distance over the moments both tracks were seen (within ``max_dt_s``), and their count."""
+    if not len(a) or not len(b):
+        return float("nan"), 0
+    if len(a) > len(b):  # each moment of the shorter track finds its nearest in the longer: a moment counts once
+        a, b = b, a
+    ta, xa = a.arrays()
+    tb, xb = b.arrays()
+    j = np.clip(np.searchsorted(tb, ta), 1, len(tb) - 1) if len(tb) > 1 else np.zeros(len(ta), np.int64)
+    if len(tb) > 1:  # nearest of the two neighbours
+        j = np.where(np.abs(tb[j - 1] - ta) <= np.abs(tb[j] - ta), j - 1, j)
+    close = np.abs(tb[j] - ta) <= max_dt_s
+    if not close.any():
+        return float("nan"), 0
+    d = np.linalg.norm(xa[close] - xb[j[close]], axis=1)
+    return float(np.median(d)), int(close.sum())
+
+
+def judge(a: GroundTrack, b: GroundTrack, config: GeometryConfig) -> int:
+    """AGREE, DISAGREE or UNKNOWN: what the ground says about tracks ``a`` and ``b`` being one person."""
+    if not len(a) or not len(b):
+        return UNKNOWN
+    dist, n = co_visible_distance(a, b, config.max_dt_s)
+    if n >= config.min_common:
+        if dist <= config.same_place:
+            return AGREE
+        if dist >= config.different_place:
+            return DISAGREE
+        return UNKNOWN
+    if n:  # seen together only briefly: too little to tell
+        return UNKNOWN
+    first, second = (a, b) if a.ts[0] <= b.ts[0] else (b, a)
+    gap = second.ts[0] - first.ts[-1]
+    if gap <= 0:  # overlapping in time but never within max_dt_s of each other: no evidence
+        return UNKNOWN
+    dist = float(np.hypot(second.xy[0][0] - first.xy[-1][0], second.xy[0][1] - first.xy[-1][1]))
+    # Allow the position noise of both ends (same_place) on top of walking at max_speed.
+    return DISAGREE if dist > config.max_speed * gap + config.same_place else UNKNOWN
