@@ -2,6 +2,7 @@
 
     python run_pipeline.py --cameras configs/cams.example.yaml [--replay] [--speed 1|max] [--duration S]
         [--events-out events.jsonl] [--save-video DIR] [--validate-config] [--stage NAME [--camera ID]]
+        [--stats-every S]
 
 Identity events are published on the configured PUB socket (default tcp://127.0.0.1:5560); watch them with
 ``python -m pipeline.subscribe tcp://127.0.0.1:5560``.
@@ -30,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--validate-config", action="store_true", help="check the config and its files, then exit")
     p.add_argument("--stage", choices=STAGES, default=None, help="run one stage alone (multi-host deployments)")
     p.add_argument("--camera", default=None, help="with --stage source: which camera")
+    p.add_argument("--stats-every", type=float, default=None, metavar="S",
+                   help="seconds between each stage's own INFO line (fps, load, latency, drops; default 10)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--no-status", action="store_true", help="no live status line")
     return p.parse_args(argv)
@@ -38,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pipeline.config import ConfigError, load_config
-    from pipeline.stage import setup_logging
+    from pipeline.stage import LOG_EVERY_S, setup_logging
     from pipeline.supervisor import PipelineError, Supervisor, check_sources
 
     setup_logging(getattr(logging, args.log_level))
@@ -49,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         log.error("--speed must be a positive number or 'max', got %r", args.speed)
+        return 2
+    if args.stats_every is None:
+        args.stats_every = LOG_EVERY_S
+    elif args.stats_every <= 0:
+        log.error("--stats-every must be a positive number of seconds, got %g", args.stats_every)
         return 2
     try:
         config = load_config(args.cameras)
@@ -64,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage:
         return run_single_stage(config, args)
     supervisor = Supervisor(config, replay=args.replay, speed=speed, duration_s=args.duration,
-                            events_out=args.events_out, status=not args.no_status)
+                            events_out=args.events_out, status=not args.no_status,
+                            stage_log_every_s=args.stats_every)
     try:
         code = supervisor.run()
     except PipelineError as e:
@@ -73,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_video:
         from pipeline.render import render_videos
 
-        for path in render_videos(config, supervisor.events, args.save_video, duration_s=args.duration):
+        # the events read back from the run directory: all of a full replay, not just the latest kept in memory
+        for path in render_videos(config, supervisor.recorder.spilled(), args.save_video, duration_s=args.duration):
             log.info("wrote %s", path)
     return code
 
@@ -82,6 +92,7 @@ def run_single_stage(config, args) -> int:
     from pipeline.stage import run_stage
 
     speed = None if args.speed == "max" else float(args.speed)
+    every = args.stats_every
     if args.stage == "source":
         from pipeline.source_stage import SourceStage
 
@@ -90,20 +101,20 @@ def run_single_stage(config, args) -> int:
                                                     [c.id for c in config.cameras])
             return 2
         return run_stage(SourceStage(config, camera_id=args.camera, replay=args.replay, speed=speed,
-                                     duration_s=args.duration))
+                                     duration_s=args.duration, log_every_s=every))
     if args.stage == "detect":
         from pipeline.detect_stage import DetectStage
 
-        return run_stage(DetectStage(config))
+        return run_stage(DetectStage(config, log_every_s=every))
     if args.stage == "embed":
         from pipeline.embed_stage import EmbedStage
 
-        return run_stage(EmbedStage(config))
+        return run_stage(EmbedStage(config, log_every_s=every))
     from pipeline.match_stage import MatchStage
     from reid.embedded_redis import redis_url_for
 
     with redis_url_for(config.matcher.redis) as url:
-        return run_stage(MatchStage(config, redis_url=url))
+        return run_stage(MatchStage(config, redis_url=url, log_every_s=every))
 
 
 if __name__ == "__main__":

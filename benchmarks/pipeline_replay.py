@@ -62,8 +62,9 @@ def run_once(config_path: Path, speed: float | None, duration: float, port: int)
         threading.Thread(target=sample, daemon=True).start()
         sup.run()
         done.set()
-        wall = (sup.t_done or time.monotonic()) - sup.t0  # sources started -> last decision made
-        match = next(p for p in sup.procs if p.kind == "match").stats
+        match_proc = next(p for p in sup.procs if p.kind == "match")
+        wall = (match_proc.done_at or time.monotonic()) - sup.t0  # sources started -> last decision made
+        match = match_proc.stats
         det = next(p for p in sup.procs if p.kind == "detect").stats["counters"]
         per_cam = {p.key.split(":")[1]: p.stats.get("counters", {}).get("frames", 0) / wall
                    for p in sup.procs if p.kind == "source"}

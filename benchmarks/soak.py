@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.2)
                     pids = [p.process.pid for p in sup.procs if p.process is not None and p.process.is_alive()]
                     match = next((p for p in sup.procs if p.kind == "match"), None)
-                    port = int(match.kwargs["redis_url"].rsplit(":", 1)[1].split("/")[0]) if match else None
+                    url = match.kwargs.get("redis_url") if match else None  # set once the run has its Redis
+                    port = int(url.rsplit(":", 1)[1].split("/")[0]) if url else None
                     rpid = redis_pid(port) if port else None
                     if pids and sup.t0:
                         total = rss_bytes(os.getpid()) + sum(rss_bytes(x) for x in [*pids, rpid] if x)

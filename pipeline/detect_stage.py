@@ -36,7 +36,7 @@ class DetectStage(Stage):
         from detectors import CameraTracker, PersonDetector
         from detectors.crops import QualityConfig
         from detectors.tracking import BestCropSelector
-        from pipeline.source_stage import camera_fps, camera_stride
+        from pipeline.sources import camera_fps, camera_stride
 
         d = self.config.detector
         self.detector = PersonDetector(d.weights, imgsz=d.imgsz, conf=d.conf, iou=d.iou, device=d.device)

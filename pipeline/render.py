@@ -10,13 +10,13 @@ from __future__ import annotations
 import colorsys
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 
 from pipeline.config import PipelineConfig
-from pipeline.source_stage import camera_fps
-from pipeline.sources import video_frames
+from pipeline.sources import camera_fps, is_video_file, video_frames
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,15 @@ def read_track_log(run_dir: Path, camera_id: str) -> dict[int, list[list[float]]
     return boxes
 
 
-def render_videos(config: PipelineConfig, events: list[dict], out_dir: Path,
+def render_videos(config: PipelineConfig, events: Iterable[dict], out_dir: Path,
                   duration_s: float | None = None) -> list[Path]:
+    """One annotated video per recorded camera; ``events`` is read once (a run's events, or those read back from
+    the supervisor's spill file), and the last global id given to a track labels all its frames."""
     out_dir.mkdir(parents=True, exist_ok=True)
     gid = {(e["camera_id"], e["track_id"]): e["global_id"] for e in events if e.get("global_id") is not None}
     written = []
     for cam in config.cameras:
-        if cam.is_live or Path(str(cam.source)).is_dir():
+        if not is_video_file(cam):
             log.warning("camera %s: --save-video renders recorded video files only", cam.id)
             continue
         boxes = read_track_log(config.resolved_run_dir, cam.id)

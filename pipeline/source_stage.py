@@ -14,26 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.messages import FRAME
-from pipeline.sources import Frame, folder_frames, probe_video, stream_frames, video_frames
+from pipeline.sources import Frame, camera_fps, camera_stride, folder_frames, stream_frames, video_frames
 from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
-
-
-def camera_fps(camera) -> float:
-    """Frame rate of a camera's source: the config's, else the file's, else 25 (live) or 1 (image folder)."""
-    if camera.fps:
-        return camera.fps
-    if camera.is_live:
-        return 25.0
-    path = Path(str(camera.source))
-    return 1.0 if path.is_dir() else (probe_video(path)[0] or 25.0)
-
-
-def camera_stride(camera, video_fps: float) -> int:
-    if camera.frame_stride:
-        return camera.frame_stride
-    return max(1, round(video_fps / camera.detect_fps)) if camera.detect_fps else 1
 
 
 class SourceStage(Stage):

@@ -44,6 +44,29 @@ def probe_video(path: str | Path) -> tuple[float, int]:
         cap.release()
 
 
+def is_video_file(camera) -> bool:
+    """True for a camera that plays a recorded video file (not a live stream, not an image folder): the only
+    kind ``--save-video`` can render, and a stream that ends."""
+    return not camera.is_live and not Path(str(camera.source)).is_dir()
+
+
+def camera_fps(camera) -> float:
+    """Frame rate of a camera's source: the config's, else the file's, else 25 (live) or 1 (image folder)."""
+    if camera.fps:
+        return camera.fps
+    if camera.is_live:
+        return 25.0
+    path = Path(str(camera.source))
+    return 1.0 if path.is_dir() else (probe_video(path)[0] or 25.0)
+
+
+def camera_stride(camera, video_fps: float) -> int:
+    """Frames between two detected frames: the config's ``frame_stride``, else ``video_fps / detect_fps``."""
+    if camera.frame_stride:
+        return camera.frame_stride
+    return max(1, round(video_fps / camera.detect_fps)) if camera.detect_fps else 1
+
+
 def video_frames(path: str | Path, stride: int = 1, start_frame: int = 0, fps: float | None = None,
                  max_ts: float | None = None) -> Iterator[Frame]:
     """Every ``stride``-th frame of a video file from ``start_frame``; video time from the frame index."""

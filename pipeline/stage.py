@@ -2,8 +2,10 @@
 
 A stage runs in its own process. ``setup()`` runs in the child (models are built there, never pickled across);
 ``run()`` polls the input with a 100 ms timeout, hands each decoded message to ``handle()``, and sends one
-report per second to the supervisor's control socket (counts, rates, latency). A message that does not decode
-is dropped and counted, never fatal. Signal handlers only set the stop flag; on exit the sockets close with
+report per second to the supervisor's control socket (counts, rates, latency). Every ``log_every_s`` (10 s)
+the stage also logs one INFO line of its own (fps, load, latency, drops), so a stage run alone with
+``run_pipeline.py --stage`` says how it is doing without a supervisor. A message that does not decode is
+dropped and counted, never fatal. Signal handlers only set the stop flag; on exit the sockets close with
 ``linger=0`` and the stage logs a summary.
 """
 
@@ -15,7 +17,8 @@ import signal
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -29,6 +32,11 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 100
 REPORT_EVERY_S = 1.0
+LOG_EVERY_S = 10.0  # default period of a stage's own INFO line
+LATENCY_WINDOW = 200  # latency samples kept for the percentiles (a bounded window, never the whole run)
+# counters of messages, frames or parts of messages a stage dropped (summed as "dropped" in its INFO line)
+DROP_COUNTERS = ("dropped_frames", "bad_frames", "bad_crops", "bad_embeddings", "bad_tracks", "unknown_camera",
+                 "unexpected")
 
 
 def bind_dir(endpoint: str) -> None:
@@ -42,6 +50,26 @@ def setup_logging(level: int = logging.INFO) -> None:
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
 
 
+@dataclass
+class LoadMeter:
+    """How loaded a stage with an input is: the time its loop spent waiting for messages, and how many of its
+    turns ended with messages still queued at the input (ZeroMQ does not tell a queue's length; a stage that
+    keeps leaving messages behind is the one the pipeline waits for)."""
+
+    waited_s: float = 0.0
+    turns: int = 0
+    turns_behind: int = 0
+
+
+@dataclass(frozen=True)
+class LogWindow:
+    """Totals at the start of the current INFO-line window; the line reports what changed since."""
+
+    t: float
+    processed: int
+    load: LoadMeter
+
+
 class Stage:
     """Base class of every stage. Subclasses set ``name``, ``input``/``output`` endpoint names and implement
     :meth:`handle`; sources override :meth:`run`."""
@@ -51,14 +79,18 @@ class Stage:
     max_drain = 256  # messages taken from the input per turn; small where messages are big (frames)
     output: str | None = None  # endpoint name this stage connects a PUSH socket to
 
-    def __init__(self, config: PipelineConfig, instance: int = 0, **options: Any) -> None:
+    def __init__(self, config: PipelineConfig, instance: int = 0, log_every_s: float = LOG_EVERY_S,
+                 **options: Any) -> None:
         self.config = config
         self.instance = instance
         self.options = options
         self.stop = threading.Event()
         self.counters: dict[str, int] = defaultdict(int)
         self.ended: set[str] = set()  # cameras whose END this stage has passed on
-        self.latency_ms: list[float] = []
+        self.latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.log_every_s = log_every_s
+        self.load = LoadMeter()
+        self._log_window = self._window(time.monotonic())
         self.ctx: zmq.Context | None = None
         self.in_sock: zmq.Socket | None = None
         self.out_sock: zmq.Socket | None = None
@@ -118,7 +150,7 @@ class Stage:
         return self.name
 
     def stats(self) -> dict[str, Any]:
-        lat = sorted(self.latency_ms[-200:])
+        lat = sorted(self.latency_ms)
         return {
             "counters": dict(self.counters),
             "ended": sorted(self.ended),
@@ -131,6 +163,42 @@ class Stage:
         if force or now - self._last_report >= REPORT_EVERY_S:
             self._last_report = now
             self.notify("stats", **self.stats())
+        if now - self._log_window.t >= self.log_every_s:
+            log.info("%s", self.status_line(now))
+            self._log_window = self._window(now)
+
+    # -- the periodic INFO line ---------------------------------------------------------------------------
+    def processed(self) -> int:
+        """Messages through the stage so far: a source's frames sent, another stage's messages received (one
+        per camera frame all along the pipeline, so their rate is the stage's fps)."""
+        return self.counters.get("received", 0) if self.input else self.counters.get("sent", 0)
+
+    def _window(self, now: float) -> LogWindow:
+        return LogWindow(now, self.processed(), LoadMeter(self.load.waited_s, self.load.turns, self.load.turns_behind))
+
+    def restart_log_window(self) -> None:
+        """Start the INFO-line window now (after setup), so model loading does not count as idle time."""
+        self._log_window = self._window(time.monotonic())
+
+    def status_line(self, now: float) -> str:
+        """fps and load (busy share, turns that left input queued) over the window; latency p50/p95 over the
+        last ``LATENCY_WINDOW`` samples; drops and malformed messages since the start."""
+        w = self._log_window
+        dt = max(now - w.t, 1e-6)
+        fps = (self.processed() - w.processed) / dt
+        if self.input:
+            busy = 100 * max(0.0, 1 - (self.load.waited_s - w.load.waited_s) / dt)
+            turns = self.load.turns - w.load.turns
+            behind = self.load.turns_behind - w.load.turns_behind
+            load = f"busy {busy:3.0f}%, input left queued in {behind}/{turns} turns"
+        else:
+            load = "no input"
+        lat = sorted(self.latency_ms)
+        latency = (f"latency p50 {lat[len(lat) // 2]:.1f} p95 {lat[int(len(lat) * 0.95)]:.1f} ms" if lat
+                   else "latency -")
+        dropped = sum(self.counters.get(k, 0) for k in DROP_COUNTERS)
+        return (f"{self.label}: {fps:.1f} fps | {load} | {latency} | dropped {dropped}, "
+                f"malformed {self.counters.get('malformed', 0)}")
 
     # -- main loop ----------------------------------------------------------------------------------------
     def send(self, type_: str, header: dict[str, Any], arrays: list = (), block: bool = True) -> bool:
@@ -163,7 +231,9 @@ class Stage:
         poller = zmq.Poller()
         poller.register(self.in_sock, zmq.POLLIN)
         while not self.stop.is_set() and not self.finished():
+            t_poll = time.monotonic()
             events = dict(poller.poll(POLL_MS))
+            self.load.waited_s += time.monotonic() - t_poll
             if self.in_sock in events:
                 for _ in range(self.max_drain):  # drain what is queued, then give idle() and reports a turn
                     try:
@@ -179,6 +249,8 @@ class Stage:
                         continue
                     self.handle(msg)
             self.idle()
+            self.load.turns += 1
+            self.load.turns_behind += bool(self.in_sock.get(zmq.EVENTS) & zmq.POLLIN)
             self.maybe_report()
 
     def forward_end(self, camera_id: str) -> None:
@@ -197,6 +269,7 @@ def run_stage(stage: Stage, log_level: int = logging.INFO) -> int:
         stage.open_sockets()
         stage.setup()
         stage.notify("ready")
+        stage.restart_log_window()
         stage.run()
         stage.maybe_report(force=True)
         stage.notify("done", **stage.stats())

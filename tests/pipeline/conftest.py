@@ -31,6 +31,17 @@ def example_config(run_dir: Path, detect_fps: float = 2.5) -> PipelineConfig:
     return cfg.model_copy(update={"cameras": cams, "endpoints": endpoints})
 
 
+def write_config(path: Path, videos: dict[str, Path], detect_fps: float = 5, **endpoints: str) -> Path:
+    """A pipeline YAML for a subprocess run: one camera per ``camera_id -> video``, the events on a free port
+    unless ``endpoints`` says otherwise (``detect="tcp://..."`` and so on)."""
+    cams = "".join(f"  - id: {cam}\n    source: {video}\n    detect_fps: {detect_fps}\n"
+                   for cam, video in videos.items())
+    endpoints = {"events": f"tcp://127.0.0.1:{free_port()}", **endpoints}
+    eps = "".join(f"  {name}: {value}\n" for name, value in endpoints.items())
+    path.write_text(f"name: {path.stem}\ncameras:\n{cams}endpoints:\n{eps}")
+    return path
+
+
 @pytest.fixture
 def make_config(tmp_path):
     def make(name: str = "run", **kw) -> PipelineConfig:

@@ -141,12 +141,10 @@ def test_redis_killed_mid_run_loses_and_duplicates_no_identity(reference, make_c
 def test_ctrl_c_drains_the_stages_and_exits_cleanly(tmp_path, shared):
     """A file played as a live camera, stopped with SIGINT: the sources end their streams, every stage drains
     and exits, the embedded Redis stops, exit code 0."""
-    from .conftest import free_port
+    from .conftest import write_config
 
     video = shared / "video" / "epfl_campus4"
-    cams = "".join(f"  - id: {c}\n    source: {video / f'campus4-{c}.mp4'}\n    detect_fps: 5\n" for c in ("c0", "c1"))
-    cfg = tmp_path / "live.yaml"
-    cfg.write_text(f"name: live\ncameras:\n{cams}endpoints:\n  events: tcp://127.0.0.1:{free_port()}\n")
+    cfg = write_config(tmp_path / "live.yaml", {c: video / f"campus4-{c}.mp4" for c in ("c0", "c1")})
     proc = subprocess.Popen([sys.executable, "run_pipeline.py", "--cameras", str(cfg), "--run-dir",
                              str(tmp_path / "run"), "--no-status"], cwd=PROJECT_ROOT, stderr=subprocess.PIPE,
                             text=True)
