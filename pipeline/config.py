@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from reid.identity.geometry import CalibrationError, GeometryConfig, Homography
 from reid.matching import MatcherConfig
 from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root
 
@@ -54,6 +55,10 @@ class CameraConfig(_Section):
     reconnect_backoff_s: tuple[float, float] = Field(
         (0.5, 30.0), description="live only: first and longest wait between reconnection attempts (doubling)"
     )
+    homography: list[list[float]] | str | None = Field(
+        None, description="image-to-ground calibration: a 3x3 matrix (rows) or the path of a text file holding one; "
+        "all calibrated cameras must map to one shared ground frame (free units, see the geometry section)"
+    )
 
     @field_validator("reconnect_backoff_s")
     @classmethod
@@ -84,6 +89,17 @@ class CameraConfig(_Section):
     def is_live(self) -> bool:
         """A stream that cannot be replayed (network or USB camera)."""
         return isinstance(self.source, int) or bool(re.match(r"^(rtsp|rtsps|http|https|udp|tcp)://", self.source))
+
+    @field_validator("homography")
+    @classmethod
+    def _homography(cls, v: list[list[float]] | str | None) -> list[list[float]] | str | None:
+        if isinstance(v, list):
+            Homography(v)  # shape, finiteness, singularity: a CalibrationError (a ValueError) names the problem
+        return v
+
+    def ground(self) -> Homography | None:
+        """The checked homography (``load_config`` reads a file into its matrix)."""
+        return None if self.homography is None else Homography.load(self.homography)
 
     def resolve(self, base: Path) -> CameraConfig:
         """Relative file paths are taken relative to the config file."""
@@ -188,6 +204,9 @@ class PipelineConfig(_Section):
     match: MatchStageConfig = Field(default_factory=MatchStageConfig)
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
     events_include_crops: bool = Field(False, description="attach the JPEG crop to events (off: no image data)")
+    geometry: GeometryConfig | None = Field(
+        None, description="ground-plane rules for calibrated cameras (required when a camera has a homography)"
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:
@@ -195,6 +214,10 @@ class PipelineConfig(_Section):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"camera ids must be unique, repeated: {dupes}")
+        calibrated = [c.id for c in self.cameras if c.homography is not None]
+        if calibrated and self.geometry is None:
+            raise ValueError(f"cameras {calibrated} have a homography: add a geometry section with same_place, "
+                             "different_place and max_speed in its units (docs/geometry.md)")
         topo = self.matcher.topology
         if topo:
             unknown = {c for link in topo.links for c in (link.from_camera, link.to_camera)} - set(ids)
@@ -300,6 +323,14 @@ def load_config(path: str | Path) -> PipelineConfig:
         for k in ("server_secret_key", "authorized_keys_dir", "client_secret_key"):
             if isinstance(curve.get(k), str):
                 curve[k] = str(_abs(Path(curve[k]), path.resolve().parent))
+    cameras = data.get("cameras") if isinstance(data.get("cameras"), list) else []
+    for i, cam in enumerate(cameras):  # homography files are relative to the config file
+        if isinstance(cam, dict) and isinstance(cam.get("homography"), str):
+            try:
+                cam["homography"] = Homography.load(cam["homography"], path.resolve().parent).matrix.tolist()
+            except CalibrationError as e:
+                line = _line_of(data, ("cameras", i, "homography"), loader.key_lines, loader.node_lines)
+                raise ConfigError(f"{path}{f':{line}' if line else ''} cameras.{i}.homography: {e}") from None
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as e:

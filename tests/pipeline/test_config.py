@@ -140,3 +140,33 @@ def test_full_or_read_only_disk_stops_the_run_at_start(small_disk, caplog):
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     with pytest.raises(PipelineError, match=r"disk/run is not usable: Read-only file system"):
         prepare_run_dir(small_disk / "run")
+
+
+def test_homography_file_matrix_and_bad_calibration(tmp_path, shared):
+    """A homography file is read relative to the config; a singular one or a missing geometry section is a clear
+    error naming the file, line and field."""
+    import numpy as np
+
+    from pipeline.config import ConfigError, load_config
+
+    video = shared / "video" / "epfl_terrace1" / "terrace1-c0.mp4"
+    (tmp_path / "h.txt").write_text((shared / "video" / "epfl_terrace1" / "homography-c0.txt").read_text())
+    geometry = "geometry: {same_place: 35, different_place: 70, max_speed: 150}\n"
+    good = f"cameras:\n  - id: c0\n    source: {video}\n    homography: h.txt\n" + geometry
+    (tmp_path / "good.yaml").write_text(good)
+    cfg = load_config(tmp_path / "good.yaml")
+    h = cfg.cameras[0].ground()
+    np.testing.assert_allclose(h.matrix * np.abs(np.loadtxt(tmp_path / "h.txt")).max(), np.loadtxt(tmp_path / "h.txt"))
+
+    (tmp_path / "singular.yaml").write_text(
+        f"cameras:\n  - id: c0\n    source: {video}\n    homography: [[1, 2, 3], [2, 4, 6], [0, 0, 1]]\n" + geometry)
+    with pytest.raises(ConfigError, match=r"singular.yaml:4 cameras.0.homography: .*singular"):
+        load_config(tmp_path / "singular.yaml")
+    (tmp_path / "short.txt").write_text("1 0 0\n0 1 0\n")
+    (tmp_path / "short.yaml").write_text(f"cameras:\n  - id: c0\n    source: {video}\n    homography: short.txt\n"
+                                         + geometry)
+    with pytest.raises(ConfigError, match=r"short.yaml:4 cameras.0.homography: .*3x3"):
+        load_config(tmp_path / "short.yaml")
+    (tmp_path / "nogeo.yaml").write_text(good.replace(geometry, ""))
+    with pytest.raises(ConfigError, match="geometry section"):
+        load_config(tmp_path / "nogeo.yaml")

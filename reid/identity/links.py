@@ -1,0 +1,100 @@
+"""Track-to-track evidence beyond appearance: where people stand, and where a lost track was last seen.
+
+The match stage knows every running and recently ended track's boxes (and, for calibrated cameras, ground
+positions); the matcher only knows identities and their embeddings. This module turns the first into per-pair
+verdicts the matcher can use, ``{(camera_id, track_id): AGREE | DISAGREE}`` for one track:
+
+- **ground** (two calibrated cameras): :func:`reid.identity.geometry.judge`. An AGREE counts only when no other
+  track of that camera agrees as well: two people walking side by side must not both be "the same" as one.
+- **continuity** (one camera): a track that starts within ``max_gap_s`` of another's last sighting, where that
+  one could have walked to (image distance in box heights, or ground distance at walking speed), is probably
+  the same person found again after an occlusion. Again only a unique candidate counts.
+
+A verdict is evidence, not a decision: the matcher still requires a minimum appearance similarity for an AGREE
+to join, and a DISAGREE only forbids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from reid.identity.geometry import AGREE, DISAGREE, GeometryConfig, GroundTrack, judge
+
+TrackKey = tuple[str, int]
+
+
+class ContinuityConfig(BaseModel):
+    """Re-association of a person the tracker lost and found again in the same camera."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_gap_s: float = Field(4.0, ge=0, description="longest time lost (0: off)")
+    max_shift: float = Field(
+        1.0, gt=0, description="uncalibrated cameras: largest move of the box centre, in box heights, plus the same "
+        "again per second lost"
+    )
+
+
+@dataclass
+class TrackMotion:
+    """What the link rules need of a track: its camera, time span, first/last boxes (xyxy) and ground path."""
+
+    camera_id: str
+    track_id: int
+    start_ts: float
+    last_seen_ts: float
+    first_box: np.ndarray
+    last_box: np.ndarray
+    ground: GroundTrack | None = None
+
+    @property
+    def key(self) -> TrackKey:
+        return (self.camera_id, self.track_id)
+
+
+def _centre_and_height(box: np.ndarray) -> tuple[np.ndarray, float]:
+    b = np.asarray(box, dtype=np.float64)
+    return np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]), float(max(b[3] - b[1], 1.0))
+
+
+def continues(earlier: TrackMotion, later: TrackMotion, config: ContinuityConfig,
+              geometry: GeometryConfig | None) -> bool:
+    """Could ``later`` (same camera) be ``earlier`` found again?"""
+    gap = later.start_ts - earlier.last_seen_ts
+    if not 0 < gap <= config.max_gap_s:
+        return False
+    if geometry is not None and earlier.ground is not None and later.ground is not None \
+            and len(earlier.ground) and len(later.ground):
+        a, b = earlier.ground.xy[-1], later.ground.xy[0]
+        return float(np.hypot(b[0] - a[0], b[1] - a[1])) <= geometry.same_place + geometry.max_speed * gap
+    ca, ha = _centre_and_height(earlier.last_box)
+    cb, hb = _centre_and_height(later.first_box)
+    return float(np.linalg.norm(cb - ca)) <= config.max_shift * max(ha, hb) * (1.0 + gap)
+
+
+def links_for(track: TrackMotion, others: Iterable[TrackMotion], continuity: ContinuityConfig,
+              geometry: GeometryConfig | None) -> dict[TrackKey, int]:
+    """The verdicts on ``track`` against ``others`` (its own key is skipped); pairs with no evidence are absent."""
+    out: dict[TrackKey, int] = {}
+    agree: dict[str, list[TrackKey]] = {}
+    for o in others:
+        if o.key == track.key:
+            continue
+        if o.camera_id != track.camera_id:
+            if geometry is None or track.ground is None or o.ground is None:
+                continue
+            v = judge(track.ground, o.ground, geometry)
+            if v == DISAGREE:
+                out[o.key] = DISAGREE
+            elif v == AGREE:
+                agree.setdefault(o.camera_id, []).append(o.key)
+        elif continuity.max_gap_s > 0 and continues(o, track, continuity, geometry):
+            agree.setdefault(o.camera_id, []).append(o.key)
+    for keys in agree.values():
+        if len(keys) == 1:  # a unique candidate only: two people side by side are no evidence for either
+            out[keys[0]] = AGREE
+    return out

@@ -1,0 +1,50 @@
+"""Track-to-track links: ground agreement must be unique, continuity needs a short gap and a plausible move."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reid.identity.geometry import AGREE, DISAGREE, GeometryConfig, GroundTrack
+from reid.identity.links import ContinuityConfig, TrackMotion, links_for
+
+GEO = GeometryConfig(same_place=30, different_place=75, max_speed=150)
+CONT = ContinuityConfig(max_gap_s=4.0, max_shift=1.0)
+
+
+def moving(cam: str, tid: int, t0: float, t1: float, x0: float, y: float, box_x: float = 100) -> TrackMotion:
+    g = GroundTrack()
+    for ts in np.arange(t0, t1, 0.2):
+        g.add(float(ts), np.array([x0 + 20 * (ts - t0), y]))
+    box = np.array([box_x, 50, box_x + 40, 150], dtype=np.float64)
+    return TrackMotion(cam, tid, t0, t1, box, box, g)
+
+
+def test_ground_agreement_counts_only_when_unique():
+    me = moving("c1", 1, 0, 4, 0, 0)
+    same = moving("c0", 10, 0, 4, 5, 10)
+    far = moving("c0", 11, 0, 4, 0, 200)
+    assert links_for(me, [me, same, far], CONT, GEO) == {("c0", 10): AGREE, ("c0", 11): DISAGREE}
+    beside = moving("c0", 12, 0, 4, 0, -15)  # also within same_place: neither is evidence
+    assert links_for(me, [same, far, beside], CONT, GEO) == {("c0", 11): DISAGREE}
+    assert links_for(me, [same, far], CONT, None) == {}  # no geometry section: no ground evidence
+
+
+def test_continuity_in_one_camera():
+    lost = TrackMotion("c0", 1, 0.0, 5.0, np.array([100, 50, 140, 150.0]), np.array([100, 50, 140, 150.0]))
+    found = TrackMotion("c0", 2, 6.0, 9.0, np.array([150, 55, 190, 155.0]), np.array([300, 55, 340, 155.0]))
+    assert links_for(found, [lost], CONT, None) == {("c0", 1): AGREE}
+    too_late = TrackMotion("c0", 3, 10.0, 12.0, found.first_box, found.first_box)
+    assert links_for(too_late, [lost], CONT, None) == {}
+    too_far = TrackMotion("c0", 4, 6.0, 9.0, np.array([600, 50, 640, 150.0]), np.array([600, 50, 640, 150.0]))
+    assert links_for(too_far, [lost], CONT, None) == {}
+    other_lost = TrackMotion("c0", 5, 0.0, 5.5, np.array([160, 50, 200, 150.0]), np.array([160, 50, 200, 150.0]))
+    assert links_for(found, [lost, other_lost], CONT, None) == {}  # two candidates: no evidence
+    assert links_for(found, [lost], ContinuityConfig(max_gap_s=0), None) == {}
+
+
+def test_continuity_on_the_ground_uses_walking_speed():
+    lost = moving("c0", 1, 0, 5, 0, 0)
+    near = moving("c0", 2, 6, 8, lost.ground.xy[-1][0] + 100, 0, box_x=600)  # 100 units in 1 s: plausible
+    far = moving("c0", 3, 6, 8, lost.ground.xy[-1][0] + 400, 0, box_x=100)  # 400 units in 1 s: not
+    assert links_for(near, [lost], CONT, GEO) == {("c0", 1): AGREE}
+    assert links_for(far, [lost], CONT, GEO) == {}
