@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from reid.matching import MatcherConfig
+from reid.identity.config import MatcherConfig
 from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root
 
 _ID = r"^[A-Za-z0-9_\-]{1,64}$"

@@ -252,7 +252,7 @@ class Supervisor:
                 "camera_id": cam.id, "replay": self.replay, "speed": self.speed, "duration_s": self.duration_s}))
 
     def run(self) -> int:
-        from reid.embedded_redis import redis_url_for
+        from reid.identity.redis_server import redis_url_for
 
         check_sources(self.config)
         # Stage processes share few cores: one BLAS/OpenMP thread each (with two, a 1e3-identity match took
