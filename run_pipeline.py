@@ -111,7 +111,7 @@ def run_single_stage(config, args) -> int:
 
         return run_stage(EmbedStage(config, log_every_s=every))
     from pipeline.match_stage import MatchStage
-    from reid.embedded_redis import redis_url_for
+    from reid.identity.redis_server import redis_url_for
 
     with redis_url_for(config.matcher.redis) as url:
         return run_stage(MatchStage(config, redis_url=url, log_every_s=every))

@@ -2,7 +2,7 @@
 
     python benchmarks/match_scaling.py [--sizes 1000 10000 100000] [--repeats 20] [--json]
 
-Prints one table. Gallery rows time :meth:`reid.matching.Matcher.plan` (search of the local prototype matrix,
+Prints one table. Gallery rows time :meth:`reid.identity.matcher.Matcher.plan` (search of the local prototype matrix,
 constraints and assignment, no I/O) for one track, and for a batch of 32 tracks, against galleries of random
 unit prototypes; 1e6 identities runs only when faiss is installed (numpy brute force would need 4 GB per copy).
 Redis rows time single operations on a private embedded Redis (append-only, fsync every second): minting an
@@ -35,9 +35,12 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reid.embedded_redis import EmbeddedRedis  # noqa: E402
-from reid.matching import Matcher, MatcherConfig, TrackSummary, absorb, faiss, new_identity  # noqa: E402
-from reid.store import Identity, IdentityStore, MemoryStore, RedisConfig, TrackRef  # noqa: E402
+from reid.identity.config import MatcherConfig, RedisConfig  # noqa: E402
+from reid.identity.gallery import faiss  # noqa: E402
+from reid.identity.matcher import Matcher, TrackSummary, absorb, new_identity  # noqa: E402
+from reid.identity.records import Identity, TrackRef  # noqa: E402
+from reid.identity.redis_server import EmbeddedRedis  # noqa: E402
+from reid.identity.store import IdentityStore, MemoryStore  # noqa: E402
 
 D = 1024
 

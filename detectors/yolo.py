@@ -5,20 +5,18 @@ weights allow it; fixed batch-1 exports are looped by ultralytics) and returns o
 Weights must exist on disk: a bare name such as ``yolo11n.pt`` would make ultralytics download it, so a
 missing file is a ``WeightsNotFoundError`` saying where to put one. A TensorRT engine for the GPU is built
 from ``.pt`` weights by ``export_tensorrt`` (ultralytics' exporter, FP16) and cached with a JSON sidecar, so
-it is rebuilt only when the weights, input size, TensorRT, GPU or ultralytics change.
+it is rebuilt only when the weights, input size, TensorRT, GPU or ultralytics change (the rule of
+:mod:`trt_engines.cache`, shared with the HA-CNN engines).
 """
 
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.util
-import json
 import logging
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch
 from detectors._ultralytics import FP16_EXPORT_ARGS, ULTRALYTICS_VERSION, YOLO
 from detectors.types import Detections
 from reid.paths import shared_root
+from trt_engines.cache import file_hash, ignored_dir, reuse_or_build
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +199,7 @@ class PersonDetector:
         import tensorrt
 
         fingerprint = {
-            "weights_sha256": _sha256(self.weights),
+            "weights_sha256": file_hash(self.weights, length=None),
             "imgsz": list(self.input_hw),
             "batch": batch,
             "dynamic": dynamic,
@@ -209,21 +208,19 @@ class PersonDetector:
             "gpu": torch.cuda.get_device_name(torch.device(self.device)),
             "ultralytics": ULTRALYTICS_VERSION,
         }
-        out_dir = _engine_dir(Path(engine_dir) if engine_dir is not None else DEFAULT_ENGINE_DIR)
+        out_dir = ignored_dir(Path(engine_dir) if engine_dir is not None else DEFAULT_ENGINE_DIR)
         name = (f"{self.weights.stem}-{self.input_hw[0]}x{self.input_hw[1]}-b{batch}{'-dyn' if dynamic else ''}-"
                 f"{fingerprint['precision']}-{fingerprint['weights_sha256'][:12]}")
-        engine, sidecar = out_dir / f"{name}.engine", out_dir / f"{name}.json"
-        if not force and engine.is_file() and sidecar.is_file():
-            recorded = json.loads(sidecar.read_text())
-            if all(recorded.get(k) == v for k, v in fingerprint.items()):
-                log.info("reusing TensorRT engine %s", engine)
-                return engine
-            log.info("rebuilding %s: its sidecar does not match (weights, TensorRT, GPU or settings changed)", engine)
+        return reuse_or_build(out_dir / f"{name}.engine", fingerprint,
+                              lambda engine: self._export_engine(engine, batch, dynamic, half, workspace_gib),
+                              force=force, extra={"source": str(self.weights)})
 
-        t0 = time.perf_counter()
+    def _export_engine(self, engine: Path, batch: int, dynamic: bool, half: bool,
+                       workspace_gib: float | None) -> None:
+        """Run ultralytics' TensorRT exporter and move the engine it made to ``engine``."""
         # The exporter writes next to its input (.onnx then .engine), and the weights' folder may be read-only
         # (../shared): export a private copy in a scratch folder beside the cache, then move the engine in.
-        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
+        with tempfile.TemporaryDirectory(dir=engine.parent, prefix=".export-") as tmp:
             src = Path(tmp) / self.weights.name
             shutil.copy2(self.weights, src)
             built = YOLO(str(src), task="detect").export(
@@ -240,24 +237,4 @@ class PersonDetector:
             if not built or not Path(built).is_file():
                 raise DetectorError(f"exporting {self.weights} made no engine (ultralytics returned {built!r})")
             Path(built).replace(engine)
-        sidecar.write_text(json.dumps({**fingerprint, "source": str(self.weights), "built_s": time.perf_counter() - t0},
-                                      indent=2))
-        log.info("built TensorRT engine %s in %.0f s (%.1f MB)", engine, time.perf_counter() - t0,
-                 engine.stat().st_size / 1e6)
-        return engine
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _engine_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    ignore = path / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# built TensorRT engines: machine-specific, never committed\n*\n")
-    return path
+        log.info("built TensorRT engine %s (%.1f MB)", engine, engine.stat().st_size / 1e6)

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from reid.identity.config import MatcherConfig
 from reid.identity.geometry import CalibrationError, GeometryConfig, Homography
-from reid.matching import MatcherConfig
 from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root
 
 _ID = r"^[A-Za-z0-9_\-]{1,64}$"

@@ -1,4 +1,4 @@
-"""Match stage: per-track embeddings into global identities (reid.matching on Redis), events out.
+"""Match stage: per-track embeddings into global identities (reid.identity on Redis), events out.
 
 Tracks are matched in video-time order behind a watermark (the earliest time every still-running camera has
 reached), so a replay gives the same identities whatever the interleaving of the cameras' messages; a live
@@ -61,8 +61,8 @@ class MatchStage(Stage):
     input = "match"
 
     def setup(self) -> None:
-        from reid.matching import Matcher
-        from reid.store import IdentityStore
+        from reid.identity.matcher import Matcher
+        from reid.identity.store import IdentityStore
 
         m = self.config.matcher
         url = self.options.get("redis_url") or m.redis.url
@@ -198,7 +198,7 @@ class MatchStage(Stage):
         appearing later in the same camera could join the identity of a person still standing there. The
         summaries repeat the crops already counted, so prototypes do not change; only the time spans grow.
         """
-        from reid.matching import TrackSummary
+        from reid.identity.matcher import TrackSummary
 
         stale = [t for key, t in sorted(self.tracks.items()) if key not in exclude and t.global_id is not None
                  and not t.ended and t.matched_crops and (t.lost_ts is None or t.lost_ts > now_ts)]
@@ -213,7 +213,7 @@ class MatchStage(Stage):
             self.counters["refreshed_tracks"] += len(summaries)
 
     def match(self, batch: list[tuple[TrackBuffer, Snapshot]]) -> None:
-        from reid.matching import TrackSummary
+        from reid.identity.matcher import TrackSummary
 
         with_embs = [(t, s) for t, s in batch if s.num_crops]
         # The time span is the track's (first seen .. last seen), not its crops': the matcher's co-occurrence

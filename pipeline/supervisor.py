@@ -207,7 +207,7 @@ class Supervisor:
     def run(self) -> int:
         """Run to the end of the streams (replay), or until Ctrl-C / SIGTERM: 0 when the stages drained and
         finished, 130 when aborted; raises :class:`PipelineError` when the pipeline cannot start or go on."""
-        from reid.embedded_redis import redis_url_for
+        from reid.identity.redis_server import redis_url_for
 
         check_sources(self.config)
         limit_threads()

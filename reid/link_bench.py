@@ -4,13 +4,14 @@
                               [--mode batch|stream] [--unseen-share F]
 
 Each (person, camera) group of the query and gallery crops is one track. Camera 1's tracks are matched first, as
-one batch, then camera 2's (then any further camera's), through :class:`reid.matching.Matcher` on a real Redis
+one batch, then camera 2's (then any further camera's), through :class:`reid.identity.matcher.Matcher` on a real Redis
 (a private embedded one unless ``--redis-url``). ``--mode batch`` (default): all tracks of one camera share one
 10 s window, as people seen by a camera during one interval, so they are matched as one batch and compete for
 identities (joint assignment; the co-occurrence rule keeps them apart). ``--mode stream``: the later cameras'
 tracks come one at a time, each in its own time slot, in a shuffled order - the threshold and margin alone
 decide. ``--unseen-share F`` withholds camera 1's track of that share of people (the open world: their camera-2
-tracks should found new identities). Reported, over the tracks of the cameras after the first:
+tracks should found new identities). Reported (:mod:`reid.identity.link_metrics`), over the tracks of the cameras
+after the first:
 
 - ``correct_link``: share given the right identity (the one holding the person's earlier track; a new one for a
   person not seen before),
@@ -38,14 +39,16 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from reid.data import DISTRACTOR_PID, JUNK_PID, DatasetError, Sample, load_images, load_market
-from reid.matching import MatcherConfig, MatchResult, TrackSummary
+from reid.identity.config import MatcherConfig, RedisConfig
+from reid.identity.link_metrics import LinkTrack, link_scores
+from reid.identity.matcher import Matcher, MatchResult, TrackSummary, open_matcher
+from reid.identity.redis_server import EmbeddedRedisError, RedisBinaryNotFound
+from reid.identity.store import MemoryStore
 from reid.paths import DEFAULT_WEIGHTS, default_dataset
 
 log = logging.getLogger("reid.link_bench")
@@ -55,12 +58,6 @@ CAMERA_GAP_S = 100.0  # from one camera's window to the next (inside no travel-t
 STREAM_SLOT_S = 20.0  # stream mode: one later track every this many seconds
 DEFAULT_SWEEP = tuple(np.round(np.arange(0.30, 0.951, 0.025), 3))
 SCENARIOS = (("batch", 0.0), ("batch", 0.5), ("stream", 0.0), ("stream", 0.5))
-
-
-@dataclass
-class LinkTrack:
-    summary: TrackSummary
-    pid: int
 
 
 def build_tracks(samples: Sequence[Sample], embs: np.ndarray, crops_per_track: int = 8) -> list[list[LinkTrack]]:
@@ -110,66 +107,16 @@ def scenario(batches: Sequence[Sequence[LinkTrack]], mode: str = "batch", unseen
     return out
 
 
-def idf1(gt: Sequence[int], pred: Sequence[int], weights: Sequence[float] | None = None) -> float:
-    """ID F1 of predicted identities against true ones: 2 IDTP / (2 IDTP + IDFP + IDFN) under the one-to-one
-    mapping of identities to people that maximises IDTP."""
-    gt_a, pred_a = np.asarray(gt), np.asarray(pred)
-    w = np.ones(len(gt_a)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if len(gt_a) == 0:
-        return 0.0
-    gi = {g: i for i, g in enumerate(np.unique(gt_a))}
-    pi = {p: i for i, p in enumerate(np.unique(pred_a))}
-    overlap = np.zeros((len(gi), len(pi)))
-    for g, p, x in zip(gt_a, pred_a, w, strict=True):
-        overlap[gi[g], pi[p]] += x
-    r, c = linear_sum_assignment(-overlap)
-    idtp = overlap[r, c].sum()
-    return float(2 * idtp / (2 * w.sum()))  # IDTP+IDFN = IDTP+IDFP = total weight: each track has one of each
-
-
-def link_scores(batches: Sequence[Sequence[LinkTrack]], results: Sequence[Sequence[MatchResult]]) -> dict[str, float]:
-    """correct_link / false_merge / false_new over the batches after the first, and IDF1 over all tracks."""
-    holder: dict[int, set[int]] = defaultdict(set)  # person -> identities holding their earlier tracks
-    counts = {"correct_link": 0, "false_merge": 0, "false_new": 0}
-    gt, pred = [], []
-    for b, (batch, res) in enumerate(zip(batches, results, strict=True)):
-        for t, r in zip(batch, res, strict=True):
-            gt.append(t.pid)
-            pred.append(r.global_id)
-            if b > 0:
-                right = holder[t.pid]
-                if r.global_id in right or (not right and r.is_new):
-                    counts["correct_link"] += 1
-                elif r.is_new:
-                    counts["false_new"] += 1
-                else:
-                    counts["false_merge"] += 1
-        for t, r in zip(batch, res, strict=True):
-            holder[t.pid].add(r.global_id)
-    n_link = max(sum(len(b) for b in batches[1:]), 1)
-    out: dict[str, float] = {k: v / n_link for k, v in counts.items()}
-    out["idf1"] = idf1(gt, pred)
-    out["num_tracks"] = len(gt)
-    out["num_linking_tracks"] = sum(len(b) for b in batches[1:])
-    out["num_identities"] = len(set(pred))
-    return out
-
-
-def run_batches(matcher, batches: Sequence[Sequence[LinkTrack]]) -> list[list[MatchResult]]:
+def run_batches(matcher: Matcher, batches: Sequence[Sequence[LinkTrack]]) -> list[list[MatchResult]]:
     return [matcher.match([t.summary for t in batch]) for batch in batches]
 
 
 def run_in_memory(config: MatcherConfig, batches: Sequence[Sequence[LinkTrack]]) -> dict[str, float]:
-    from reid.matching import Matcher
-    from reid.store import MemoryStore
-
     return link_scores(batches, run_batches(Matcher(config, MemoryStore(config.embedding_dim)), batches))
 
 
 def run_on_redis(config: MatcherConfig, batches: Sequence[Sequence[LinkTrack]]) -> tuple[dict[str, float], float]:
     """Scores through a real Redis (embedded in a temporary folder unless ``config.redis.url``), and ms per track."""
-    from reid.matching import open_matcher
-
     with tempfile.TemporaryDirectory(prefix="link_bench_redis_") as tmp:
         redis_cfg = config.redis.model_copy(update={"embedded_dir": Path(tmp)})
         if config.redis.url:  # a shared server: a namespace of our own, deleted afterwards
@@ -279,9 +226,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from reid.embedded_redis import EmbeddedRedisError, RedisBinaryNotFound
     from reid.features import extract_embeddings
-    from reid.store import RedisConfig
     from reid.weights import WeightsError, load_model
 
     data_root = args.data or default_dataset()

@@ -122,7 +122,8 @@ def recipe(args: argparse.Namespace) -> dict:
 def build_evalsets(roots: list[Path], data: TrainSet) -> dict[str, EvalSet]:
     """The sets evaluated during training: the validation pairs if any, else each dataset's test split."""
     if data.val:
-        return {name: EvalSet(q, g, load_images(q.samples), load_images(g.samples)) for name, (q, g) in data.val.items()}
+        return {name: EvalSet(q, g, load_images(q.samples), load_images(g.samples))
+                for name, (q, g) in data.val.items()}
     return {Path(r).name: EvalSet.from_dataset(load_market(r)) for r in roots}
 
 

@@ -4,7 +4,8 @@ buffers.
 Only importable where ``tensorrt`` is installed; the rest of the project reaches it lazily through
 ``trt_engines.embedder.build_embedder``. Engines are cached under ``trt_engines/cache`` with a JSON sidecar
 (TensorRT version, GPU, ONNX hash, precision, batch profile); a change in any of them triggers a rebuild,
-since a serialized engine only runs on the TensorRT version and GPU that built it.
+since a serialized engine only runs on the TensorRT version and GPU that built it (the rule of
+:mod:`trt_engines.cache`, shared with the YOLO engines).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import tensorrt as trt
 import torch
 
-from trt_engines.cache import cache_dir, file_hash
+from trt_engines.cache import cache_dir, file_hash, reuse_or_build, sidecar_path, write_sidecar
 from trt_engines.embedder import Embedder
 from trt_engines.export import INPUT_NAME
 
@@ -55,10 +56,19 @@ def build_engine(
     workspace_gib: float = 2.0,
     timing_cache: str | Path | None = None,
 ) -> Path:
-    """Build and serialize an engine; returns its path. INT8 needs a Q/DQ model (explicit quantisation:
-    TensorRT places int8 kernels where the Q/DQ nodes say; no calibrator)."""
+    """Build and serialize an engine with its sidecar (which :class:`TensorRTEmbedder` reads); returns its path.
+    INT8 needs a Q/DQ model (explicit quantisation: TensorRT places int8 kernels where the Q/DQ nodes say; no
+    calibrator)."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     opt_batch = opt_batch or min(32, max_batch)
+    _serialize(onnx_path, engine_path, precision, max_batch, opt_batch, workspace_gib, timing_cache)
+    write_sidecar(engine_path, engine_metadata(onnx_path, precision, max_batch, opt_batch))
+    return engine_path
+
+
+def _serialize(onnx_path: Path, engine_path: Path, precision: str, max_batch: int, opt_batch: int,
+               workspace_gib: float = 2.0, timing_cache: str | Path | None = None) -> None:
+    """Parse ``onnx_path``, build the engine and write it to ``engine_path`` (no sidecar)."""
     builder = trt.Builder(_LOGGER)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, _LOGGER)
@@ -94,11 +104,8 @@ def build_engine(
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     engine_path.write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    meta = engine_metadata(onnx_path, precision, max_batch, opt_batch)
-    engine_path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     log.info("built %s (%s, batch 1..%d, %.1f MB) in %.0f s", engine_path, precision, max_batch,
              engine_path.stat().st_size / 1e6, time.perf_counter() - t0)
-    return engine_path
 
 
 def cached_engine(onnx_path: str | Path, precision: str, max_batch: int, opt_batch: int | None = None) -> Path:
@@ -109,11 +116,7 @@ def cached_engine(onnx_path: str | Path, precision: str, max_batch: int, opt_bat
     meta = engine_metadata(onnx_path, precision, max_batch, opt_batch)
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", meta["gpu"]).strip("-")
     path = cache_dir() / f"hacnn-{meta['onnx_sha256_16']}-{precision}-b{max_batch}-trt{trt.__version__}-{gpu}.engine"
-    sidecar = path.with_suffix(".json")
-    if path.exists() and sidecar.exists() and json.loads(sidecar.read_text()) == meta:
-        return path
-    log.info("engine cache miss for %s: building", path.name)
-    return build_engine(onnx_path, path, precision, max_batch, opt_batch)
+    return reuse_or_build(path, meta, lambda p: _serialize(onnx_path, p, precision, max_batch, opt_batch))
 
 
 class TensorRTEmbedder(Embedder):
@@ -124,7 +127,7 @@ class TensorRTEmbedder(Embedder):
 
     def __init__(self, engine_path: str | Path, max_batch: int | None = None) -> None:
         engine_path = Path(engine_path)
-        meta = json.loads(engine_path.with_suffix(".json").read_text())
+        meta = json.loads(sidecar_path(engine_path).read_text())  # precision and batch profile
         super().__init__(meta["precision"], max_batch or meta["max_batch"])
         if self.max_batch > meta["max_batch"]:
             raise ValueError(f"max_batch {self.max_batch} exceeds the engine profile's {meta['max_batch']}")

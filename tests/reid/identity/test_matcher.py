@@ -4,39 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
-from reid.matching import (
-    Gallery,
-    Matcher,
-    MatcherConfig,
-    TopologyConfig,
-    TrackSummary,
-    absorb,
-    aggregate_embeddings,
-    assign,
-    new_identity,
-)
-from reid.store import IdentityStore, MemoryStore, RedisConfig
-
-D = 1024
-
-
-def gram_vectors(gram: list[list[float]], seed: int = 0) -> list[np.ndarray]:
-    """Unit vectors in R^D whose pairwise cosines are exactly ``gram``."""
-    g = np.asarray(gram, dtype=np.float64)
-    basis, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((D, len(g))))
-    vecs = np.linalg.cholesky(g) @ basis.T
-    return [(v / np.linalg.norm(v)).astype(np.float32) for v in vecs]
-
-
-def unit(seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal(D)
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
-
-def track(camera: str, tid: int, start: float, end: float, emb: np.ndarray, crops: int = 4) -> TrackSummary:
-    return TrackSummary(camera, tid, start, end, emb, num_crops=crops, quality=1.0)
+from reid.identity.config import MatcherConfig, RedisConfig, TopologyConfig
+from reid.identity.matcher import Matcher, TrackSummary, absorb, aggregate_embeddings, new_identity
+from reid.identity.rules import assign
+from reid.identity.store import IdentityStore, MemoryStore
+from tests.reid.identity.vectors import D, gram_vectors, track, unit
 
 
 @pytest.fixture
@@ -185,19 +158,6 @@ def test_topology_travel_time_window(make_matcher):
     assert not topo.allows(track("c1", 9, 0, 10, e).ref, track("c2", 9, 71, 80, e).ref)
 
 
-def test_topology_config_is_validated():
-    with pytest.raises(ValidationError, match="max_travel_s 3.0 < min_travel_s 5.0"):
-        TopologyConfig.model_validate({"links": [{"from_camera": "a", "to_camera": "b", "min_travel_s": 5,
-                                                  "max_travel_s": 3}]})
-    with pytest.raises(ValidationError, match="extra_forbidden"):
-        MatcherConfig.model_validate({"threshold": 0.5, "treshold_typo": 1})
-    with pytest.raises(ValidationError, match="rediss"):
-        RedisConfig(url="redis://x:6379", tls_ca_file="ca.pem")
-    with pytest.raises(ValidationError, match="need"):
-        RedisConfig(username="reid")
-    assert "description" in MatcherConfig.model_json_schema()["properties"]["expiry_s"]
-
-
 def test_known_track_keeps_its_id_and_refreshes_prototypes(make_matcher):
     a, a_side = gram_vectors([[1.0, 0.75], [0.75, 1.0]])
     m = make_matcher(threshold=0.7, margin=0.0, prototype_merge_similarity=0.9)
@@ -223,30 +183,6 @@ def test_absorb_keeps_a_few_diverse_prototypes():
     assert ident.weights.sum() == pytest.approx(6 * 4)
 
 
-def test_gallery_matches_brute_force_through_updates_and_compaction():
-    rng = np.random.default_rng(0)
-    cfg = MatcherConfig(max_prototypes=3)
-    gallery, truth = Gallery(D, index="numpy"), {}
-    for step in range(3000):
-        gid = int(rng.integers(1, 400))
-        if gid in truth and rng.random() < 0.1:
-            gallery.remove(gid)
-            del truth[gid]
-            continue
-        t = track("c", step, step, step + 1, unit(10_000 + step))
-        ident = absorb(truth.get(gid), gid, t, cfg) if gid in truth else new_identity(t, gid)
-        gallery.upsert(ident)
-        truth[gid] = ident
-    probes = np.stack([unit(i) for i in range(5)])
-    gids, sims = gallery.scores(probes)
-    assert sorted(gids.tolist()) == sorted(truth)
-    for j, g in enumerate(gids):
-        assert np.allclose(sims[:, j], (probes @ truth[int(g)].prototypes.T).max(1), atol=1e-5)
-    cands, best = gallery.candidates(probes, 0.05)
-    assert all(all(s >= 0.05 for s in c.values()) for c in cands)
-    assert best[0] == pytest.approx(sims[0].max())
-
-
 def test_memory_store_gives_the_same_decisions_as_redis(make_matcher):
     rng = np.random.default_rng(3)
     people = [unit(100 + i) for i in range(6)]
@@ -263,38 +199,3 @@ def test_memory_store_gives_the_same_decisions_as_redis(make_matcher):
     for batch in batches:
         assert [r.global_id for r in redis_m.match(batch)] == [r.global_id for r in mem_m.match(batch)]
     assert redis_m.stats.new == 6 and redis_m.stats.matched == 12
-
-
-def test_faiss_index_finds_what_brute_force_finds():
-    pytest.importorskip("faiss")
-    cfg = MatcherConfig(max_prototypes=3)
-    brute, index, truth = Gallery(D, index="numpy"), Gallery(D, index="faiss", faiss_nprobe=64), {}
-    rng = np.random.default_rng(1)
-    centers = np.stack([unit(30_000 + c) for c in range(40)])  # people come in look-alike groups, as real ones do
-
-    def person(seed: int) -> np.ndarray:
-        v = centers[seed % 40] + 0.8 * unit(seed)
-        return (v / np.linalg.norm(v)).astype(np.float32)
-
-    for step in range(4000):
-        gid = int(rng.integers(1, 2000))
-        if gid in truth and rng.random() < 0.1:
-            brute.remove(gid)
-            index.remove(gid)
-            del truth[gid]
-            continue
-        t = track("c", step, step, step + 1, person(gid))
-        ident = absorb(truth[gid], gid, t, cfg) if gid in truth else new_identity(t, gid)
-        brute.upsert(ident)
-        index.upsert(ident)
-        truth[gid] = ident
-        if step == 1500:
-            index.candidates(unit(0)[None], 0.0)  # build the index midway: later updates go to it row by row
-    gids = sorted(truth)[:40]
-    probes = np.stack([person(g) + 0.2 * unit(50_000 + g) for g in gids])
-    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
-    (cb, bb), (cf, bf) = brute.candidates(probes, 0.6), index.candidates(probes, 0.6)
-    assert np.allclose(bb, bf, atol=1e-4)  # the best identity is found (the index is approximate in general)
-    for a, b in zip(cb, cf, strict=True):
-        assert max(a, key=a.get) == max(b, key=b.get)
-        assert all(abs(a[g] - b[g]) < 1e-4 for g in b)

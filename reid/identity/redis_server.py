@@ -29,7 +29,7 @@ from pathlib import Path
 
 import redis
 
-from reid.store import RedisConfig
+from reid.identity.config import RedisConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,3 +1,0 @@
-"""Fixtures of the re-ID tests: a private Redis server (see tests/redis_server.py)."""
-
-from tests.redis_server import redis_server, redis_url  # noqa: F401 - fixtures used by test_store, test_matching
