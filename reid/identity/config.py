@@ -176,6 +176,10 @@ class MatcherConfig(BaseModel):
         "becomes a new prototype while fewer than max_prototypes exist"
     )
     crops_per_track: int = Field(8, ge=1, description="aggregate a track from its best N crops by quality")
+    link_min_similarity: float = Field(
+        0.45, ge=-1, le=1, description="cosine an AGREE link (same place on the ground, or the same person found "
+        "again in one camera) needs to join an identity below the threshold; no link joins people who look unlike"
+    )
     max_track_history: int = Field(
         32, ge=1, description="recent tracks an identity remembers for the co-occurrence and travel-time checks"
     )

@@ -20,6 +20,11 @@ A batch of tracks is matched jointly (:meth:`Matcher.match`):
 5. Rounds repeat, with the histories updated, so tracks from *other* cameras can still join an identity taken
    in an earlier round (overlapping views); when a round assigns nothing, the remaining tracks found identities,
    one per group of mutually similar compatible tracks, and the rest may join those in the next round.
+6. A track may carry *links*, evidence about other tracks that appearance does not give (:mod:`reid.identity.links`:
+   where people stand on the ground, a person found again after an occlusion). An identity holding a track the
+   link says DISAGREE with is not admissible; one holding a track it says AGREE with wins over appearance-only
+   candidates, provided the appearance is at least ``link_min_similarity`` (reason ``linked`` when the
+   appearance alone would not have passed the threshold).
 
 All of this is decided on a local copy of the gallery (a prototype matrix searched by brute force, or an
 approximate faiss IVF index when faiss is installed and the gallery is large); the decisions are then written
@@ -31,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -40,6 +45,7 @@ import numpy as np
 
 from reid.identity.config import MatcherConfig
 from reid.identity.gallery import Gallery
+from reid.identity.geometry import AGREE, DISAGREE, UNKNOWN
 from reid.identity.records import Identity, TrackRef
 from reid.identity.redis_server import redis_url_for
 from reid.identity.rules import admissible, assign, compatible
@@ -82,6 +88,9 @@ def aggregate_embeddings(embs: np.ndarray, qualities: np.ndarray | None = None, 
     return (mean / n).astype(np.float32)
 
 
+_LINK_BONUS = 1.0  # added to the cosine of an AGREE-linked identity: above any appearance-only score
+
+
 @dataclass(frozen=True, eq=False)
 class TrackSummary:
     """What the matcher needs of one per-camera track: where and when, and its unit embedding."""
@@ -93,6 +102,7 @@ class TrackSummary:
     emb: np.ndarray  # (D,) float32 unit vector
     num_crops: int = 1
     quality: float = 1.0
+    links: Mapping[tuple[str, int], int] = field(default_factory=dict)  # other track key -> AGREE / DISAGREE
 
     def __post_init__(self) -> None:
         if not self.camera_id:
@@ -295,10 +305,12 @@ class Matcher:
         return removed
 
     # -- planning (pure: reads the local gallery only) ------------------------------------------------------------
-    def plan(self, tracks: Sequence[TrackSummary], owners: Sequence[int | None]) -> list[Decision]:
-        """Decide every track of the batch against the local gallery; ``owners`` are the known tracks' ids."""
+    def plan(self, tracks: Sequence[TrackSummary], owners: Sequence[int | None],
+             link_owners: Mapping[tuple[str, int], int] | None = None) -> list[Decision]:
+        """Decide every track of the batch against the local gallery; ``owners`` are the known tracks' ids and
+        ``link_owners`` the identities of the tracks that the batch's AGREE links point to."""
         cfg = self.config
-        thr, margin, topo = cfg.threshold, cfg.margin, cfg.topology
+        thr, margin, topo, floor = cfg.threshold, cfg.margin, cfg.topology, cfg.link_min_similarity
         refs = [t.ref for t in tracks]
         decisions: list[Decision | None] = [None] * len(tracks)
         histories: dict[int, list[TrackRef]] = {}
@@ -313,6 +325,21 @@ class Matcher:
             h = history(gid)
             h[:] = [r for r in h if r.key != ref.key] + [ref]
 
+        def verdict(i: int, gid: int) -> int:
+            """What track i's links say about identity gid: DISAGREE with any of its tracks wins over AGREE."""
+            links = tracks[i].links
+            found_agree = False
+            for r in history(gid) if links else ():
+                v = links.get(r.key, UNKNOWN)
+                if v == DISAGREE:
+                    return DISAGREE
+                found_agree = found_agree or v == AGREE
+            return AGREE if found_agree else UNKNOWN
+
+        def effective(i: int, gid: int, s: float) -> float:
+            """The score the assignment sees: an AGREE link with enough appearance outranks appearance alone."""
+            return s + _LINK_BONUS if s >= floor and verdict(i, gid) == AGREE else s
+
         for i, owner in enumerate(owners):
             if owner is not None:
                 decisions[i] = Decision("known", owner, self.gallery.similarity(owner, tracks[i].emb), "known")
@@ -325,6 +352,11 @@ class Matcher:
         found_cands, found_best = self.gallery.candidates(embs, thr - margin)
         cands = dict(zip(pending, found_cands, strict=True))
         best = dict(zip(pending, found_best, strict=True))
+        for i in pending:  # identities an AGREE link points to are candidates whatever their appearance score
+            for key, v in tracks[i].links.items():
+                gid = (link_owners or {}).get(key)
+                if v == AGREE and gid is not None and gid in self.gallery and gid not in cands[i]:
+                    cands[i][gid] = self.gallery.similarity(gid, tracks[i].emb)
         founders: dict[int, int] = {}  # placeholder gid -> track index
         next_placeholder = -1
 
@@ -337,11 +369,12 @@ class Matcher:
             pending.remove(i)
             for j in pending:
                 s = float(tracks[j].emb @ tracks[i].emb)
-                if s >= thr - margin:
+                if s >= thr - margin or (s >= floor and tracks[j].links.get(refs[i].key) == AGREE):
                     cands[j][gid] = s
 
         while pending:
-            allowed = {i: {g: s for g, s in cands[i].items() if admissible(refs[i], history(g), topo)}
+            allowed = {i: {g: effective(i, g, s) for g, s in cands[i].items()
+                           if admissible(refs[i], history(g), topo) and verdict(i, g) != DISAGREE}
                        for i in pending}
             chosen = assign({i: {g: s for g, s in a.items() if s >= thr} for i, a in allowed.items()}, thr,
                             cfg.assignment)
@@ -352,20 +385,26 @@ class Matcher:
                 rival = max((s2 for g2, s2 in allowed[i].items() if g2 != g and taken.get(g2, i) == i),
                             default=-math.inf)
                 (accepted if s - rival >= margin else ambiguous).append((i, g, s))
-            for i, g, s in accepted:
-                decisions[i] = Decision("join", g, s, "matched")
+            for i, g, _ in accepted:
+                raw = cands[i][g]
+                decisions[i] = Decision("join", g, raw, "matched" if raw >= thr else "linked")
                 record(g, refs[i])
                 pending.remove(i)
             for i, _, _ in ambiguous:
                 found(i, "new:ambiguous")
             if accepted or ambiguous:
                 continue
-            # Nobody can join an identity: found one per group of mutually similar, compatible tracks (best
-            # quality first); the others may join those in the next round.
+            # Nobody can join an identity: found one per group of mutually similar (or linked), compatible tracks
+            # (best quality first); the others may join those in the next round.
+            def grouped(i: int, f: int) -> bool:
+                s = float(tracks[i].emb @ tracks[f].emb)
+                link = tracks[i].links.get(refs[f].key, UNKNOWN)
+                return link != DISAGREE and (s >= thr or (s >= floor and link == AGREE)) \
+                    and compatible(refs[i], refs[f], topo)
+
             leaders: list[int] = []
             for i in sorted(pending, key=lambda i: (-tracks[i].quality, -tracks[i].num_crops, i)):
-                if not any(float(tracks[i].emb @ tracks[f].emb) >= thr and compatible(refs[i], refs[f], topo)
-                           for f in leaders):
+                if not any(grouped(i, f) for f in leaders):
                     leaders.append(i)
             for i in leaders:
                 above = [g for g, s in cands[i].items() if s >= thr and g not in founders]
@@ -390,7 +429,9 @@ class Matcher:
             self.expire()
         self.sync()
         t0 = time.perf_counter()
-        decisions = self.plan(tracks, self.store.lookup_tracks(keys))
+        linked = sorted({k for t in tracks for k, v in t.links.items() if v == AGREE})
+        link_owners = {k: g for k, g in zip(linked, self.store.lookup_tracks(linked), strict=True) if g is not None}
+        decisions = self.plan(tracks, self.store.lookup_tracks(keys), link_owners)
         t1 = time.perf_counter()
         results = self._commit(tracks, decisions)
         self.stats.plan_s += t1 - t0
