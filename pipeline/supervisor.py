@@ -26,7 +26,7 @@ import zmq
 
 from pipeline.config import PipelineConfig
 from pipeline.events import MOVED, NEW, decode_event
-from pipeline.messages import END, encode
+from pipeline.messages import EndMsg, encode
 from pipeline.security import CurveGuard
 from pipeline.sources import SourceError, probe_video
 from pipeline.stage import Stage, bind_dir, run_stage
@@ -148,7 +148,7 @@ class Supervisor:
         sock.setsockopt(zmq.LINGER, 2000)
         self.guard.connect(sock, self.config.endpoint(stage))
         for cam in cameras:
-            sock.send_multipart(encode(END, {"camera_id": cam}))
+            sock.send_multipart(encode(EndMsg(cam)))
         sock.close()
         log.info("re-sent end of stream of %s to the restarted %s stage", cameras, stage)
 
