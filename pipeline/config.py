@@ -203,7 +203,8 @@ class PipelineConfig(_Section):
     matcher: MatcherConfig = Field(default_factory=MatcherConfig, description="cross-camera matcher and its Redis")
     match: MatchStageConfig = Field(default_factory=MatchStageConfig)
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
-    events_include_crops: bool = Field(False, description="attach the JPEG crop to events (off: no image data)")
+    events_include_crops: bool = Field(False, description="identity.new/identity.moved events carry a small base64 "
+                                       "JPEG of the track's best crop, crop_jpeg (off: no image data)")
     geometry: GeometryConfig | None = Field(
         None, description="ground-plane rules for calibrated cameras (required when a camera has a homography)"
     )

@@ -16,7 +16,7 @@ from collections import defaultdict, deque
 
 import numpy as np
 
-from pipeline.messages import CROPS, END, FRAME, Message
+from pipeline.messages import CropsMsg, EndMsg, FrameMsg, Msg, TrackEntry
 from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class DetectStage(Stage):
                 selector=BestCropSelector(d.max_crops_per_track, min_gap_frames=max(1, round(rate))),
             )
         self.rois = {c.id: c.roi for c in self.config.cameras}
-        self.pending: dict[str, deque[Message]] = defaultdict(deque)
+        self.pending: dict[str, deque[FrameMsg | EndMsg]] = defaultdict(deque)
         log_dir = self.config.resolved_run_dir / "tracks"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.track_logs = {c.id: open(log_dir / f"{c.id}.{self.instance}.jsonl", "a") for c in self.config.cameras}
@@ -59,23 +59,18 @@ class DetectStage(Stage):
         for f in getattr(self, "track_logs", {}).values():
             f.close()
 
-    def handle(self, msg: Message) -> None:
-        cam = msg.get("camera_id")
+    def handle(self, msg: Msg) -> None:
+        cam = msg.camera_id
         if cam not in self.trackers:
             self.counters["unknown_camera"] += 1
             return
-        if msg.type == FRAME:
-            frame = msg.arrays[0] if msg.arrays else None
-            if frame is None or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or not frame.size:
-                self.counters["bad_frames"] += 1
-                log.warning("camera %s frame %s: not a BGR image, dropped", cam, msg.get("frame_index"))
-                return
+        if isinstance(msg, FrameMsg):  # a BGR uint8 image: FrameMsg checks that, and decode() drops the rest
             q = self.pending[cam]
-            if msg.get("live") and q:
+            if msg.live and q:
                 self.counters["dropped_frames"] += len(q)  # live: only the newest frame matters
                 q.clear()
             q.append(msg)
-        elif msg.type == END:
+        elif isinstance(msg, EndMsg):
             self.pending[cam].append(msg)
 
     def idle(self) -> None:
@@ -84,30 +79,30 @@ class DetectStage(Stage):
             for q in self.pending.values():
                 if q:
                     m = q.popleft()
-                    (ends if m.type == END else batch).append(m)
+                    (ends if isinstance(m, EndMsg) else batch).append(m)
             if batch:
                 self.process(batch)
             for m in ends:
-                self.end_camera(m["camera_id"])
+                self.end_camera(m.camera_id)
             if self.stop.is_set():
                 break
 
-    def process(self, batch: list[Message]) -> None:
+    def process(self, batch: list[FrameMsg]) -> None:
         t0 = time.perf_counter()
-        frames = [m.arrays[0] for m in batch]
+        frames = [m.frame for m in batch]
         detections = self.detector.detect(frames)
         for m, frame, dets in zip(batch, frames, detections, strict=True):
-            cam = m["camera_id"]
+            cam = m.camera_id
             roi = self.rois[cam]
             if roi is not None and len(dets):
                 cx = (dets.xyxy[:, 0] + dets.xyxy[:, 2]) / 2
                 cy = (dets.xyxy[:, 1] + dets.xyxy[:, 3]) / 2
                 dets = dets[(cx >= roi[0]) & (cx < roi[2]) & (cy >= roi[1]) & (cy < roi[3])]
-            events = self.trackers[cam].update(frame, m["frame_index"], m["ts"], dets)
-            self.emit(cam, m["frame_index"], m["ts"], m.get("wall_ts", time.time()), events)
+            events = self.trackers[cam].update(frame, m.frame_index, m.ts, dets)
+            self.emit(cam, m.frame_index, m.ts, m.wall_ts, events)
             tracks = self.trackers[cam].tracks
             self.track_logs[cam].write(json.dumps({
-                "f": m["frame_index"], "ts": round(m["ts"], 4),
+                "f": m.frame_index, "ts": round(m.ts, 4),
                 "t": [[self.global_track_id(int(t)), *np.round(b, 1).tolist()]
                       for t, b in zip(tracks.track_id if tracks.track_id is not None else [], tracks.xyxy,
                                       strict=False)],
@@ -122,16 +117,14 @@ class DetectStage(Stage):
     def emit(self, cam: str, frame_index: int, ts: float, wall_ts: float, events: list) -> None:
         tracks, crops = [], []
         for e in events:
-            entry = {"track_id": self.global_track_id(e.track_id), "state": str(e.state), "frame_index": e.frame_index,
-                     "ts": e.ts, "xyxy": [float(v) for v in e.xyxy], "conf": float(e.conf),
-                     "quality": float(e.quality), "verdicts": list(e.verdicts), "crop": -1}
+            row = -1
             if e.has_crop:
-                entry["crop"] = len(crops)
+                row = len(crops)
                 crops.append(np.ascontiguousarray(e.crop))
-            tracks.append(entry)
+            tracks.append(TrackEntry(self.global_track_id(e.track_id), e.state, e.frame_index, e.ts, e.xyxy, e.conf,
+                                     e.quality, e.verdicts, row))
         self.counters["crops"] += len(crops)
-        self.send(CROPS, {"camera_id": cam, "frame_index": frame_index, "ts": ts, "wall_ts": wall_ts,
-                          "tracks": tracks}, crops)
+        self.send(CropsMsg(cam, frame_index, ts, tuple(tracks), tuple(crops), wall_ts=wall_ts))
 
     def end_camera(self, cam: str) -> None:
         if cam in self.ended:

@@ -9,6 +9,7 @@ identity's prototypes learn from the whole track.
 
 from __future__ import annotations
 
+import base64
 import heapq
 import logging
 import math
@@ -18,8 +19,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import zmq
 
+from detectors.types import TrackState
 from pipeline.events import ENDED, MOVED, NEW, SEEN, encode_event, make_event
-from pipeline.messages import EMBEDDINGS, END, Message
+from pipeline.messages import EmbeddingsMsg, EndMsg, Msg, TrackEntry
 from pipeline.stage import Stage, bind_dir
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class TrackBuffer:
     ts: list[float] = field(default_factory=list)
     embs: list[np.ndarray] = field(default_factory=list)
     quality: list[float] = field(default_factory=list)
+    jpegs: list[bytes] = field(default_factory=list)  # events_include_crops only: one per crop in embs
     global_id: int | None = None
     matched_crops: int = 0  # crops in the summary of its latest match
     lost_ts: float | None = None  # when the tracker lost it (None while it is seen)
@@ -89,12 +92,12 @@ class MatchStage(Stage):
             self.store.close()
 
     # -- input ----------------------------------------------------------------------------------------------
-    def handle(self, msg: Message) -> None:
-        cam = msg.get("camera_id")
+    def handle(self, msg: Msg) -> None:
+        cam = msg.camera_id
         if cam not in {c.id for c in self.config.cameras}:
             self.counters["unknown_camera"] += 1
             return
-        if msg.type == END:
+        if isinstance(msg, EndMsg):
             self.ended.add(cam)
             end_ts = self.progress.get(cam, -math.inf)
             for key, t in self.tracks.items():  # a track cut by the end of the stream ends with it
@@ -102,49 +105,44 @@ class MatchStage(Stage):
                     self.finish(t, max(end_ts, t.last_ts))
             self.decide()
             return
-        if msg.type != EMBEDDINGS:
+        if not isinstance(msg, EmbeddingsMsg):
             self.counters["unexpected"] += 1
             return
-        ts = float(msg["ts"])
-        self.live = self.live or bool(msg.get("live"))
+        ts = msg.ts
+        self.live = self.live or msg.live
         self.progress[cam] = max(self.progress.get(cam, -math.inf), ts)
         self.heard[cam] = time.monotonic()
-        embs = msg.arrays[0] if msg.arrays else np.zeros((0, 1024), np.float32)
-        if embs.ndim != 2 or (len(embs) and embs.shape[1] != self.config.matcher.embedding_dim):
+        embs = msg.embeddings
+        if len(embs) and embs.shape[1] != self.config.matcher.embedding_dim:
             self.counters["bad_embeddings"] += 1
             log.warning("camera %s: embeddings of shape %s dropped", cam, embs.shape)
             embs = np.zeros((0, self.config.matcher.embedding_dim), np.float32)
-        wall = msg.get("wall_ts")
-        for entry in msg.get("tracks", []):
-            self.track_event(cam, entry, embs)
-        if wall:
-            self.latency_ms.append(1e3 * (time.time() - float(wall)))
+        for entry in msg.tracks:
+            self.track_event(cam, entry, embs, msg.jpegs)
+        if msg.wall_ts:
+            self.latency_ms.append(1e3 * (time.time() - msg.wall_ts))
         self.decide()
 
-    def track_event(self, cam: str, e: dict, embs: np.ndarray) -> None:
-        try:
-            key = (cam, int(e["track_id"]))
-            ts = float(e["ts"])
-        except (KeyError, TypeError, ValueError):
-            self.counters["bad_tracks"] += 1
-            return
+    def track_event(self, cam: str, e: TrackEntry, embs: np.ndarray, jpegs: tuple[bytes, ...] | None) -> None:
+        key, ts = (cam, e.track_id), e.ts
         t = self.tracks.get(key)
         if t is None:
             t = self.tracks[key] = TrackBuffer(cam, key[1], ts, ts)
         t.last_ts = max(t.last_ts, ts)
-        t.frame_index = int(e.get("frame_index", t.frame_index))
-        t.box = e.get("xyxy", t.box)
-        k = e.get("emb", -1)
-        if isinstance(k, int) and 0 <= k < len(embs) and np.isfinite(embs[k]).all() and np.linalg.norm(embs[k]) > 0:
+        t.frame_index = e.frame_index
+        t.box = list(e.xyxy)
+        k = e.row
+        if 0 <= k < len(embs) and np.isfinite(embs[k]).all() and np.linalg.norm(embs[k]) > 0:
             t.ts.append(ts)
             t.embs.append(embs[k])
-            t.quality.append(float(e.get("quality", 1.0)))
-        state = e.get("state")
-        if state == "lost":
+            t.quality.append(e.quality)
+            if self.config.events_include_crops:  # kept in step with embs; the default path stores nothing
+                t.jpegs.append(jpegs[k] if jpegs is not None else b"")
+        if e.state == TrackState.LOST:
             t.lost_ts = t.lost_ts if t.lost_ts is not None else ts
-        elif state in ("active", "started"):
+        elif e.state in (TrackState.ACTIVE, TrackState.STARTED):
             t.lost_ts = None
-        if state == "ended":
+        if e.state == TrackState.ENDED:
             self.finish(t, ts)
         elif not t.queued and t.embs and (len(t.embs) >= self.config.match.min_crops
                                           or t.last_ts - t.start_ts >= self.config.match.mature_after_s):
@@ -234,12 +232,23 @@ class MatchStage(Stage):
             self.counters["matched_tracks"] += first
             if first:
                 kind, from_cam = self.assignment_kind(r)
-                self.publish(kind, t, s, r.similarity, from_camera=from_cam, reason=r.reason)
+                extra = {}
+                if self.config.events_include_crops and kind in (NEW, MOVED):
+                    extra["crop_jpeg"] = self.best_crop_b64(t, s)
+                self.publish(kind, t, s, r.similarity, from_camera=from_cam, reason=r.reason, **extra)
         for t, s in batch:
             if s.ended:
                 self.publish(ENDED, t, s, None, duration_s=round(s.last_ts - t.start_ts, 3), num_crops=s.num_crops,
                              last_seen_ts=round(s.last_seen_ts, 4))
                 del self.tracks[(t.camera_id, t.track_id)]
+
+    @staticmethod
+    def best_crop_b64(t: TrackBuffer, s: Snapshot) -> str | None:
+        """Base64 JPEG of the highest-quality crop among those the decision used (the snapshot's, so a replay
+        attaches the same crop whatever the message timing); None if none of them could be encoded."""
+        usable = [i for i in range(min(s.num_crops, len(t.jpegs))) if t.jpegs[i]]
+        best = max(usable, key=lambda i: t.quality[i], default=None)  # ties: the earliest
+        return None if best is None else base64.b64encode(t.jpegs[best]).decode("ascii")
 
     def assignment_kind(self, result) -> tuple[str, str | None]:
         if result.is_new:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.messages import FRAME
+from pipeline.messages import FrameMsg
 from pipeline.sources import Frame, camera_fps, camera_stride, folder_frames, stream_frames, video_frames
 from pipeline.stage import Stage
 
@@ -71,9 +71,8 @@ class SourceStage(Stage):
                     if delay > 0:
                         self.stop.wait(delay)
                     ts = time.time()
-            header = {"camera_id": self.camera.id, "frame_index": index, "ts": ts, "wall_ts": time.time(),
-                      "live": live}
-            if not self.send(FRAME, header, [frame], block=not live):
+            msg = FrameMsg(self.camera.id, index, ts, frame, wall_ts=time.time(), live=live)
+            if not self.send(msg, block=not live):
                 self.counters["dropped_frames"] += 1  # live: the detector is behind; a camera never waits
                 continue
             self.counters["frames"] += 1

@@ -25,7 +25,7 @@ import msgpack
 import zmq
 
 from pipeline.config import PipelineConfig
-from pipeline.messages import END, Message, MessageError, decode, encode
+from pipeline.messages import EndMsg, MessageError, Msg, decode, encode
 from pipeline.security import CurveGuard
 
 log = logging.getLogger(__name__)
@@ -201,11 +201,11 @@ class Stage:
                 f"malformed {self.counters.get('malformed', 0)}")
 
     # -- main loop ----------------------------------------------------------------------------------------
-    def send(self, type_: str, header: dict[str, Any], arrays: list = (), block: bool = True) -> bool:
+    def send(self, msg: Msg, block: bool = True) -> bool:
         """Send downstream. Blocking waits while the next stage's queue is full (back-pressure, replay);
         non-blocking drops the message instead (live) and returns False."""
         assert self.out_sock is not None
-        frames = encode(type_, header, arrays)
+        frames = encode(msg)
         while True:
             try:
                 self.out_sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
@@ -216,7 +216,7 @@ class Stage:
                     return False
                 self.out_sock.poll(POLL_MS, zmq.POLLOUT)
 
-    def handle(self, msg: Message) -> None:
+    def handle(self, msg: Msg) -> None:
         raise NotImplementedError
 
     def idle(self) -> None:
@@ -255,7 +255,7 @@ class Stage:
 
     def forward_end(self, camera_id: str) -> None:
         if self.output:
-            self.send(END, {"camera_id": camera_id})
+            self.send(EndMsg(camera_id))
         self.ended.add(camera_id)
 
 

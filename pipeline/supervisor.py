@@ -28,7 +28,7 @@ import zmq
 from pipeline.config import PipelineConfig
 from pipeline.events import decode_event
 from pipeline.lifecycle import Aborted, PipelineError, StageLifecycle, StageProc, stage_procs
-from pipeline.messages import END, encode
+from pipeline.messages import EndMsg, encode
 from pipeline.recorder import EventRecorder
 from pipeline.security import CurveGuard
 from pipeline.sources import SourceError, is_video_file, probe_video
@@ -133,7 +133,7 @@ class SupervisorSockets:
         sock.setsockopt(zmq.LINGER, 2000)
         self.guard.connect(sock, self.config.endpoint(stage))
         for cam in cameras:
-            sock.send_multipart(encode(END, {"camera_id": cam}))
+            sock.send_multipart(encode(EndMsg(cam)))
         sock.close()
 
     def close(self) -> None:

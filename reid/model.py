@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INPUT_HEIGHT = 160
-INPUT_WIDTH = 64
+from reid.model_spec import EMBEDDING_DIM, FEAT_DIM, INPUT_HEIGHT, INPUT_SHAPE, INPUT_WIDTH  # noqa: F401 - re-exported
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -214,7 +214,7 @@ class HACNN(nn.Module):
 
     Train mode returns :class:`HACNNOutput` (softmax cross-entropy on both heads, features for metric
     losses); eval mode returns the (B, 2 * feat_dim) embedding, global and local halves each L2-normalised.
-    Input: (B, 3, 160, 64) RGB in [0, 1].
+    Input: (B, *INPUT_SHAPE) = (B, 3, 160, 64) RGB in [0, 1].
     """
 
     # Local-stream input sizes per level, as in the reference implementation: the region that the hard
@@ -226,7 +226,7 @@ class HACNN(nn.Module):
         self,
         num_classes: int,
         channels: tuple[int, int, int] = (128, 256, 384),
-        feat_dim: int = 512,
+        feat_dim: int = FEAT_DIM,
         num_regions: int = 4,
     ) -> None:
         super().__init__()

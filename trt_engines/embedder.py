@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reid.model_spec import EMBEDDING_DIM, INPUT_SHAPE
 from reid.transforms import preprocess_bgr
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,10 @@ class Embedder(ABC):
 
     def embed_preprocessed(self, x: np.ndarray) -> np.ndarray:
         """Embed an already preprocessed batch of any size, split into chunks of ``max_batch``."""
-        if x.ndim != 4 or x.shape[1:] != (3, 160, 64):
-            raise ValueError(f"expected a (N, 3, 160, 64) batch, got {x.shape}")
+        if x.ndim != 4 or x.shape[1:] != INPUT_SHAPE:
+            raise ValueError(f"expected a (N, {', '.join(map(str, INPUT_SHAPE))}) batch, got {x.shape}")
         if len(x) == 0:
-            return np.zeros((0, 1024), np.float32)
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
         x = np.ascontiguousarray(x, dtype=np.float32)
         parts = [self.infer(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
         return np.concatenate(parts).astype(np.float32, copy=False)

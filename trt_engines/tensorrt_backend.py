@@ -20,6 +20,7 @@ import numpy as np
 import tensorrt as trt
 import torch
 
+from reid.model_spec import INPUT_SHAPE
 from trt_engines.cache import cache_dir, file_hash, reuse_or_build, sidecar_path, write_sidecar
 from trt_engines.embedder import Embedder
 from trt_engines.export import INPUT_NAME
@@ -43,7 +44,7 @@ def engine_metadata(onnx_path: Path, precision: str, max_batch: int, opt_batch: 
         "min_batch": 1,
         "opt_batch": opt_batch,
         "max_batch": max_batch,
-        "input": [INPUT_NAME, [-1, 3, 160, 64], "float32"],
+        "input": [INPUT_NAME, [-1, *INPUT_SHAPE], "float32"],
     }
 
 
@@ -89,8 +90,7 @@ def _serialize(onnx_path: Path, engine_path: Path, precision: str, max_batch: in
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
     profile = builder.create_optimization_profile()
-    shape = (3, 160, 64)
-    profile.set_shape(INPUT_NAME, (1, *shape), (opt_batch, *shape), (max_batch, *shape))
+    profile.set_shape(INPUT_NAME, (1, *INPUT_SHAPE), (opt_batch, *INPUT_SHAPE), (max_batch, *INPUT_SHAPE))
     config.add_optimization_profile(profile)
 
     cache_path = Path(timing_cache) if timing_cache else cache_dir() / "timing.cache"
@@ -141,7 +141,7 @@ class TensorRTEmbedder(Embedder):
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         out_dim = self.engine.get_tensor_shape(self.output_name)[-1]
-        self.d_in = torch.empty((self.max_batch, 3, 160, 64), dtype=torch.float32, device="cuda")
+        self.d_in = torch.empty((self.max_batch, *INPUT_SHAPE), dtype=torch.float32, device="cuda")
         self.d_out = torch.empty((self.max_batch, out_dim), dtype=torch.float32, device="cuda")
         self.h_in = torch.empty_like(self.d_in, device="cpu").pin_memory()
         self.h_out = torch.empty_like(self.d_out, device="cpu").pin_memory()
@@ -153,7 +153,7 @@ class TensorRTEmbedder(Embedder):
         with torch.cuda.stream(self.stream):
             self.h_in[:n].numpy()[...] = batch
             self.d_in[:n].copy_(self.h_in[:n], non_blocking=True)
-            self.context.set_input_shape(self.input_name, (n, 3, 160, 64))
+            self.context.set_input_shape(self.input_name, (n, *INPUT_SHAPE))
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError("TensorRT execution failed")
             self.h_out[:n].copy_(self.d_out[:n], non_blocking=True)

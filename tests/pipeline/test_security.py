@@ -15,7 +15,7 @@ import zmq
 
 from pipeline.config import CurveConfig, load_config
 from pipeline.keys import generate
-from pipeline.messages import FRAME, encode
+from pipeline.messages import FrameMsg, encode
 from pipeline.security import CurveGuard, curve_client, needs_curve
 from pipeline.supervisor import Supervisor
 from reid.paths import PROJECT_ROOT
@@ -93,7 +93,7 @@ def test_curve_keeps_strangers_off_tcp_stage_endpoints(tmp_path):
     plain, stranger, member = (ctx.socket(zmq.PUSH) for _ in range(3))
     curve_client(stranger, strangers / "intruder.key_secret", keys / "server.key")
     CurveGuard(ctx, endpoints.curve).client(member)
-    frame = encode(FRAME, {"camera_id": "c0"}, [np.zeros((4, 4, 3), np.uint8)])
+    frame = encode(FrameMsg("c0", 0, 0.0, np.zeros((4, 4, 3), np.uint8)))
     try:
         for sock in (plain, stranger, member):
             sock.setsockopt(zmq.LINGER, 0)

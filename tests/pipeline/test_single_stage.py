@@ -14,7 +14,7 @@ from pathlib import Path
 
 import zmq
 
-from pipeline.messages import CROPS, decode
+from pipeline.messages import CropsMsg, decode
 from reid.paths import PROJECT_ROOT
 
 from .conftest import free_port, write_config
@@ -79,7 +79,7 @@ def test_stages_run_alone_over_tcp_and_log_their_periodic_line(tmp_path, shared)
             time.sleep(0.2)  # until a person is tracked
         got = list(downstream.messages)
         assert any(m["tracks"] for m in got), logs["detect"].read_text()[-3000:]
-        assert all(m.type == CROPS and m["camera_id"] == "c0" for m in got)
+        assert all(isinstance(m, CropsMsg) and m.camera_id == "c0" for m in got)
         indices = [m["frame_index"] for m in got]
         assert indices == list(range(0, 5 * len(got), 5))  # every 5th frame (25 fps, 5 detections/s), in order
 
