@@ -1,7 +1,8 @@
 """Run the multi-camera re-identification pipeline.
 
     python run_pipeline.py --cameras configs/cams.example.yaml [--replay] [--speed 1|max] [--duration S]
-        [--events-out events.jsonl] [--save-video DIR] [--validate-config] [--stage NAME [--camera ID]]
+        [--events-out events.jsonl] [--save-video DIR] [--tracks-out DIR] [--validate-config]
+        [--stage NAME [--camera ID]]
         [--stats-every S]
 
 Identity events are published on the configured PUB socket (default tcp://127.0.0.1:5560); watch them with
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +29,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--events-out", type=Path, default=None, help="also write the identity events to a JSONL file")
     p.add_argument("--save-video", type=Path, default=None,
                    help="write each camera's annotated video (boxes labelled with global ids) to this folder")
+    p.add_argument("--tracks-out", type=Path, default=None,
+                   help="write each camera's tracks labelled with global ids as MOTChallenge files to this folder "
+                        "(docs/tracks.md; score them with python -m pipeline.evaluate_mtmc)")
     p.add_argument("--run-dir", type=Path, default=None, help="override the config's run directory")
     p.add_argument("--validate-config", action="store_true", help="check the config and its files, then exit")
     p.add_argument("--stage", choices=STAGES, default=None, help="run one stage alone (multi-host deployments)")
@@ -41,10 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pipeline.config import ConfigError, load_config
-    from pipeline.stage import LOG_EVERY_S, setup_logging
+    from pipeline.stage import LOG_EVERY_S, LOG_LEVEL_ENV, setup_logging
     from pipeline.supervisor import PipelineError, Supervisor, check_sources
 
     setup_logging(getattr(logging, args.log_level))
+    os.environ[LOG_LEVEL_ENV] = args.log_level  # the stage processes log at the same level
     log = logging.getLogger("run_pipeline")
     try:
         speed = None if args.speed == "max" else float(args.speed)
@@ -79,11 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as e:
         log.error("%s", e)
         return 1
+    # The events read back from the run directory: all of a full replay, not just the latest kept in memory.
     if args.save_video:
-        from pipeline.render import render_videos
+        from pipeline.render import render_floor, render_videos
 
-        # the events read back from the run directory: all of a full replay, not just the latest kept in memory
         for path in render_videos(config, supervisor.recorder.spilled(), args.save_video, duration_s=args.duration):
+            log.info("wrote %s", path)
+        floor = render_floor(config, supervisor.recorder.spilled(), args.save_video / "floor.png")
+        if floor is not None:
+            log.info("wrote %s", floor)
+    if args.tracks_out:
+        from pipeline.tracks_out import write_tracks
+
+        recorded = [c.id for c in config.cameras if c.id in supervisor.recorder.spill_cameras]
+        for path in write_tracks(config.resolved_run_dir, recorded, supervisor.recorder.spilled(), args.tracks_out):
             log.info("wrote %s", path)
     return code
 

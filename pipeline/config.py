@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from reid.identity.config import MatcherConfig
 from reid.identity.geometry import CalibrationError, GeometryConfig, Homography
+from reid.identity.links import ContinuityConfig
 from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root
 
 _ID = r"^[A-Za-z0-9_\-]{1,64}$"
@@ -146,8 +147,15 @@ class MatchStageConfig(_Section):
 
     min_crops: int = Field(2, ge=1, description="crops an active track needs before its first match")
     mature_after_s: float = Field(2.0, ge=0, description="... or the time it has been tracked")
+    min_age_s: float = Field(
+        2.0, ge=0, description="and a track is matched no sooner than this after it started: time to gather the "
+        "ground positions (about ten at 5 detections per second) and crops that decide better"
+    )
     max_lateness_s: float = Field(
         2.0, gt=0, description="live only: a camera silent this long (wall time) no longer holds back the others"
+    )
+    continuity: ContinuityConfig = Field(
+        default_factory=ContinuityConfig, description="a person the tracker lost and found again keeps the identity"
     )
 
 

@@ -3,7 +3,8 @@
 Frames are detected in batches of one frame per camera. Replay processes every frame in order; live frames
 that queued up behind a slow detector are skipped in favour of each camera's newest (counted as dropped).
 Each processed frame produces one ``crops`` message: the camera's video time (which lets the matcher know how
-far each camera has got) plus the track events of that frame, with a crop for the few that were selected.
+far each camera has got) plus the track events of that frame, with a crop for the few that were selected, and
+the box of every other track seen in it.
 A track log per camera (frame, track id, box) is written for ``--save-video``.
 """
 
@@ -16,6 +17,7 @@ from collections import defaultdict, deque
 
 import numpy as np
 
+from detectors.types import Detections, TrackState
 from pipeline.messages import CropsMsg, EndMsg, FrameMsg, Msg, TrackEntry
 from pipeline.stage import Stage
 
@@ -99,13 +101,13 @@ class DetectStage(Stage):
                 cy = (dets.xyxy[:, 1] + dets.xyxy[:, 3]) / 2
                 dets = dets[(cx >= roi[0]) & (cx < roi[2]) & (cy >= roi[1]) & (cy < roi[3])]
             events = self.trackers[cam].update(frame, m.frame_index, m.ts, dets)
-            self.emit(cam, m.frame_index, m.ts, m.wall_ts, events)
             tracks = self.trackers[cam].tracks
+            self.emit(cam, m.frame_index, m.ts, m.wall_ts, events, live=m.live, sightings=tracks)
             self.track_logs[cam].write(json.dumps({
                 "f": m.frame_index, "ts": round(m.ts, 4),
-                "t": [[self.global_track_id(int(t)), *np.round(b, 1).tolist()]
-                      for t, b in zip(tracks.track_id if tracks.track_id is not None else [], tracks.xyxy,
-                                      strict=False)],
+                "t": [[self.global_track_id(int(t)), *np.round(b, 1).tolist(), round(float(c), 3)]
+                      for t, b, c in zip(tracks.track_id if tracks.track_id is not None else [], tracks.xyxy,
+                                         tracks.conf, strict=False)],
             }) + "\n")
             self.counters["frames"] += 1
             self.counters["detections"] += len(dets)
@@ -114,7 +116,10 @@ class DetectStage(Stage):
     def global_track_id(self, track_id: int) -> int:
         return self.instance * TRACK_ID_STRIDE + track_id
 
-    def emit(self, cam: str, frame_index: int, ts: float, wall_ts: float, events: list) -> None:
+    def emit(self, cam: str, frame_index: int, ts: float, wall_ts: float, events: list, live: bool = False,
+             sightings: Detections | None = None) -> None:
+        """Send a frame's track events; every other track seen in the frame goes along as a state-only ACTIVE
+        entry (its box), so the match stage knows each track's path, not only the frames that gave a crop."""
         tracks, crops = [], []
         for e in events:
             row = -1
@@ -123,8 +128,14 @@ class DetectStage(Stage):
                 crops.append(np.ascontiguousarray(e.crop))
             tracks.append(TrackEntry(self.global_track_id(e.track_id), e.state, e.frame_index, e.ts, e.xyxy, e.conf,
                                      e.quality, e.verdicts, row))
+        if sightings is not None and sightings.track_id is not None:
+            told = {e.track_id for e in events}
+            for tid, box, conf in zip(sightings.track_id.tolist(), sightings.xyxy, sightings.conf, strict=True):
+                if tid not in told:
+                    tracks.append(TrackEntry(self.global_track_id(tid), TrackState.ACTIVE, frame_index, ts,
+                                             tuple(box.tolist()), float(conf), 0.0))
         self.counters["crops"] += len(crops)
-        self.send(CropsMsg(cam, frame_index, ts, tuple(tracks), tuple(crops), wall_ts=wall_ts))
+        self.send(CropsMsg(cam, frame_index, ts, tuple(tracks), tuple(crops), wall_ts=wall_ts, live=live))
 
     def end_camera(self, cam: str) -> None:
         if cam in self.ended:

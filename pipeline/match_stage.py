@@ -5,6 +5,12 @@ reached), so a replay gives the same identities whatever the interleaving of the
 camera that falls silent stops holding the others back after ``match.max_lateness_s``. A track is matched
 once it is mature (enough crops or tracked long enough) and again when it ends, with all its crops, so its
 identity's prototypes learn from the whole track.
+
+Besides embeddings, the stage keeps each track's recent path (boxes, and ground positions for calibrated
+cameras) and gives the matcher *links* for a track it has not placed yet (:mod:`reid.identity.links`): the
+tracks of other cameras standing at the same place (AGREE) or far away (DISAGREE) at the same time, and the
+track of the same camera it continues after an occlusion. Links are computed from every track's state as of the
+decision time, so they too are independent of message timing.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import heapq
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -23,6 +30,8 @@ from detectors.types import TrackState
 from pipeline.events import ENDED, MOVED, NEW, SEEN, encode_event, make_event
 from pipeline.messages import EmbeddingsMsg, EndMsg, Msg, TrackEntry
 from pipeline.stage import Stage, bind_dir
+from reid.identity.geometry import AGREE, GroundTrack, Homography, foot_points
+from reid.identity.links import TrackMotion, links_for
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,13 @@ class TrackBuffer:
     lost_ts: float | None = None  # when the tracker lost it (None while it is seen)
     queued: bool = False
     ended: bool = False
+    first_box: tuple[float, float, float, float] | None = None
+    # Where it was seen: (ts, x1, y1, x2, y2, ground x, ground y; NaN without a ground position), recent only.
+    path: deque[tuple[float, ...]] = field(default_factory=lambda: deque(maxlen=PATH_LENGTH))
+
+
+PATH_LENGTH = 600  # sightings kept per track for links (2 minutes at 5 detections per second)
+RECENT_TRACKS = 256  # ended tracks kept for continuity and walking-speed links
 
 
 class MatchStage(Stage):
@@ -84,6 +100,8 @@ class MatchStage(Stage):
         self.heard: dict[str, float] = {}  # camera -> wall time of its latest message
         self.live = False
         self._n = 0
+        self.grounds: dict[str, Homography | None] = {c.id: c.ground() for c in self.config.cameras}
+        self.recent: deque[TrackBuffer] = deque(maxlen=RECENT_TRACKS)  # ended tracks, for links
 
     def teardown(self) -> None:
         if hasattr(self, "pub"):
@@ -131,6 +149,8 @@ class MatchStage(Stage):
         t.last_ts = max(t.last_ts, ts)
         t.frame_index = e.frame_index
         t.box = list(e.xyxy)
+        if e.state in (TrackState.ACTIVE, TrackState.STARTED):
+            self.add_sighting(t, ts, e.xyxy)
         k = e.row
         if 0 <= k < len(embs) and np.isfinite(embs[k]).all() and np.linalg.norm(embs[k]) > 0:
             t.ts.append(ts)
@@ -144,10 +164,62 @@ class MatchStage(Stage):
             t.lost_ts = None
         if e.state == TrackState.ENDED:
             self.finish(t, ts)
-        elif not t.queued and t.embs and (len(t.embs) >= self.config.match.min_crops
-                                          or t.last_ts - t.start_ts >= self.config.match.mature_after_s):
+        elif not t.queued and t.embs and self.mature(t):
             t.queued = True
             self.enqueue(ts, t)
+
+    def mature(self, t: TrackBuffer) -> bool:
+        """Ready for a first match: enough crops (or tracked long enough) and old enough (see MatchStageConfig)."""
+        m, age = self.config.match, t.last_ts - t.start_ts
+        return age >= m.min_age_s and (len(t.embs) >= m.min_crops or age >= m.mature_after_s)
+
+    def add_sighting(self, t: TrackBuffer, ts: float, xyxy: tuple[float, float, float, float]) -> None:
+        if t.first_box is None:
+            t.first_box = xyxy
+        gx = gy = math.nan
+        h = self.grounds.get(t.camera_id)
+        if h is not None:
+            g, ok = h.project(foot_points(np.array(xyxy)))
+            if ok[0]:
+                gx, gy = float(g[0, 0]), float(g[0, 1])
+            else:  # a box whose feet are above the horizon: a false detection or a bad calibration
+                self.counters["ground_skipped"] += 1
+        if not t.path or ts > t.path[-1][0]:
+            t.path.append((ts, *xyxy, gx, gy))
+
+    def motion(self, t: TrackBuffer, as_of: float) -> TrackMotion | None:
+        """The track as it was at ``as_of`` (None if not seen yet): what the link rules compare."""
+        seen = [p for p in t.path if p[0] <= as_of]
+        if not seen or t.first_box is None:
+            return None
+        ground = None
+        if self.grounds.get(t.camera_id) is not None:
+            ground = GroundTrack(maxlen=PATH_LENGTH)
+            for p in seen:
+                if not math.isnan(p[5]):
+                    ground.add(p[0], np.array(p[5:7]))
+        return TrackMotion(t.camera_id, t.track_id, t.start_ts, seen[-1][0], np.array(t.first_box),
+                           np.array(seen[-1][1:5]), ground)
+
+    def links(self, t: TrackBuffer, as_of: float) -> dict[tuple[str, int], int]:
+        """Evidence on a track not placed yet, from every running and recently ended track as of ``as_of``."""
+        me = self.motion(t, as_of)
+        if me is None:
+            return {}
+        others = [m for o in [*self.tracks.values(), *self.recent] if o is not t
+                  and (m := self.motion(o, as_of)) is not None]
+        found = links_for(me, others, self.config.match.continuity, self.config.geometry)
+        log.debug("links of %s/%s at %.2f: %s", t.camera_id, t.track_id, as_of, found)
+        for v in found.values():
+            self.counters["links_agree" if v == AGREE else "links_disagree"] += 1
+        return found
+
+    def ground_xy(self, t: TrackBuffer, as_of: float) -> list[float] | None:
+        """The track's latest ground position at ``as_of``, for events (None: uncalibrated or not seen)."""
+        for p in reversed(t.path):
+            if p[0] <= as_of and not math.isnan(p[5]):
+                return [round(p[5], 2), round(p[6], 2)]
+        return None
 
     def finish(self, t: TrackBuffer, ts: float) -> None:
         t.ended = True
@@ -187,7 +259,7 @@ class MatchStage(Stage):
                     due[(cam, tid)] = snap
             if due:
                 self.refresh_active(ts0, set(due))
-                self.match([(self.tracks[k], snap) for k, snap in sorted(due.items())])
+                self.match([(self.tracks[k], snap) for k, snap in sorted(due.items())], ts0)
 
     def refresh_active(self, now_ts: float, exclude: set[tuple[str, int]]) -> None:
         """Tell the matcher that tracks matched earlier and still running are visible up to ``now_ts``.
@@ -210,7 +282,7 @@ class MatchStage(Stage):
             self.matcher.match(summaries)
             self.counters["refreshed_tracks"] += len(summaries)
 
-    def match(self, batch: list[tuple[TrackBuffer, Snapshot]]) -> None:
+    def match(self, batch: list[tuple[TrackBuffer, Snapshot]], as_of: float) -> None:
         from reid.identity.matcher import TrackSummary
 
         with_embs = [(t, s) for t, s in batch if s.num_crops]
@@ -220,7 +292,8 @@ class MatchStage(Stage):
                                                      np.stack(t.embs[: s.num_crops]),
                                                      np.array(t.quality[: s.num_crops]),
                                                      top_k=self.config.matcher.crops_per_track),
-                             start_ts=t.start_ts, end_ts=max(s.last_seen_ts, t.start_ts))
+                             start_ts=t.start_ts, end_ts=max(s.last_seen_ts, t.start_ts),
+                             links=self.links(t, as_of) if t.global_id is None else {})
                      for t, s in with_embs]
         t0 = time.perf_counter()
         results = self.matcher.match(summaries) if summaries else []
@@ -241,6 +314,9 @@ class MatchStage(Stage):
                 self.publish(ENDED, t, s, None, duration_s=round(s.last_ts - t.start_ts, 3), num_crops=s.num_crops,
                              last_seen_ts=round(s.last_seen_ts, 4))
                 del self.tracks[(t.camera_id, t.track_id)]
+                if t.global_id is not None:
+                    t.embs, t.jpegs = [], []  # only its path is needed from now on
+                    self.recent.append(t)
 
     @staticmethod
     def best_crop_b64(t: TrackBuffer, s: Snapshot) -> str | None:
@@ -264,6 +340,8 @@ class MatchStage(Stage):
     def publish(self, kind: str, t: TrackBuffer, s: Snapshot, similarity: float | None,
                 from_camera: str | None = None, **extra) -> None:
         seq = int(self.store.client.incr(self.seq_key))
+        if self.grounds.get(t.camera_id) is not None:
+            extra["ground_xy"] = self.ground_xy(t, s.last_ts)
         event = make_event(kind, seq, t.camera_id, t.track_id, t.global_id, s.last_ts, s.frame_index, s.box,
                            similarity, from_camera, **extra)
         self.pub.send_multipart(encode_event(event))

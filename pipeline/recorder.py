@@ -47,6 +47,8 @@ class EventRecorder:
     def open(self) -> None:
         """Start the files (truncating those of an earlier run in the same directory)."""
         self._spill = open(self.spill_path, "w")
+        if self.copy_to:
+            self.copy_to.parent.mkdir(parents=True, exist_ok=True)
         self._copy = open(self.copy_to, "w") if self.copy_to else None
 
     def close(self) -> None:

@@ -14,9 +14,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from pipeline.config import PipelineConfig
 from pipeline.sources import camera_fps, is_video_file, video_frames
+from reid.identity.geometry import foot_points
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def render_videos(config: PipelineConfig, events: Iterable[dict], out_dir: Path,
                 h, w = frame.shape[:2]
                 writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             last = boxes.get(index, last)  # between detected frames, keep the last boxes
-            for track_id, x1, y1, x2, y2 in last:
+            for track_id, x1, y1, x2, y2, *_ in last:  # older logs have no confidence
                 g = gid.get((cam.id, int(track_id)))
                 colour = identity_colour(g) if g is not None else (160, 160, 160)
                 label = f"id {g}" if g is not None else f"t{int(track_id)}"
@@ -74,3 +76,72 @@ def render_videos(config: PipelineConfig, events: Iterable[dict], out_dir: Path,
             writer.release()
             written.append(path)
     return written
+
+
+def _frame_size(source: str) -> tuple[int, int] | None:
+    cap = cv2.VideoCapture(source)
+    try:
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    return (w, h) if w > 0 and h > 0 else None
+
+
+def render_floor(config: PipelineConfig, events: Iterable[dict], path: Path, size_px: int = 900) -> Path | None:
+    """A top view of the ground plane: every identity's route across the calibrated cameras (feet of its tracked
+    boxes, one colour per global id, as in the videos) over the cameras' footprints. None without calibration."""
+    cams = [c for c in config.cameras if c.homography is not None and not c.is_live]
+    if not cams:
+        return None
+    gid = {(e["camera_id"], e["track_id"]): e["global_id"] for e in events if e.get("global_id") is not None}
+    routes: dict[tuple[str, int], list[np.ndarray]] = {}
+    footprints: dict[str, np.ndarray] = {}
+    for cam in cams:
+        h = cam.ground()
+        for index in sorted(boxes := read_track_log(config.resolved_run_dir, cam.id)):
+            for track_id, x1, y1, x2, y2, *_ in boxes[index]:
+                g, ok = h.project(foot_points(np.array([x1, y1, x2, y2])))
+                if ok[0]:
+                    routes.setdefault((cam.id, int(track_id)), []).append(g[0])
+        size = _frame_size(str(cam.source))
+        if size is not None:  # the image border, where it lies on the ground
+            w, hh = size
+            border = np.concatenate([np.c_[np.linspace(0, w, 50), np.full(50, hh)],
+                                     np.c_[np.full(50, w), np.linspace(hh, 0, 50)],
+                                     np.c_[np.linspace(w, 0, 50), np.zeros(50)],
+                                     np.c_[np.zeros(50), np.linspace(0, hh, 50)]])
+            g, ok = h.project(border)
+            footprints[cam.id] = g[ok]
+    points = np.concatenate([np.array(r) for r in routes.values()]) if routes else None
+    if points is None or len(points) < 2:
+        log.warning("floor view: no ground positions to draw")
+        return None
+    lo, hi = np.percentile(points, 1, axis=0), np.percentile(points, 99, axis=0)
+    pad = 0.15 * (hi - lo).max() + 1e-6
+    lo, hi = lo - pad, hi + pad
+    scale = (size_px - 40) / (hi - lo).max()
+    canvas = np.full((size_px, size_px, 3), 255, np.uint8)
+
+    def px(p: np.ndarray) -> np.ndarray:
+        return np.clip((np.asarray(p) - lo) * scale + 20, -10_000, 10_000).astype(np.int32)
+
+    for i, (cam_id, fp) in enumerate(sorted(footprints.items())):
+        if len(fp) >= 3:
+            shade = (200 - 40 * (i % 3), 200, 160 + 30 * (i % 3))
+            cv2.polylines(canvas, [px(fp)], True, shade, 2, cv2.LINE_AA)
+            anchor = px(np.median(fp, axis=0))
+            cv2.putText(canvas, f"{cam_id} view", tuple(int(v) for v in anchor), cv2.FONT_HERSHEY_SIMPLEX, 0.5, shade,
+                        1, cv2.LINE_AA)
+    for (cam_id, track_id), route in sorted(routes.items()):
+        g = gid.get((cam_id, track_id))
+        colour = identity_colour(g) if g is not None else (190, 190, 190)
+        pts = px(np.array(route))
+        cv2.polylines(canvas, [pts], False, colour, 2, cv2.LINE_AA)
+        if g is not None:
+            cv2.putText(canvas, f"id {g}", tuple(int(v) for v in pts[-1]), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1,
+                        cv2.LINE_AA)
+    cv2.putText(canvas, "ground plane (top view): routes by global id, camera footprints", (10, size_px - 10),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), canvas)
+    return path

@@ -259,8 +259,14 @@ class Stage:
         self.ended.add(camera_id)
 
 
-def run_stage(stage: Stage, log_level: int = logging.INFO) -> int:
+LOG_LEVEL_ENV = "REID_LOG_LEVEL"  # run_pipeline's --log-level, inherited by the stage processes it spawns
+
+
+def run_stage(stage: Stage, log_level: int | None = None) -> int:
     """Entry point of a stage process (or of ``run_pipeline.py --stage``)."""
+    if log_level is None:
+        log_level = logging.getLevelName(os.environ.get(LOG_LEVEL_ENV, "INFO"))
+        log_level = log_level if isinstance(log_level, int) else logging.INFO
     setup_logging(log_level)
     signal.signal(signal.SIGTERM, lambda *_: stage.stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN if stage.options.get("supervised") else lambda *_: stage.stop.set())

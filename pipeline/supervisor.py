@@ -44,9 +44,13 @@ EVENTS_SPILL = "render_events.jsonl"  # in the run directory: the events --save-
 
 def prepare_run_dir(run_dir: Path) -> None:
     """Create the run directory and prove it writable, so a full or read-only disk stops the run at once with
-    a clear message instead of failing inside a stage."""
+    a clear message instead of failing inside a stage. The track logs of an earlier run are removed: a restarted
+    detect stage appends to this run's logs, and --save-video / --tracks-out read this run's only (identities
+    in the embedded Redis do persist: that is the point of keeping them on disk)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for old in (run_dir / "tracks").glob("*.jsonl"):
+            old.unlink()
         probe = run_dir / f".write-test-{os.getpid()}"
         probe.write_bytes(b"\0" * 4096)
         probe.unlink()

@@ -5,7 +5,8 @@ positions); the matcher only knows identities and their embeddings. This module 
 verdicts the matcher can use, ``{(camera_id, track_id): AGREE | DISAGREE}`` for one track:
 
 - **ground** (two calibrated cameras): :func:`reid.identity.geometry.judge`. An AGREE counts only when no other
-  track of that camera agrees as well: two people walking side by side must not both be "the same" as one.
+  track of that camera seen at the same time agrees as well: two people walking side by side must not both be
+  "the same" as one.
 - **continuity** (one camera): a track that starts within ``max_gap_s`` of another's last sighting, where that
   one could have walked to (image distance in box heights, or ground distance at walking speed), is probably
   the same person found again after an occlusion. Again only a unique candidate counts.
@@ -80,7 +81,7 @@ def links_for(track: TrackMotion, others: Iterable[TrackMotion], continuity: Con
               geometry: GeometryConfig | None) -> dict[TrackKey, int]:
     """The verdicts on ``track`` against ``others`` (its own key is skipped); pairs with no evidence are absent."""
     out: dict[TrackKey, int] = {}
-    agree: dict[str, list[TrackKey]] = {}
+    agree: dict[str, list[TrackMotion]] = {}
     for o in others:
         if o.key == track.key:
             continue
@@ -91,10 +92,14 @@ def links_for(track: TrackMotion, others: Iterable[TrackMotion], continuity: Con
             if v == DISAGREE:
                 out[o.key] = DISAGREE
             elif v == AGREE:
-                agree.setdefault(o.camera_id, []).append(o.key)
+                agree.setdefault(o.camera_id, []).append(o)
         elif continuity.max_gap_s > 0 and continues(o, track, continuity, geometry):
-            agree.setdefault(o.camera_id, []).append(o.key)
-    for keys in agree.values():
-        if len(keys) == 1:  # a unique candidate only: two people side by side are no evidence for either
-            out[keys[0]] = AGREE
+            agree.setdefault(o.camera_id, []).append(o)
+    for candidates in agree.values():
+        for c in candidates:
+            # Unique candidates only: two people side by side (seen at the same time) are no evidence for either.
+            # Successive tracks of one camera (one person the tracker lost and found) are not rivals.
+            if not any(o is not c and o.start_ts <= c.last_seen_ts and c.start_ts <= o.last_seen_ts
+                       for o in candidates):
+                out[c.key] = AGREE
     return out

@@ -75,12 +75,12 @@ def test_stages_run_alone_over_tcp_and_log_their_periodic_line(tmp_path, shared)
     procs = [stage("detect"), stage("source", "--camera", "c0", "--replay", "--speed", "1")]
     try:
         deadline = time.monotonic() + 120
-        while not any(m["tracks"] for m in downstream.messages) and time.monotonic() < deadline:
+        while not any(m.tracks for m in downstream.messages) and time.monotonic() < deadline:
             time.sleep(0.2)  # until a person is tracked
         got = list(downstream.messages)
-        assert any(m["tracks"] for m in got), logs["detect"].read_text()[-3000:]
+        assert any(m.tracks for m in got), logs["detect"].read_text()[-3000:]
         assert all(isinstance(m, CropsMsg) and m.camera_id == "c0" for m in got)
-        indices = [m["frame_index"] for m in got]
+        indices = [m.frame_index for m in got]
         assert indices == list(range(0, 5 * len(got), 5))  # every 5th frame (25 fps, 5 detections/s), in order
 
         junk.send_multipart([b"not a message"])  # counted as malformed by the detect stage, not fatal

@@ -48,3 +48,10 @@ def test_continuity_on_the_ground_uses_walking_speed():
     far = moving("c0", 3, 6, 8, lost.ground.xy[-1][0] + 400, 0, box_x=100)  # 400 units in 1 s: not
     assert links_for(near, [lost], CONT, GEO) == {("c0", 1): AGREE}
     assert links_for(far, [lost], CONT, GEO) == {}
+
+
+def test_successive_fragments_of_one_person_both_agree():
+    """The tracker split one person in c0 (tracks 10 then 11): a c1 track beside both agrees with both."""
+    me = moving("c1", 1, 0, 8, 0, 0)
+    first, second = moving("c0", 10, 0, 3.9, 5, 10), moving("c0", 11, 4.1, 8, 5 + 20 * 4.1, 10)
+    assert links_for(me, [first, second], CONT, GEO) == {("c0", 10): AGREE, ("c0", 11): AGREE}
