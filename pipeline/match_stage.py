@@ -30,7 +30,7 @@ from detectors.types import TrackState
 from pipeline.events import ENDED, MOVED, NEW, SEEN, encode_event, make_event
 from pipeline.messages import EmbeddingsMsg, EndMsg, Msg, TrackEntry
 from pipeline.stage import Stage, bind_dir
-from reid.identity.geometry import AGREE, GroundTrack, Homography, foot_points
+from reid.identity.geometry import AGREE, CONTINUES, GroundTrack, Homography, foot_points
 from reid.identity.links import TrackMotion, links_for
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class MatchStage(Stage):
         found = links_for(me, others, self.config.match.continuity, self.config.geometry)
         log.debug("links of %s/%s at %.2f: %s", t.camera_id, t.track_id, as_of, found)
         for v in found.values():
-            self.counters["links_agree" if v == AGREE else "links_disagree"] += 1
+            self.counters[{AGREE: "links_agree", CONTINUES: "links_continue"}.get(v, "links_disagree")] += 1
         return found
 
     def ground_xy(self, t: TrackBuffer, as_of: float) -> list[float] | None:
@@ -285,6 +285,14 @@ class MatchStage(Stage):
     def match(self, batch: list[tuple[TrackBuffer, Snapshot]], as_of: float) -> None:
         from reid.identity.matcher import TrackSummary
 
+        # A track that ended younger than min_age_s without an identity is a fragment (a false detection, a
+        # person half-seen at the edge): it founds no identity of its own, and makes no events.
+        short = {(t.camera_id, t.track_id) for t, s in batch if s.ended and t.global_id is None
+                 and s.last_seen_ts - t.start_ts < self.config.match.min_age_s}
+        self.counters["short_tracks"] += len(short)
+        batch = [(t, s) for t, s in batch if (t.camera_id, t.track_id) not in short]
+        for key in short:
+            del self.tracks[key]
         with_embs = [(t, s) for t, s in batch if s.num_crops]
         # The time span is the track's (first seen .. last seen), not its crops': the matcher's co-occurrence
         # check must see a person standing in view the whole time, even if only their first crop was sent.

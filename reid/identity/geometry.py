@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-AGREE = 1  # the two tracks are very likely one person
+AGREE = 1  # the two tracks are very likely one person (seen at one place at the same time)
+CONTINUES = 2  # the later track is probably the earlier one found again (weaker than AGREE)
 DISAGREE = -1  # the two tracks cannot be one person
 UNKNOWN = 0
 

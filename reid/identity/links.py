@@ -9,7 +9,8 @@ verdicts the matcher can use, ``{(camera_id, track_id): AGREE | DISAGREE}`` for 
   "the same" as one.
 - **continuity** (one camera): a track that starts within ``max_gap_s`` of another's last sighting, where that
   one could have walked to (image distance in box heights, or ground distance at walking speed), is probably
-  the same person found again after an occlusion. Again only a unique candidate counts.
+  the same person found again after an occlusion (CONTINUES: weaker evidence than being seen at one place at the
+  same time, which wins when the two point to different identities). Again only a unique candidate counts.
 
 A verdict is evidence, not a decision: the matcher still requires a minimum appearance similarity for an AGREE
 to join, and a DISAGREE only forbids.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from reid.identity.geometry import AGREE, DISAGREE, GeometryConfig, GroundTrack, judge
+from reid.identity.geometry import AGREE, CONTINUES, DISAGREE, GeometryConfig, GroundTrack, judge
 
 TrackKey = tuple[str, int]
 
@@ -81,7 +82,7 @@ def links_for(track: TrackMotion, others: Iterable[TrackMotion], continuity: Con
               geometry: GeometryConfig | None) -> dict[TrackKey, int]:
     """The verdicts on ``track`` against ``others`` (its own key is skipped); pairs with no evidence are absent."""
     out: dict[TrackKey, int] = {}
-    agree: dict[str, list[TrackMotion]] = {}
+    agree: dict[str, list[tuple[TrackMotion, int]]] = {}
     for o in others:
         if o.key == track.key:
             continue
@@ -92,14 +93,14 @@ def links_for(track: TrackMotion, others: Iterable[TrackMotion], continuity: Con
             if v == DISAGREE:
                 out[o.key] = DISAGREE
             elif v == AGREE:
-                agree.setdefault(o.camera_id, []).append(o)
+                agree.setdefault(o.camera_id, []).append((o, AGREE))
         elif continuity.max_gap_s > 0 and continues(o, track, continuity, geometry):
-            agree.setdefault(o.camera_id, []).append(o)
+            agree.setdefault(o.camera_id, []).append((o, CONTINUES))
     for candidates in agree.values():
-        for c in candidates:
+        for c, verdict in candidates:
             # Unique candidates only: two people side by side (seen at the same time) are no evidence for either.
             # Successive tracks of one camera (one person the tracker lost and found) are not rivals.
             if not any(o is not c and o.start_ts <= c.last_seen_ts and c.start_ts <= o.last_seen_ts
-                       for o in candidates):
-                out[c.key] = AGREE
+                       for o, _ in candidates):
+                out[c.key] = verdict
     return out

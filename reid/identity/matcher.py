@@ -45,7 +45,7 @@ import numpy as np
 
 from reid.identity.config import MatcherConfig
 from reid.identity.gallery import Gallery
-from reid.identity.geometry import AGREE, DISAGREE, UNKNOWN
+from reid.identity.geometry import AGREE, CONTINUES, DISAGREE, UNKNOWN
 from reid.identity.records import Identity, TrackRef
 from reid.identity.redis_server import redis_url_for
 from reid.identity.rules import admissible, assign, compatible
@@ -88,7 +88,9 @@ def aggregate_embeddings(embs: np.ndarray, qualities: np.ndarray | None = None, 
     return (mean / n).astype(np.float32)
 
 
-_LINK_BONUS = 1.0  # added to the cosine of an AGREE-linked identity: above any appearance-only score
+# Added to the cosine of a linked identity, so that evidence outranks appearance alone, and being seen at one place
+# at the same time (AGREE) outranks being found again nearby after an occlusion (CONTINUES).
+_LINK_BONUS = {AGREE: 2.0, CONTINUES: 1.0}
 
 
 @dataclass(frozen=True, eq=False)
@@ -326,19 +328,21 @@ class Matcher:
             h[:] = [r for r in h if r.key != ref.key] + [ref]
 
         def verdict(i: int, gid: int) -> int:
-            """What track i's links say about identity gid: DISAGREE with any of its tracks wins over AGREE."""
+            """What track i's links say about identity gid: DISAGREE with any of its tracks wins, then AGREE, then
+            CONTINUES."""
             links = tracks[i].links
-            found_agree = False
+            found = UNKNOWN
             for r in history(gid) if links else ():
                 v = links.get(r.key, UNKNOWN)
                 if v == DISAGREE:
                     return DISAGREE
-                found_agree = found_agree or v == AGREE
-            return AGREE if found_agree else UNKNOWN
+                if v == AGREE or (v == CONTINUES and found == UNKNOWN):
+                    found = v
+            return found
 
         def effective(i: int, gid: int, s: float) -> float:
-            """The score the assignment sees: an AGREE link with enough appearance outranks appearance alone."""
-            return s + _LINK_BONUS if s >= floor and verdict(i, gid) == AGREE else s
+            """The score the assignment sees: a positive link with enough appearance outranks appearance alone."""
+            return s + _LINK_BONUS.get(verdict(i, gid), 0.0) if s >= floor else s
 
         for i, owner in enumerate(owners):
             if owner is not None:
@@ -355,7 +359,7 @@ class Matcher:
         for i in pending:  # identities an AGREE link points to are candidates whatever their appearance score
             for key, v in tracks[i].links.items():
                 gid = (link_owners or {}).get(key)
-                if v == AGREE and gid is not None and gid in self.gallery and gid not in cands[i]:
+                if v in _LINK_BONUS and gid is not None and gid in self.gallery and gid not in cands[i]:
                     cands[i][gid] = self.gallery.similarity(gid, tracks[i].emb)
         founders: dict[int, int] = {}  # placeholder gid -> track index
         next_placeholder = -1
@@ -369,7 +373,7 @@ class Matcher:
             pending.remove(i)
             for j in pending:
                 s = float(tracks[j].emb @ tracks[i].emb)
-                if s >= thr - margin or (s >= floor and tracks[j].links.get(refs[i].key) == AGREE):
+                if s >= thr - margin or (s >= floor and tracks[j].links.get(refs[i].key) in _LINK_BONUS):
                     cands[j][gid] = s
 
         while pending:
@@ -399,7 +403,7 @@ class Matcher:
             def grouped(i: int, f: int) -> bool:
                 s = float(tracks[i].emb @ tracks[f].emb)
                 link = tracks[i].links.get(refs[f].key, UNKNOWN)
-                return link != DISAGREE and (s >= thr or (s >= floor and link == AGREE)) \
+                return link != DISAGREE and (s >= thr or (s >= floor and link in _LINK_BONUS)) \
                     and compatible(refs[i], refs[f], topo)
 
             leaders: list[int] = []
@@ -429,7 +433,7 @@ class Matcher:
             self.expire()
         self.sync()
         t0 = time.perf_counter()
-        linked = sorted({k for t in tracks for k, v in t.links.items() if v == AGREE})
+        linked = sorted({k for t in tracks for k, v in t.links.items() if v in _LINK_BONUS})
         link_owners = {k: g for k, g in zip(linked, self.store.lookup_tracks(linked), strict=True) if g is not None}
         decisions = self.plan(tracks, self.store.lookup_tracks(keys), link_owners)
         t1 = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reid.identity.geometry import AGREE, DISAGREE, GeometryConfig, GroundTrack
+from reid.identity.geometry import AGREE, CONTINUES, DISAGREE, GeometryConfig, GroundTrack
 from reid.identity.links import ContinuityConfig, TrackMotion, links_for
 
 GEO = GeometryConfig(same_place=30, different_place=75, max_speed=150)
@@ -32,7 +32,7 @@ def test_ground_agreement_counts_only_when_unique():
 def test_continuity_in_one_camera():
     lost = TrackMotion("c0", 1, 0.0, 5.0, np.array([100, 50, 140, 150.0]), np.array([100, 50, 140, 150.0]))
     found = TrackMotion("c0", 2, 6.0, 9.0, np.array([150, 55, 190, 155.0]), np.array([300, 55, 340, 155.0]))
-    assert links_for(found, [lost], CONT, None) == {("c0", 1): AGREE}
+    assert links_for(found, [lost], CONT, None) == {("c0", 1): CONTINUES}
     too_late = TrackMotion("c0", 3, 10.0, 12.0, found.first_box, found.first_box)
     assert links_for(too_late, [lost], CONT, None) == {}
     too_far = TrackMotion("c0", 4, 6.0, 9.0, np.array([600, 50, 640, 150.0]), np.array([600, 50, 640, 150.0]))
@@ -46,7 +46,7 @@ def test_continuity_on_the_ground_uses_walking_speed():
     lost = moving("c0", 1, 0, 5, 0, 0)
     near = moving("c0", 2, 6, 8, lost.ground.xy[-1][0] + 100, 0, box_x=600)  # 100 units in 1 s: plausible
     far = moving("c0", 3, 6, 8, lost.ground.xy[-1][0] + 400, 0, box_x=100)  # 400 units in 1 s: not
-    assert links_for(near, [lost], CONT, GEO) == {("c0", 1): AGREE}
+    assert links_for(near, [lost], CONT, GEO) == {("c0", 1): CONTINUES}
     assert links_for(far, [lost], CONT, GEO) == {}
 
 
