@@ -125,3 +125,38 @@ def test_preprocess_bgr_crops(cuhk03):
         preprocess_bgr([np.full((10, 10, 3), np.nan, np.float32)])
     with pytest.raises(EmptyCropError, match=r"crop 0: expected an \(H, W, 3\)"):
         preprocess_bgr([bgr[..., 0]])
+
+
+def test_two_datasets_keep_people_and_cameras_apart_with_validation(shared, cuhk03_root):
+    """Market-1501 and cuhk03_p1 in one training set: both have a person 1 and a camera 1, which stay apart;
+    validation identities leave training, give one query per camera and the rest as gallery."""
+    from reid.data import CAMERA_OFFSET, load_train_set
+
+    data = load_train_set([shared / "datasets" / "market1501", cuhk03_root], val_ids=10, seed=0)
+    assert data.names == ["market1501", "cuhk03_p1"]
+    assert data.train.num_pids == 751 + 743 - 20
+    assert sorted(set(data.train.labels.tolist())) == list(range(data.train.num_pids))
+    assert len(data.groups) == data.train.num_pids and set(data.groups.tolist()) == {0, 1}
+    assert (data.groups == 0).sum() == 741  # Market's people first
+    cams = data.train.camids
+    assert set(cams[data.groups[data.train.labels] == 1].tolist()) == {CAMERA_OFFSET + 1, CAMERA_OFFSET + 2}
+    for name, (q, g) in data.val.items():
+        # (a person with one image per camera has all of them as queries: scored as queries with no match)
+        assert q.num_pids == 10 and set(g.pids.tolist()) <= set(q.pids.tolist()) and g.num_pids >= 8
+        per = {(p, c) for p, c in zip(q.pids.tolist(), q.camids.tolist(), strict=True)}
+        assert len(per) == len(q)  # one query per person and camera
+        train_pids = {s.pid for s in data.train.samples}
+        assert not {s.pid + 1_000_000 * (data.names.index(name) + 1) for s in q.samples} & train_pids
+    with pytest.raises(DatasetError, match="cannot hold out"):
+        load_train_set([cuhk03_root], val_ids=10_000)
+
+
+def test_identity_sampler_balances_datasets():
+    labels = np.repeat(np.arange(30), 4)  # 30 people, 4 images each
+    groups = np.array([0] * 25 + [1] * 5)  # the second dataset is five times smaller
+    sampler = IdentitySampler(labels, batch_size=16, num_instances=4, seed=0, groups=groups)
+    for batch in sampler:
+        people = sorted({int(labels[i]) for i in batch})
+        assert sum(groups[p] == 1 for p in people) == 2 and len(people) == 4
+    with pytest.raises(ValueError, match="split evenly"):
+        IdentitySampler(labels, batch_size=12, num_instances=4, groups=groups)
