@@ -224,6 +224,9 @@ class Decision:
 
 @dataclass
 class MatcherStats:
+    """Counts since the matcher started (tracks decided, by outcome and by reason; time planning and writing),
+    reported in the match stage's stats."""
+
     tracks: int = 0
     matched: int = 0
     new: int = 0
