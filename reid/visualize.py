@@ -34,16 +34,20 @@ def plot_cmc(curves: dict[str, np.ndarray], path: Path, title: str = "CMC") -> P
 
 def plot_learning_curve(
     runs: dict[str, Sequence[dict]], path: Path, reference: dict[str, tuple[Sequence, Sequence]] | None = None,
-    title: str = "HA-CNN on cuhk03_p1 (query 451 / gallery 487)",
+    title: str = "HA-CNN on cuhk03_p1 (query 451 / gallery 487)", metric: str = "mAP",
+    levels: dict[str, float] | None = None,
 ) -> Path:
-    """mAP against epoch for each named run history; ``reference`` adds named (epochs, mAP) points."""
+    """``metric`` against epoch for each named run history; ``reference`` adds named (epochs, value) points and
+    ``levels`` named horizontal lines (a paper's final figure, say)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for label, history in runs.items():
-        evals = [h for h in history if "mAP" in h]
-        ax.plot([h["epoch"] for h in evals], [h["mAP"] for h in evals], marker="o", label=label)
+        evals = [h for h in history if metric in h]
+        ax.plot([h["epoch"] for h in evals], [h[metric] for h in evals], marker="o", label=label)
     for label, (ep, vals) in (reference or {}).items():
         ax.plot(ep, vals, marker="s", linestyle=":", color="grey", label=label)
-    ax.set(xlabel="epoch", ylabel="mAP (%)", title=title, ylim=(0, 80))
+    for i, (label, value) in enumerate((levels or {}).items()):
+        ax.axhline(value, linestyle="--", color=("black", "dimgrey", "silver")[i % 3], linewidth=1, label=label)
+    ax.set(xlabel="epoch", ylabel=f"{metric} (%)", title=title, ylim=(0, 100 if levels else 80))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -109,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = sub.add_parser("curves", help="mAP against epoch of training histories, with torchreid's points")
     c.add_argument("out", type=Path)
     c.add_argument("runs", nargs="+", help="LABEL=path/to/history.json, optionally +OFFSET")
+    c.add_argument("--metric", default="mAP", help="history key to draw, e.g. market1501/mAP (default: mAP)")
+    c.add_argument("--title", default=None)
+    c.add_argument("--level", action="append", default=[], metavar="LABEL=VALUE",
+                   help="a horizontal reference line (repeatable); replaces torchreid's cuhk03 points")
     args = p.parse_args(argv)
     runs = {}
     for spec in args.runs:
@@ -118,7 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error(f"{spec!r}: expected LABEL=HISTORY.json[+OFFSET]")
         shift = int(offset or 0)
         runs[label] = [{**h, "epoch": h["epoch"] + shift} for h in json.loads(Path(path).read_text())]
-    print(plot_learning_curve(runs, args.out, reference=TORCHREID_DEFAULT))
+    levels = {}
+    for spec in args.level:
+        label, _, value = spec.rpartition("=")
+        levels[label] = float(value)
+    extra = {"title": args.title} if args.title else {}
+    print(plot_learning_curve(runs, args.out, reference=None if levels else TORCHREID_DEFAULT, metric=args.metric,
+                              levels=levels, **extra))
     return 0
 
 
