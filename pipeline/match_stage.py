@@ -340,7 +340,10 @@ class MatchStage(Stage):
         ident = self.matcher.get(result.global_id)
         earlier = [r for r in (ident.tracks if ident else []) if (r.camera_id, r.track_id) !=
                    (result.camera_id, result.track_id)]
-        prev = max(earlier, key=lambda r: r.end_ts).camera_id if earlier else None
+        # Ties (tracks still running are all seen "until now") are broken by start, then camera and track, so the
+        # event does not depend on the order in which the identity's record lists its tracks.
+        latest = max(earlier, key=lambda r: (r.end_ts, r.start_ts, r.camera_id, r.track_id), default=None)
+        prev = latest.camera_id if latest is not None else None
         if prev is not None and prev != result.camera_id:
             return MOVED, prev
         return SEEN, None

@@ -5,8 +5,9 @@ A stage runs in its own process. ``setup()`` runs in the child (models are built
 report per second to the supervisor's control socket (counts, rates, latency). Every ``log_every_s`` (10 s)
 the stage also logs one INFO line of its own (fps, load, latency, drops), so a stage run alone with
 ``run_pipeline.py --stage`` says how it is doing without a supervisor. A message that does not decode is
-dropped and counted, never fatal. Signal handlers only set the stop flag; on exit the sockets close with
-``linger=0`` and the stage logs a summary.
+dropped and counted, never fatal. Signal handlers only set the stop flag; on exit the output socket waits for
+its queue to be delivered (up to a minute after a normal finish, 2 s when told to stop), the others close at
+once, and the stage logs a summary.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from pipeline.security import CurveGuard
 log = logging.getLogger(__name__)
 
 POLL_MS = 100
+OUTPUT_LINGER_MS = 60_000
+STOP_LINGER_MS = 2_000
 REPORT_EVERY_S = 1.0
 LOG_EVERY_S = 10.0  # default period of a stage's own INFO line
 LATENCY_WINDOW = 200  # latency samples kept for the percentiles (a bounded window, never the whole run)
@@ -123,11 +126,16 @@ class Stage:
         if self.output:
             self.out_sock = self.ctx.socket(zmq.PUSH)
             self.out_sock.setsockopt(zmq.SNDHWM, hwm)
-            self.out_sock.setsockopt(zmq.LINGER, 2000)
+            self.out_sock.setsockopt(zmq.LINGER, STOP_LINGER_MS)
             self.guard.connect(self.out_sock, self.config.endpoint(self.output))
 
     def close_sockets(self) -> None:
-        for sock in (self.in_sock, self.out_sock, self.control):
+        # What is still queued when a stage finishes (a replay's last frames and its end of stream) must reach a
+        # busy downstream stage: wait up to OUTPUT_LINGER_MS for it (with 2 s, a detector slowed by other load
+        # lost the end of stream and the run never ended); a stage told to stop waits only STOP_LINGER_MS.
+        if self.out_sock is not None:
+            self.out_sock.close(linger=STOP_LINGER_MS if self.stop.is_set() else OUTPUT_LINGER_MS)
+        for sock in (self.in_sock, self.control):
             if sock is not None:
                 sock.close()
         if self.guard is not None:
