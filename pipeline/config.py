@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from reid.identity.config import MatcherConfig
+from reid.identity.config import GalleryConfig, MatcherConfig
 from reid.identity.geometry import CalibrationError, GeometryConfig, Homography
 from reid.identity.links import ContinuityConfig
 from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root
@@ -216,6 +216,8 @@ class PipelineConfig(_Section):
     geometry: GeometryConfig | None = Field(
         None, description="ground-plane rules for calibrated cameras (required when a camera has a homography)"
     )
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="each identity's timeline and "
+                                   "thumbnails, kept in Redis for search and the web page")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:
