@@ -15,7 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from reid.identity.config import MatcherConfig
+from pipeline.service.config import HttpConfig
+from reid.identity.config import GalleryConfig, MatcherConfig
 from reid.identity.geometry import CalibrationError, GeometryConfig, Homography
 from reid.identity.links import ContinuityConfig
 from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root
@@ -216,6 +217,10 @@ class PipelineConfig(_Section):
     geometry: GeometryConfig | None = Field(
         None, description="ground-plane rules for calibrated cameras (required when a camera has a homography)"
     )
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="each identity's timeline and "
+                                   "thumbnails, kept in Redis for search and the web page")
+    http: HttpConfig | None = Field(None, description="the HTTP API, metrics and web page (off unless set, or "
+                                    "run_pipeline.py --http HOST:PORT)")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:

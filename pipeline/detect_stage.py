@@ -5,16 +5,22 @@ that queued up behind a slow detector are skipped in favour of each camera's new
 Each processed frame produces one ``crops`` message: the camera's video time (which lets the matcher know how
 far each camera has got) plus the track events of that frame, with a crop for the few that were selected, and
 the box of every other track seen in it.
-A track log per camera (frame, track id, box) is written for ``--save-video``.
+A track log per camera (frame, track id, box) is written for ``--save-video``. With the HTTP service on, each
+camera's latest frame, boxes and track ids drawn, is written every ``http.snapshot_every_s`` as one small JPEG
+(``RUN/snapshots/<camera>.jpg``, replaced atomically): bounded on disk and in time, whatever the frame rate.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import time
 from collections import defaultdict, deque
+from pathlib import Path
 
+import cv2
 import numpy as np
 
 from detectors.types import Detections, TrackState
@@ -24,6 +30,47 @@ from pipeline.stage import Stage
 log = logging.getLogger(__name__)
 
 TRACK_ID_STRIDE = 1_000_000  # a restarted detect stage numbers its tracks from instance * stride
+
+
+class SnapshotWriter:
+    """Each camera's latest annotated frame as ``<dir>/<camera>.jpg``, at most once per ``every_s`` (wall time),
+    downscaled to at most ``MAX_WIDTH`` px and written to a temporary file then renamed, so a reader never sees a
+    partial image."""
+
+    MAX_WIDTH = 480
+
+    def __init__(self, folder: Path, every_s: float) -> None:
+        self.folder = folder
+        self.every_s = every_s
+        self.last: dict[str, float] = {}
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def offer(self, cam: str, frame: np.ndarray, tracks: Detections) -> bool:
+        now = time.monotonic()
+        if now - self.last.get(cam, -math.inf) < self.every_s:
+            return False
+        self.last[cam] = now
+        img = frame.copy()
+        ids = tracks.track_id.tolist() if tracks.track_id is not None else [None] * len(tracks.xyxy)
+        for tid, box in zip(ids, tracks.xyxy, strict=True):
+            x1, y1, x2, y2 = (int(v) for v in box)
+            cv2.rectangle(img, (x1, y1), (x2, y2), (0, 200, 255), 2)
+            if tid is not None:
+                cv2.putText(img, str(tid), (x1 + 2, max(12, y1 + 14)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1)
+        if img.shape[1] > self.MAX_WIDTH:
+            scale = self.MAX_WIDTH / img.shape[1]
+            img = cv2.resize(img, (self.MAX_WIDTH, round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 75])
+        if not ok:
+            return False
+        tmp = self.folder / f".{cam}.jpg.tmp"
+        try:
+            tmp.write_bytes(buf.tobytes())
+            os.replace(tmp, self.folder / f"{cam}.jpg")
+        except OSError as e:
+            log.warning("camera %s: snapshot not written (%s)", cam, e)
+            return False
+        return True
 
 
 class DetectStage(Stage):
@@ -56,6 +103,9 @@ class DetectStage(Stage):
         log_dir = self.config.resolved_run_dir / "tracks"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.track_logs = {c.id: open(log_dir / f"{c.id}.{self.instance}.jsonl", "a") for c in self.config.cameras}
+        http = self.config.http
+        self.snapshots = SnapshotWriter(self.config.resolved_run_dir / "snapshots", http.snapshot_every_s) \
+            if http is not None else None
 
     def teardown(self) -> None:
         for f in getattr(self, "track_logs", {}).values():
@@ -103,6 +153,8 @@ class DetectStage(Stage):
             events = self.trackers[cam].update(frame, m.frame_index, m.ts, dets)
             tracks = self.trackers[cam].tracks
             self.emit(cam, m.frame_index, m.ts, m.wall_ts, events, live=m.live, sightings=tracks)
+            if self.snapshots is not None:
+                self.snapshots.offer(cam, frame, tracks)
             self.track_logs[cam].write(json.dumps({
                 "f": m.frame_index, "ts": round(m.ts, 4),
                 "t": [[self.global_track_id(int(t)), *np.round(b, 1).tolist(), round(float(c), 3)]

@@ -21,7 +21,7 @@ from reid.model_spec import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
-EVENT_CROP_LONGEST_PX = 128  # events_include_crops: a thumbnail to recognise the person by, not evidence
+EVENT_CROP_LONGEST_PX = 128  # events_include_crops, gallery thumbnails: to recognise the person by, not evidence
 EVENT_CROP_JPEG_QUALITY = 80
 
 
@@ -60,7 +60,7 @@ class EmbedStage(Stage):
         self.embedder = build_embedder(r.backend, r.precision, r.weights, device=r.device, max_batch=r.batch_size,
                                        int8_onnx_path=r.int8_onnx)
         log.info("embedder: %s", self.embedder.description)
-        self.with_jpegs = self.config.events_include_crops
+        self.with_jpegs = self.config.events_include_crops or self.config.gallery.store_crops
         self.queue: list[CropsMsg] = []
         self.queued_crops = 0
         self.oldest = 0.0

@@ -30,6 +30,7 @@ from detectors.types import TrackState
 from pipeline.events import ENDED, MOVED, NEW, SEEN, encode_event, make_event
 from pipeline.messages import EmbeddingsMsg, EndMsg, Msg, TrackEntry
 from pipeline.stage import Stage, bind_dir
+from reid.identity.album import Appearance
 from reid.identity.geometry import AGREE, CONTINUES, GroundTrack, Homography, foot_points
 from reid.identity.links import TrackMotion, links_for
 
@@ -60,7 +61,7 @@ class TrackBuffer:
     ts: list[float] = field(default_factory=list)
     embs: list[np.ndarray] = field(default_factory=list)
     quality: list[float] = field(default_factory=list)
-    jpegs: list[bytes] = field(default_factory=list)  # events_include_crops only: one per crop in embs
+    jpegs: list[bytes] = field(default_factory=list)  # with crops kept (events or gallery): one per crop in embs
     global_id: int | None = None
     matched_crops: int = 0  # crops in the summary of its latest match
     lost_ts: float | None = None  # when the tracker lost it (None while it is seen)
@@ -80,6 +81,7 @@ class MatchStage(Stage):
     input = "match"
 
     def setup(self) -> None:
+        from reid.identity.album import Album
         from reid.identity.matcher import Matcher
         from reid.identity.store import IdentityStore
 
@@ -87,6 +89,10 @@ class MatchStage(Stage):
         url = self.options.get("redis_url") or m.redis.url
         self.store = IdentityStore.from_config(m.redis, url, dim=m.embedding_dim, max_prototypes=m.max_prototypes)
         self.matcher = Matcher(m, self.store)
+        g = self.config.gallery
+        self.album = Album(self.store, max_appearances=g.max_appearances, max_thumbnails=g.max_thumbnails)
+        self.keep_jpegs = self.config.events_include_crops or g.store_crops
+        self._last_prune = -math.inf
         self.seq_key = self.store.key("events", "seq")
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 1000)
@@ -156,7 +162,7 @@ class MatchStage(Stage):
             t.ts.append(ts)
             t.embs.append(embs[k])
             t.quality.append(e.quality)
-            if self.config.events_include_crops:  # kept in step with embs; the default path stores nothing
+            if self.keep_jpegs:  # kept in step with embs
                 t.jpegs.append(jpegs[k] if jpegs is not None else b"")
         if e.state == TrackState.LOST:
             t.lost_ts = t.lost_ts if t.lost_ts is not None else ts
@@ -317,6 +323,7 @@ class MatchStage(Stage):
                 if self.config.events_include_crops and kind in (NEW, MOVED):
                     extra["crop_jpeg"] = self.best_crop_b64(t, s)
                 self.publish(kind, t, s, r.similarity, from_camera=from_cam, reason=r.reason, **extra)
+        self.update_albums(batch, as_of)
         for t, s in batch:
             if s.ended:
                 self.publish(ENDED, t, s, None, duration_s=round(s.last_ts - t.start_ts, 3), num_crops=s.num_crops,
@@ -326,12 +333,37 @@ class MatchStage(Stage):
                     t.embs, t.jpegs = [], []  # only its path is needed from now on
                     self.recent.append(t)
 
+    def update_albums(self, batch: list[tuple[TrackBuffer, Snapshot]], as_of: float) -> None:
+        """Each placed track's appearance (camera, first and last seen, ground position) and its best crop go to
+        its identity's album (:mod:`reid.identity.album`); albums past the gallery's retention are pruned now and
+        then (track time, as the matcher's expiry)."""
+        g = self.config.gallery
+        for t, s in batch:
+            if t.global_id is None:
+                continue
+            ground = self.ground_xy(t, s.last_ts) if self.grounds.get(t.camera_id) is not None else None
+            app = Appearance(t.camera_id, t.track_id, t.start_ts, max(s.last_seen_ts, t.start_ts),
+                             tuple(ground) if ground else None)
+            best = self.best_crop(t, s) if g.store_crops else None
+            jpeg, quality = (t.jpegs[best], t.quality[best]) if best is not None else (b"", 0.0)
+            self.album.record(t.global_id, app, jpeg, quality)
+            self.counters["album_writes"] += 1
+        if as_of - self._last_prune >= self.config.matcher.expire_every_s:
+            self._last_prune = as_of
+            pruned = self.album.prune(as_of - g.max_age_s, g.max_identities)
+            self.counters["albums_pruned"] += len(pruned)
+
     @staticmethod
-    def best_crop_b64(t: TrackBuffer, s: Snapshot) -> str | None:
-        """Base64 JPEG of the highest-quality crop among those the decision used (the snapshot's, so a replay
-        attaches the same crop whatever the message timing); None if none of them could be encoded."""
+    def best_crop(t: TrackBuffer, s: Snapshot) -> int | None:
+        """Index of the highest-quality crop among those the decision used (the snapshot's, so a replay picks the
+        same crop whatever the message timing); None if none of them could be encoded."""
         usable = [i for i in range(min(s.num_crops, len(t.jpegs))) if t.jpegs[i]]
-        best = max(usable, key=lambda i: t.quality[i], default=None)  # ties: the earliest
+        return max(usable, key=lambda i: t.quality[i], default=None)  # ties: the earliest
+
+    @classmethod
+    def best_crop_b64(cls, t: TrackBuffer, s: Snapshot) -> str | None:
+        """Base64 JPEG of :meth:`best_crop` for an event; None if there is none."""
+        best = cls.best_crop(t, s)
         return None if best is None else base64.b64encode(t.jpegs[best]).decode("ascii")
 
     def assignment_kind(self, result) -> tuple[str, str | None]:

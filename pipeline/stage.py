@@ -42,6 +42,25 @@ DROP_COUNTERS = ("dropped_frames", "bad_frames", "bad_crops", "bad_embeddings", 
                  "unexpected")
 
 
+class LatencySamples(deque):
+    """The latency window, counting every sample ever appended, so each report can carry the samples that are new
+    since the previous one (the supervisor's Prometheus histograms observe each sample once)."""
+
+    def __init__(self, maxlen: int) -> None:
+        super().__init__(maxlen=maxlen)
+        self.total = 0
+        self.reported = 0
+
+    def append(self, value: float) -> None:
+        super().append(value)
+        self.total += 1
+
+    def take_new(self) -> list[float]:
+        n = min(self.total - self.reported, len(self))
+        self.reported = self.total
+        return list(self)[len(self) - n:] if n else []
+
+
 def bind_dir(endpoint: str) -> None:
     """Create the folder of an ipc:// endpoint."""
     if endpoint.startswith("ipc://"):
@@ -90,7 +109,7 @@ class Stage:
         self.stop = threading.Event()
         self.counters: dict[str, int] = defaultdict(int)
         self.ended: set[str] = set()  # cameras whose END this stage has passed on
-        self.latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.latency_ms = LatencySamples(LATENCY_WINDOW)
         self.log_every_s = log_every_s
         self.load = LoadMeter()
         self._log_window = self._window(time.monotonic())
@@ -170,7 +189,7 @@ class Stage:
         now = time.monotonic()
         if force or now - self._last_report >= REPORT_EVERY_S:
             self._last_report = now
-            self.notify("stats", **self.stats())
+            self.notify("stats", **self.stats(), latency_new_ms=self.latency_ms.take_new())
         if now - self._log_window.t >= self.log_every_s:
             log.info("%s", self.status_line(now))
             self._log_window = self._window(now)

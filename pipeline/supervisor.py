@@ -163,6 +163,8 @@ class Supervisor:
                                       copy_to=events_out)
         self.status = StatusLine(self.stages, self.recorder, enabled=status)
         self.sockets: SupervisorSockets | None = None  # open while run() runs
+        self.metrics = None  # PipelineMetrics while the HTTP service runs
+        self.service = None  # its ServiceThread (the url: self.service.url)
 
     # -- what a caller reads (tests, benchmarks, run_pipeline.py) ----------------------------------------------
     @property
@@ -191,6 +193,8 @@ class Supervisor:
         reports, events = self.sockets.receive(timeout_ms)
         for body in reports:
             self.stages.on_report(body)
+            if self.metrics is not None:
+                self.metrics.on_report(body)
         for event in events:
             self.recorder.record(event)
         self.act_on_signals()
@@ -222,15 +226,21 @@ class Supervisor:
         try:
             with redis_url_for(self.config.matcher.redis) as url:
                 self.stages.get("match").kwargs["redis_url"] = url
-                if self.stages.start_stages(self.signals.stop.is_set):
-                    time.sleep(0.3)  # let the event subscription reach the publisher before frames flow
-                    self.stages.start_sources()
-                    log.info("stages ready; %d cameras streaming (%s); events on %s", len(self.config.cameras),
-                             "replay" if self.replay else "live", self.config.endpoint("events"))
-                else:
-                    log.warning("stopped while the stages were starting: the cameras are not started")
-                    self.stages.stop_unstarted()
-                return self.watch()
+                store = self.start_service(url)
+                try:
+                    if self.stages.start_stages(self.signals.stop.is_set):
+                        time.sleep(0.3)  # let the event subscription reach the publisher before frames flow
+                        self.stages.start_sources()
+                        log.info("stages ready; %d cameras streaming (%s); events on %s", len(self.config.cameras),
+                                 "replay" if self.replay else "live", self.config.endpoint("events"))
+                    else:
+                        log.warning("stopped while the stages were starting: the cameras are not started")
+                        self.stages.stop_unstarted()
+                    return self.watch()
+                finally:
+                    if self.service is not None:
+                        self.service.stop()
+                        store.close()
         except Aborted as e:
             log.warning("%s", e)
             return 130
@@ -241,6 +251,27 @@ class Supervisor:
             self.recorder.close()
             self.sockets.close()
             self.sockets = None
+
+    def start_service(self, redis_url: str):  # noqa: ANN201 - an IdentityStore, or None without the service
+        """The HTTP service (``http:`` section or ``--http``), in a thread of this process; None when off."""
+        if self.config.http is None:
+            return None
+        from pipeline.service.metrics import PipelineMetrics
+        from pipeline.service.server import start_service
+
+        self.metrics = PipelineMetrics(lambda: self.stages.procs,
+                                       lambda: int(self.stages.get("match").stats.get("identities", 0)))
+        try:
+            self.service, store = start_service(self.config, self.config.http, redis_url, self.metrics, self.health)
+        except RuntimeError as e:
+            raise PipelineError(str(e)) from None
+        return store
+
+    def health(self) -> dict:
+        """What /healthz adds: each stage process's state."""
+        return {"streaming": bool(self.stages.t0), "finished": self.stages.finished(),
+                "stages": {p.key: {"alive": p.alive, "ready": p.ready, "restarts": p.restarts}
+                           for p in self.stages.procs}}
 
     def watch(self) -> int:
         while not self.stages.finished():

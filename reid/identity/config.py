@@ -196,3 +196,25 @@ class MatcherConfig(BaseModel):
     faiss_top_k: int = Field(64, ge=2, description="faiss: prototypes retrieved per track before the threshold")
     topology: TopologyConfig | None = Field(None, description="camera links and travel times; unset: unconstrained")
     redis: RedisConfig = Field(default_factory=RedisConfig, description="where identities are stored")
+
+
+class GalleryConfig(BaseModel):
+    """What the pipeline keeps to show an identity to a person: its timeline and a few thumbnails (in Redis).
+
+    Why apart from the matcher's expiry: the prototypes are what matching needs; thumbnails are images of people,
+    which a deployment may want to keep for less time, for fewer identities, or not at all. Whatever these say,
+    an identity the matcher expires (``matcher.expiry_s``) takes its timeline and thumbnails with it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    store_crops: bool = Field(True, description="keep each identity's best crops as small JPEG thumbnails (off: no "
+                              "image is stored at all; the timeline is still kept)")
+    max_thumbnails: int = Field(4, ge=1, le=32, description="thumbnails per identity: the best crop of each of its "
+                                "best tracks, by crop quality")
+    max_appearances: int = Field(64, ge=1, description="timeline entries (one per track) kept per identity; the "
+                                 "oldest goes first")
+    max_age_s: float = Field(3600.0, gt=0, description="timeline and thumbnails of an identity unseen this long "
+                             "(track time) are deleted")
+    max_identities: int = Field(10_000, ge=1, description="only this many most recently seen identities keep a "
+                                "timeline and thumbnails")

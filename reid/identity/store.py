@@ -19,6 +19,9 @@ Keys, all under an optional namespace prefix (``<ns>:``), take the form ``reid:<
 | ``reid:tracks:<gid>`` | set | that identity's track keys (deleted with it) |
 | ``reid:index:last_seen`` | zset | gid -> last seen (track time, s): the gallery load and expiry |
 | ``reid:log:changes`` | stream | ``gid, rev, op`` per write, so other workers refresh only what changed |
+| ``reid:timeline:<gid>`` | hash | its appearances (:mod:`reid.identity.album`), deleted with it |
+| ``reid:thumbs:<gid>`` | hash | its thumbnails, deleted with it |
+| ``reid:index:album`` | zset | gid -> last seen of the identities with an album |
 
 The Lua scripts build identity and track-set key names from the new global id, so the store targets one Redis
 server (or a primary with replicas), not Redis Cluster.
@@ -151,18 +154,22 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'gid', gid, 'rev', 1, '
 return {gid, 1}
 """
 
+# An identity's album (timeline and thumbnails, reid.identity.album) lives under these key kinds and goes with it.
+TIMELINE, THUMBS, ALBUM_INDEX = "timeline", "thumbs", "album"
+
 _EXPIRE_LUA = """
--- KEYS: 1 last-seen index, 2 change log
+-- KEYS: 1 last-seen index, 2 change log, 3 album index
 -- ARGV: 1 cutoff (exclusive), 2 identity key prefix, 3 track-set key prefix, 4 max identities per call,
---       5 log max len
+--       5 log max len, 6 timeline key prefix, 7 thumbnails key prefix
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
 for _, gid in ipairs(ids) do
   local tset = ARGV[3] .. gid
   for _, tkey in ipairs(redis.call('SMEMBERS', tset)) do
     if redis.call('GET', tkey) == gid then redis.call('DEL', tkey) end
   end
-  redis.call('DEL', tset, ARGV[2] .. gid)
+  redis.call('DEL', tset, ARGV[2] .. gid, ARGV[6] .. gid, ARGV[7] .. gid)
   redis.call('ZREM', KEYS[1], gid)
+  redis.call('ZREM', KEYS[3], gid)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'gid', gid, 'rev', -1, 'op', 'del')
 end
 return ids
@@ -363,12 +370,13 @@ class IdentityStore:
                   approximate=True)
 
     def expire(self, cutoff_ts: float, batch: int = 1000) -> list[int]:
-        """Delete identities last seen before ``cutoff_ts`` (track time), with their track keys; returns their ids."""
+        """Delete identities last seen before ``cutoff_ts`` (track time), with their track keys and their album
+        (timeline, thumbnails); returns their ids."""
         removed: list[int] = []
         while True:
-            ids = self._expire(keys=[self._time_index, self._log],
+            ids = self._expire(keys=[self._time_index, self._log, self.key("index", ALBUM_INDEX)],
                                args=[repr(float(cutoff_ts)), self.key("identity", ""), self.key("tracks", ""), batch,
-                                     self.change_log_max_len])
+                                     self.change_log_max_len, self.key(TIMELINE, ""), self.key(THUMBS, "")])
             removed += [int(g) for g in ids]
             if len(ids) < batch:
                 return removed

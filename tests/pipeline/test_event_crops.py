@@ -29,7 +29,8 @@ def track(tid: int, state: TrackState, frame: int, ts: float, quality: float = 0
 @pytest.mark.parametrize("include", [False, True])
 def test_identity_events_carry_the_best_crop_only_when_asked(tmp_path, shared, include):
     cfg = example_config(tmp_path / "run")
-    cfg = cfg.model_copy(update={"events_include_crops": include,
+    cfg = cfg.model_copy(update={"events_include_crops": include,  # gallery thumbnails off: events decide alone
+                                 "gallery": cfg.gallery.model_copy(update={"store_crops": False}),
                                  "reid": cfg.reid.model_copy(update={"backend": "torch", "max_wait_ms": 0})})
     query = sorted((shared / "datasets" / "cuhk03_p1" / "query").glob("1001_*.jpg"))
     low, high = cv2.imread(str(query[0])), cv2.imread(str(query[1]))  # one person, two crops

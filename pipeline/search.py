@@ -1,0 +1,279 @@
+"""Search the identities by photo, or for the identities most like a given one.
+
+    python -m pipeline.search --photo person.jpg [--top 10] [--json] (--run-dir DIR | --redis URL)
+        [--config cams.yaml] [--thumbnails-out DIR]
+    python -m pipeline.search --similar-to 7 ...
+
+The photo is embedded exactly as the pipeline embeds a crop (``trt_engines.embedder.build_embedder`` with the
+config's ``reid`` section) and compared with every identity's prototypes (the gallery in Redis, the matcher's
+own :class:`~reid.identity.gallery.Gallery`): an identity scores its best cosine over its prototypes, as a track
+does when it is matched. For a finished run, ``--run-dir`` starts the run's embedded Redis from its append-only
+file (``DIR/redis``) for the duration of the search. Exit codes: 0 found (maybe nothing), 2 bad input (the
+photo, the identity, the config), 1 Redis unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from reid.identity.album import Album
+from reid.identity.gallery import Gallery
+from reid.identity.matcher import aggregate_embeddings
+from reid.identity.records import Identity
+from reid.identity.store import IdentityStore
+
+log = logging.getLogger("pipeline.search")
+
+MIN_PHOTO_SIDE_PX = 16  # smaller than this is not a person anyone could recognise (crops are 160x64 for the model)
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+
+
+class PhotoError(ValueError):
+    """A photo that cannot be searched with; the message names it and says why."""
+
+
+class UnknownIdentity(KeyError):
+    """``--similar-to`` an identity that does not exist (expired, or never minted)."""
+
+
+def decode_photo(data: bytes, name: str) -> np.ndarray:
+    """BGR image of ``data``; raises :class:`PhotoError` naming ``name`` when it is empty, too big, not an image or
+    too small to hold a person."""
+    if not data:
+        raise PhotoError(f"{name}: the file is empty")
+    if len(data) > MAX_PHOTO_BYTES:
+        raise PhotoError(f"{name}: {len(data)} bytes, more than the {MAX_PHOTO_BYTES} allowed")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise PhotoError(f"{name}: not an image OpenCV can read (JPEG, PNG, BMP, WebP, ...)")
+    h, w = img.shape[:2]
+    if min(h, w) < MIN_PHOTO_SIDE_PX:
+        raise PhotoError(f"{name}: {w}x{h} px is too small (at least {MIN_PHOTO_SIDE_PX} px a side)")
+    return img
+
+
+def read_photo(path: Path) -> np.ndarray:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PhotoError(f"{path}: cannot read ({e.strerror or e})") from None
+    return decode_photo(data, str(path))
+
+
+@dataclass
+class Hit:
+    """One identity in an answer."""
+
+    global_id: int
+    similarity: float
+    cameras: list[str]
+    first_seen_ts: float
+    last_seen_ts: float
+    num_tracks: int
+    thumbnails: list[int] = field(default_factory=list)  # numbers, best first (see reid.identity.album)
+
+
+class GalleryMirror:
+    """The identities' prototypes in one local :class:`Gallery`, kept up to date from the store's change log: a
+    search costs one matrix product, not a reload of every record (16 KB each) from Redis."""
+
+    def __init__(self, store: IdentityStore) -> None:
+        self.store = store
+        self.gallery = Gallery(store.dim, index="numpy")
+        self._cursor = "0-0"
+        self.reload()
+
+    def reload(self) -> None:
+        self._cursor = self.store.change_cursor()
+        self.gallery.replace(self.store.load_all())
+
+    def sync(self) -> None:
+        cursor, changes = self.store.changes_since(self._cursor)
+        if changes is None:
+            self.reload()
+            return
+        self._cursor = cursor
+        stale = [g for g, rev in changes.items() if rev >= 0]
+        for g, rev in changes.items():
+            if rev < 0:
+                self.gallery.remove(g)
+        found = self.store.get_many(stale)
+        for g in stale:
+            if g in found:
+                self.gallery.upsert(found[g])
+            else:
+                self.gallery.remove(g)
+
+
+class Searcher:
+    """Ranks identities by similarity to an embedding, a photo or another identity."""
+
+    def __init__(self, store: IdentityStore, album: Album, embedder=None) -> None:  # noqa: ANN001 - an Embedder
+        self.store = store
+        self.album = album
+        self.embedder = embedder
+        self.mirror = GalleryMirror(store)
+
+    def embed_photo(self, img: np.ndarray) -> np.ndarray:
+        if self.embedder is None:
+            raise RuntimeError("this searcher has no embedder: build it with one to search by photo")
+        return aggregate_embeddings(self.embedder.embed([img]))  # a one-crop track, as the matcher sees it
+
+    def search_photo(self, img: np.ndarray, top: int = 10) -> list[Hit]:
+        return self.search_embedding(self.embed_photo(img), top)
+
+    def search_embedding(self, emb: np.ndarray, top: int = 10, exclude: int | None = None) -> list[Hit]:
+        self.mirror.sync()
+        gids, scores = self.mirror.gallery.scores(np.atleast_2d(emb))
+        best = scores.max(axis=0) if len(scores) else np.zeros(0, np.float32)
+        order = np.argsort(-best, kind="stable")
+        hits = []
+        for j in order:
+            gid = int(gids[j])
+            if gid == exclude:
+                continue
+            hits.append(self.hit(self.mirror.gallery.identities[gid], float(best[j])))
+            if len(hits) >= top:
+                break
+        return hits
+
+    def similar_to(self, global_id: int, top: int = 10) -> list[Hit]:
+        """Identities most like ``global_id``: best cosine between any of its prototypes and any of theirs."""
+        self.mirror.sync()
+        ident = self.mirror.gallery.identities.get(global_id) or self.store.get(global_id)
+        if ident is None:
+            raise UnknownIdentity(global_id)
+        return self.search_embedding(ident.prototypes, top, exclude=global_id)
+
+    def hit(self, ident: Identity, similarity: float) -> Hit:
+        timeline = self.album.timeline(ident.global_id)
+        cams = {a.camera_id for a in timeline} | {t.camera_id for t in ident.tracks} | {ident.last_camera}
+        return Hit(ident.global_id, round(similarity, 4) if math.isfinite(similarity) else 0.0, sorted(cams),
+                   ident.first_seen_ts, ident.last_seen_ts, ident.num_tracks,
+                   self.album.thumbnail_numbers(ident.global_id))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redis_for(run_dir: Path | None, url: str | None) -> Iterator[str]:
+    """``url``, or the URL of the finished run's embedded Redis started from ``run_dir/redis``."""
+    if url:
+        yield url
+        return
+    from reid.identity.redis_server import EmbeddedRedis
+
+    data = run_dir / "redis"
+    if not data.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no redis/ folder (not a run directory, or a run with an external Redis: "
+                                "use --redis URL)")
+    with EmbeddedRedis(data) as server:
+        yield server.url
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m pipeline.search", description=__doc__.split("\n")[0])
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--photo", type=Path, help="a photo of a person (best: cropped to the person)")
+    what.add_argument("--similar-to", type=int, metavar="GID", help="a global id: the identities most like it")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run-dir", type=Path, help="a finished run's directory (its embedded Redis is started)")
+    where.add_argument("--redis", help="URL of the Redis holding the identities (a running pipeline's)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="pipeline YAML: its reid section (weights, backend) and Redis settings (default: the defaults)")
+    p.add_argument("--top", type=int, default=10, help="identities listed (default 10)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--thumbnails-out", type=Path, default=None,
+                   help="write the listed identities' thumbnails to DIR/<gid>/<n>.jpg and list their paths")
+    args = p.parse_args(argv)
+    if args.top < 1:
+        p.error("--top must be at least 1")
+    return args
+
+
+def save_thumbnails(album: Album, hits: list[Hit], out: Path) -> dict[int, list[str]]:
+    paths: dict[int, list[str]] = {}
+    for h in hits:
+        for n in h.thumbnails:
+            jpeg = album.thumbnail(h.global_id, n)
+            if jpeg:
+                path = out / str(h.global_id) / f"{n}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(jpeg)
+                paths.setdefault(h.global_id, []).append(str(path))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    from pipeline.config import ConfigError, ReidConfig, load_config
+    from reid.identity.config import MatcherConfig
+
+    try:
+        cfg = load_config(args.config) if args.config else None
+        img = read_photo(args.photo) if args.photo else None
+    except (ConfigError, PhotoError) as e:
+        log.error("%s", e)
+        return 2
+    reid_cfg = cfg.reid if cfg else ReidConfig()
+    matcher_cfg = cfg.matcher if cfg else MatcherConfig()
+    gallery_cfg = cfg.gallery if cfg else None
+    embedder = None
+    if img is not None:
+        from trt_engines.embedder import build_embedder
+
+        embedder = build_embedder(reid_cfg.backend, reid_cfg.precision, reid_cfg.weights, device=reid_cfg.device,
+                                  max_batch=1, int8_onnx_path=reid_cfg.int8_onnx)
+    try:
+        with redis_for(args.run_dir, args.redis) as url:
+            store = IdentityStore.from_config(matcher_cfg.redis, url, dim=matcher_cfg.embedding_dim,
+                                              max_prototypes=matcher_cfg.max_prototypes)
+            album = Album(store, **({"max_thumbnails": gallery_cfg.max_thumbnails} if gallery_cfg else {}))
+            searcher = Searcher(store, album, embedder)
+            try:
+                hits = searcher.search_photo(img, args.top) if img is not None else searcher.similar_to(
+                    args.similar_to, args.top)
+            except UnknownIdentity:
+                log.error("identity %d does not exist (never minted, or expired)", args.similar_to)
+                return 2
+            paths = save_thumbnails(album, hits, args.thumbnails_out) if args.thumbnails_out else {}
+            store.close()
+    except FileNotFoundError as e:
+        log.error("%s", e)
+        return 2
+    except Exception as e:  # redis errors, a broken AOF: say what, not a traceback
+        if type(e).__module__.startswith(("redis", "reid.identity.redis_server")):
+            log.error("Redis: %s", e)
+            return 1
+        raise
+    query = {"photo": str(args.photo)} if args.photo else {"similar_to": args.similar_to}
+    rows = [{**asdict(h), "thumbnail_paths": paths.get(h.global_id, [])} for h in hits]
+    if args.json:
+        print(json.dumps({**query, "identities": len(searcher.mirror.gallery), "results": rows}))
+        return 0
+    print(f"{len(searcher.mirror.gallery)} identities searched; top {len(hits)}:")
+    print(f"{'gid':>6} {'similarity':>10}  {'cameras':<20} {'first seen':>10} {'last seen':>10}  thumbnails")
+    for r in rows:
+        thumbs = ", ".join(r["thumbnail_paths"]) or f"{len(r['thumbnails'])} in Redis"
+        print(f"{r['global_id']:>6} {r['similarity']:>10.4f}  {','.join(r['cameras']):<20} "
+              f"{r['first_seen_ts']:>10.1f} {r['last_seen_ts']:>10.1f}  {thumbs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

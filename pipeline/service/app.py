@@ -1,0 +1,191 @@
+"""The FastAPI application: identities, their timelines and thumbnails, search by photo, camera snapshots,
+metrics, health, and the web page.
+
+Every error is JSON, ``{"error": message, "status": code}``, whatever raised it (a missing identity, a bad upload,
+an unknown route, a failed validation). With a token configured, every request but ``/healthz`` must carry
+``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipeline.search import PhotoError, Searcher, decode_photo
+from pipeline.service.config import HttpConfig
+from pipeline.service.metrics import PipelineMetrics
+from reid.identity.album import Album
+from reid.identity.records import Identity
+from reid.identity.store import IdentityStore
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+SNAPSHOTS = "snapshots"  # in the run directory: <camera>.jpg, written by the detect stage
+
+
+@dataclass
+class ServiceContext:
+    """What the endpoints read: the identity store and album, the cameras, the run directory, the metrics, and a
+    searcher whose embedder is built on the first search (the page and the lists never pay for the model)."""
+
+    config: HttpConfig
+    store: IdentityStore
+    album: Album
+    cameras: list[dict[str, Any]]  # id, live
+    run_dir: Path
+    metrics: PipelineMetrics | None
+    make_embedder: Callable[[], Any]
+    health: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    _searcher: Searcher | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def search(self, fn: Callable[[Searcher], Any]) -> Any:
+        """Run ``fn`` with the searcher, one at a time (its local gallery is updated in place)."""
+        with self._lock:
+            if self._searcher is None:
+                self._searcher = Searcher(self.store, self.album, self.make_embedder())
+            return fn(self._searcher)
+
+
+def identity_json(ident: Identity, album: Album) -> dict[str, Any]:
+    cams = sorted({t.camera_id for t in ident.tracks} | {ident.last_camera})
+    thumbs = album.thumbnail_numbers(ident.global_id)
+    return {"global_id": ident.global_id, "first_seen_ts": ident.first_seen_ts, "last_seen_ts": ident.last_seen_ts,
+            "last_camera": ident.last_camera, "cameras": cams, "num_tracks": ident.num_tracks,
+            "thumbnails": [f"/api/identities/{ident.global_id}/thumbnails/{n}.jpg" for n in thumbs]}
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+def create_app(ctx: ServiceContext) -> FastAPI:
+    app = FastAPI(title="reid pipeline", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+    token = ctx.config.resolved_token()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        msgs = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return error(422, "; ".join(msgs))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    @app.middleware("http")
+    async def bearer_token(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if token and request.url.path != "/healthz":
+            auth = request.headers.get("authorization", "")
+            if not hmac.compare_digest(auth.encode(), f"Bearer {token}".encode()):
+                return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+        return await call_next(request)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        ctx.store.client.ping()
+        return {"status": "ok", **ctx.health()}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        if ctx.metrics is None:
+            raise HTTPException(404, "no metrics: the service runs without a supervisor")
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/identities")
+    def identities(offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1)] = 50) -> dict[str, Any]:
+        """Most recently seen first."""
+        limit = min(limit, ctx.config.page_size_max)
+        index = ctx.store.key("index", "last_seen")
+        total = int(ctx.store.client.zcard(index))
+        ids = [int(g) for g in ctx.store.client.zrevrange(index, offset, offset + limit - 1)]
+        found = ctx.store.get_many(ids)
+        items = [identity_json(found[g], ctx.album) for g in ids if g in found]
+        return {"total": total, "offset": offset, "limit": limit, "items": items}
+
+    def get_identity(gid: int) -> Identity:
+        ident = ctx.store.get(gid)
+        if ident is None:
+            raise HTTPException(404, f"identity {gid} not found (never minted, or expired)")
+        return ident
+
+    @app.get("/api/identities/{gid}")
+    def identity(gid: int) -> dict[str, Any]:
+        ident = get_identity(gid)
+        timeline = [a.to_json() for a in ctx.album.timeline(gid)]
+        return {**identity_json(ident, ctx.album), "timeline": timeline}
+
+    @app.get("/api/identities/{gid}/thumbnails/{n}.jpg")
+    def thumbnail(gid: int, n: int) -> Response:
+        jpeg = ctx.album.thumbnail(gid, n)
+        if jpeg is None:
+            raise HTTPException(404, f"identity {gid} has no thumbnail {n}")
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=5"})
+
+    @app.post("/api/search")
+    def search(photo: Annotated[UploadFile, File()], top: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+        limit = ctx.config.max_upload_bytes
+        data = photo.file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"{photo.filename}: larger than the {limit} bytes allowed")
+        try:
+            img = decode_photo(data, photo.filename or "upload")
+        except PhotoError as e:
+            raise HTTPException(400, str(e)) from None
+        t0 = time.perf_counter()
+        hits = ctx.search(lambda s: s.search_photo(img, top))
+        results = []
+        for h in hits:
+            results.append({"global_id": h.global_id, "similarity": h.similarity, "cameras": h.cameras,
+                            "first_seen_ts": h.first_seen_ts, "last_seen_ts": h.last_seen_ts,
+                            "thumbnails": [f"/api/identities/{h.global_id}/thumbnails/{n}.jpg"
+                                           for n in h.thumbnails]})
+        return {"results": results, "search_ms": round(1e3 * (time.perf_counter() - t0), 1)}
+
+    @app.get("/api/cameras")
+    def cameras() -> dict[str, Any]:
+        out = []
+        for cam in ctx.cameras:
+            snap = ctx.run_dir / SNAPSHOTS / f"{cam['id']}.jpg"
+            try:
+                age = round(time.time() - snap.stat().st_mtime, 2)
+            except OSError:
+                age = None
+            out.append({**cam, "snapshot": f"/api/cameras/{cam['id']}/snapshot.jpg" if age is not None else None,
+                        "snapshot_age_s": age})
+        return {"cameras": out}
+
+    @app.get("/api/cameras/{camera_id}/snapshot.jpg")
+    def snapshot(camera_id: str) -> Response:
+        if camera_id not in {c["id"] for c in ctx.cameras}:
+            raise HTTPException(404, f"no camera {camera_id!r}")
+        try:  # written atomically (os.replace) by the detect stage: a read sees a whole file
+            jpeg = (ctx.run_dir / SNAPSHOTS / f"{camera_id}.jpg").read_bytes()
+        except OSError:
+            raise HTTPException(404, f"camera {camera_id}: no snapshot yet") from None
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
