@@ -87,6 +87,15 @@ def _frame_size(source: str) -> tuple[int, int] | None:
     return (w, h) if w > 0 and h > 0 else None
 
 
+def _running_median(points: np.ndarray, k: int = 5) -> np.ndarray:
+    """Each point replaced by the median of its k neighbours: one box whose feet were hidden (its foot point
+    projects far away) no longer draws a spike across the floor."""
+    if len(points) < k:
+        return points
+    pad = np.concatenate([points[:1].repeat(k // 2, 0), points, points[-1:].repeat(k // 2, 0)])
+    return np.median(np.stack([pad[i:i + len(points)] for i in range(k)]), axis=0)
+
+
 def render_floor(config: PipelineConfig, events: Iterable[dict], path: Path, size_px: int = 900) -> Path | None:
     """A top view of the ground plane: every identity's route across the calibrated cameras (feet of its tracked
     boxes, one colour per global id, as in the videos) over the cameras' footprints. None without calibration."""
@@ -135,7 +144,7 @@ def render_floor(config: PipelineConfig, events: Iterable[dict], path: Path, siz
     for (cam_id, track_id), route in sorted(routes.items()):
         g = gid.get((cam_id, track_id))
         colour = identity_colour(g) if g is not None else (190, 190, 190)
-        pts = px(np.array(route))
+        pts = px(_running_median(np.array(route)))
         cv2.polylines(canvas, [pts], False, colour, 2, cv2.LINE_AA)
         if g is not None:
             cv2.putText(canvas, f"id {g}", tuple(int(v) for v in pts[-1]), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1,

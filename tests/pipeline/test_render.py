@@ -78,3 +78,22 @@ def test_save_video_labels_tracks_with_the_colour_of_their_global_id(tmp_path):
     for index in range(FIRST_DETECTED):  # no box before the track log's first frame: the recording's pixels
         assert np.abs(edge_colour(frames[index], LABELLED[1]) - colour).max() >= tolerance, index
         assert np.abs(edge_colour(frames[index], LABELLED[1]) - edge_colour(raw[index], LABELLED[1])).max() < 20
+
+
+def test_floor_view_draws_each_identity_route_in_its_colour(tmp_path, shared):
+    """terrace1's c0 calibration: a track walking across the floor is drawn on the top view in its global id's
+    colour; an uncalibrated config draws nothing."""
+    from pipeline.config import load_config
+    from pipeline.render import render_floor
+    from reid.paths import PROJECT_ROOT
+
+    cfg = load_config(PROJECT_ROOT / "configs" / "terrace1.yaml").with_run_dir(tmp_path / "run")
+    (tmp_path / "run" / "tracks").mkdir(parents=True)
+    rows = [{"f": 5 * i, "ts": 0.2 * i, "t": [[3, 60 + 8 * i, 80, 100 + 8 * i, 230, 0.9]]} for i in range(20)]
+    (tmp_path / "run" / "tracks" / "c0.0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    events = [make_event(NEW, 1, "c0", 3, 9, 0.0, 0, [60, 80, 100, 230])]
+    out = render_floor(cfg, events, tmp_path / "floor.png")
+    image = cv2.imread(str(out))
+    colour = np.array(identity_colour(9))
+    assert (np.abs(image.astype(int) - colour).sum(axis=2) < 30).sum() > 200  # the route, in id 9's colour
+    assert render_floor(example_config(tmp_path / "plain"), events, tmp_path / "none.png") is None
