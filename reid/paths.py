@@ -11,7 +11,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_ENV = "REID_SHARED"
-DEFAULT_WEIGHTS = PROJECT_ROOT / "reid" / "weights" / "hacnn_cuhk03.pt"
+DEFAULT_WEIGHTS = PROJECT_ROOT / "reid" / "weights" / "hacnn_joint.pt"  # Market-1501 + cuhk03_p1 (weights README)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # image files the datasets and image-folder cameras read
 
 

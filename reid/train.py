@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
     p.add_argument("--init", type=Path, default=None,
-                   help="start from a weights file (e.g. reid/weights/hacnn_cuhk03.pt) when no checkpoint exists; "
+                   help="start from a weights file (e.g. reid/weights/hacnn_joint.pt) when no checkpoint exists; "
                         "its classifiers are not stored, so they start fresh")
     p.add_argument("--head-only-epochs", type=int, default=0,
                    help="train only the classifiers for the first K epochs (fit fresh heads on an --init model)")
