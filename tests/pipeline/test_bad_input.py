@@ -28,7 +28,8 @@ def test_embed_stage_drops_bad_crops_and_passes_the_rest(tmp_path, shared):
         assert out.poll(30_000), "the embed stage sent nothing on"
         msg = decode(out.recv_multipart())
     assert stage.counters["bad_crops"] == 3 and stage.counters["embedded"] == 1
-    assert isinstance(msg, EmbeddingsMsg) and msg.frame_index == 7 and msg.jpegs is None
+    # the gallery keeps thumbnails by default (gallery.store_crops): one small JPEG for the one embedded crop
+    assert isinstance(msg, EmbeddingsMsg) and msg.frame_index == 7 and msg.jpegs is not None and len(msg.jpegs) == 1
     embs = msg.embeddings
     assert embs.shape == (1, 1024) and np.isfinite(embs).all()
     assert np.allclose([np.linalg.norm(embs[0, :512]), np.linalg.norm(embs[0, 512:])], 1.0, atol=1e-3)
