@@ -268,7 +268,7 @@ class MatchStage(Stage):
                 self.match([(self.tracks[k], snap) for k, snap in sorted(due.items())], ts0)
 
     def refresh_active(self, now_ts: float, exclude: set[tuple[str, int]]) -> None:
-        """Tell the matcher that tracks matched earlier and still running are visible up to ``now_ts``.
+        """Tell the matcher how long the tracks matched earlier have been seen, as of ``now_ts``.
 
         An identity remembers a track's time span as of its last match; without this, a second person
         appearing later in the same camera could join the identity of a person still standing there. The
@@ -276,14 +276,19 @@ class MatchStage(Stage):
         """
         from reid.identity.matcher import TrackSummary
 
-        stale = [t for key, t in sorted(self.tracks.items()) if key not in exclude and t.global_id is not None
-                 and not t.ended and t.matched_crops and (t.lost_ts is None or t.lost_ts > now_ts)]
         summaries = []
-        for t in stale:
+        for key, t in sorted(self.tracks.items()):
+            if key in exclude or t.global_id is None or not t.matched_crops:
+                continue
+            # Seen until when, as of now_ts: from the track's path (every message up to now_ts has arrived from
+            # every camera), never from its latest state, which depends on how far each camera got.
+            seen = [p[0] for p in t.path if p[0] <= now_ts]
+            if not seen:
+                continue
             n = t.matched_crops
             s = TrackSummary.from_crops(t.camera_id, t.track_id, np.array(t.ts[:n]), np.stack(t.embs[:n]),
                                         np.array(t.quality[:n]), top_k=self.config.matcher.crops_per_track)
-            summaries.append(replace(s, start_ts=t.start_ts, end_ts=max(s.end_ts, now_ts)))
+            summaries.append(replace(s, start_ts=t.start_ts, end_ts=max(s.end_ts, seen[-1])))
         if summaries:
             self.matcher.match(summaries)
             self.counters["refreshed_tracks"] += len(summaries)
