@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client-key", default=None, help="CURVE: this subscriber's secret key file (NAME.key_secret)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # Ctrl-C stops the subscriber even when it was started from a shell that ignores SIGINT (a background job of
+    # a script): Python leaves an inherited "ignore" in place, and the subscriber would never stop.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
