@@ -207,13 +207,15 @@ class MatchStage(Stage):
         return TrackMotion(t.camera_id, t.track_id, t.start_ts, seen[-1][0], np.array(t.first_box),
                            np.array(seen[-1][1:5]), ground)
 
-    def links(self, t: TrackBuffer, as_of: float) -> dict[tuple[str, int], int]:
-        """Evidence on a track not placed yet, from every running and recently ended track as of ``as_of``."""
+    def motions(self, as_of: float) -> list[TrackMotion]:
+        """Every running and recently ended track as of ``as_of`` (computed once per decision time)."""
+        return [m for o in [*self.tracks.values(), *self.recent] if (m := self.motion(o, as_of)) is not None]
+
+    def links(self, t: TrackBuffer, as_of: float, others: list[TrackMotion]) -> dict[tuple[str, int], int]:
+        """Evidence on a track not placed yet, from ``others`` (:meth:`motions`; its own entry is skipped)."""
         me = self.motion(t, as_of)
         if me is None:
             return {}
-        others = [m for o in [*self.tracks.values(), *self.recent] if o is not t
-                  and (m := self.motion(o, as_of)) is not None]
         found = links_for(me, others, self.config.match.continuity, self.config.geometry)
         log.debug("links of %s/%s at %.2f: %s", t.camera_id, t.track_id, as_of, found)
         for v in found.values():
@@ -305,6 +307,7 @@ class MatchStage(Stage):
         for key in short:
             del self.tracks[key]
         with_embs = [(t, s) for t, s in batch if s.num_crops]
+        others = self.motions(as_of) if any(t.global_id is None for t, _ in with_embs) else []
         # The time span is the track's (first seen .. last seen), not its crops': the matcher's co-occurrence
         # check must see a person standing in view the whole time, even if only their first crop was sent.
         summaries = [replace(TrackSummary.from_crops(t.camera_id, t.track_id, np.array(t.ts[: s.num_crops]),
@@ -312,7 +315,7 @@ class MatchStage(Stage):
                                                      np.array(t.quality[: s.num_crops]),
                                                      top_k=self.config.matcher.crops_per_track),
                              start_ts=t.start_ts, end_ts=max(s.last_seen_ts, t.start_ts),
-                             links=self.links(t, as_of) if t.global_id is None else {})
+                             links=self.links(t, as_of, others) if t.global_id is None else {})
                      for t, s in with_embs]
         t0 = time.perf_counter()
         results = self.matcher.match(summaries) if summaries else []

@@ -104,16 +104,7 @@ class GalleryMirror:
             self.reload()
             return
         self._cursor = cursor
-        stale = [g for g, rev in changes.items() if rev >= 0]
-        for g, rev in changes.items():
-            if rev < 0:
-                self.gallery.remove(g)
-        found = self.store.get_many(stale)
-        for g in stale:
-            if g in found:
-                self.gallery.upsert(found[g])
-            else:
-                self.gallery.remove(g)
+        self.gallery.apply_changes(changes, self.store.get_many)
 
 
 class Searcher:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,24 @@ class Gallery:
         self._order = None
         if self._dead > max(1024, self._n // 2):
             self._compact()
+
+    def apply_changes(self, changes: dict[int, int],
+                      fetch: Callable[[list[int]], dict[int, Identity]]) -> None:
+        """Bring the gallery up to a store's change log (``{global_id: revision}``, negative = deleted): drop the
+        deleted identities and fetch those with a newer revision than held (missing from the store: dropped)."""
+        stale = []
+        for gid, rev in changes.items():
+            if rev < 0:
+                self.remove(gid)
+            elif gid not in self or self.identities[gid].rev < rev:
+                stale.append(gid)
+        if stale:
+            found = fetch(stale)
+            for gid in stale:
+                if gid in found:
+                    self.upsert(found[gid])
+                else:
+                    self.remove(gid)
 
     def remove(self, global_id: int) -> None:
         if global_id in self._rows:

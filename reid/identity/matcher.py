@@ -277,19 +277,7 @@ class Matcher:
             self.reload()
             return
         self._cursor = cursor
-        fetch = []
-        for gid, rev in changes.items():
-            if rev < 0:
-                self.gallery.remove(gid)
-            elif gid not in self.gallery or self.gallery.identities[gid].rev < rev:
-                fetch.append(gid)
-        if fetch:
-            found = self.store.get_many(fetch)
-            for gid in fetch:
-                if gid in found:
-                    self.gallery.upsert(found[gid])
-                else:
-                    self.gallery.remove(gid)
+        self.gallery.apply_changes(changes, self.store.get_many)
 
     def get(self, global_id: int) -> Identity | None:
         ident = self.gallery.identities.get(global_id)
