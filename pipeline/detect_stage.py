@@ -6,71 +6,27 @@ Each processed frame produces one ``crops`` message: the camera's video time (wh
 far each camera has got) plus the track events of that frame, with a crop for the few that were selected, and
 the box of every other track seen in it.
 A track log per camera (frame, track id, box) is written for ``--save-video``. With the HTTP service on, each
-camera's latest frame, boxes and track ids drawn, is written every ``http.snapshot_every_s`` as one small JPEG
-(``RUN/snapshots/<camera>.jpg``, replaced atomically): bounded on disk and in time, whatever the frame rate.
+camera's latest frame with its boxes and track ids is written every ``http.snapshot_every_s``
+(``pipeline.snapshots``: the service labels the boxes with global ids when it serves them).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import time
 from collections import defaultdict, deque
-from pathlib import Path
 
-import cv2
 import numpy as np
 
 from detectors.types import Detections, TrackState
 from pipeline.messages import CropsMsg, EndMsg, FrameMsg, Msg, TrackEntry
+from pipeline.snapshots import SnapshotWriter
 from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
 
 TRACK_ID_STRIDE = 1_000_000  # a restarted detect stage numbers its tracks from instance * stride
-
-
-class SnapshotWriter:
-    """Each camera's latest annotated frame as ``<dir>/<camera>.jpg``, at most once per ``every_s`` (wall time),
-    downscaled to at most ``MAX_WIDTH`` px and written to a temporary file then renamed, so a reader never sees a
-    partial image."""
-
-    MAX_WIDTH = 480
-
-    def __init__(self, folder: Path, every_s: float) -> None:
-        self.folder = folder
-        self.every_s = every_s
-        self.last: dict[str, float] = {}
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def offer(self, cam: str, frame: np.ndarray, tracks: Detections) -> bool:
-        now = time.monotonic()
-        if now - self.last.get(cam, -math.inf) < self.every_s:
-            return False
-        self.last[cam] = now
-        img = frame.copy()
-        ids = tracks.track_id.tolist() if tracks.track_id is not None else [None] * len(tracks.xyxy)
-        for tid, box in zip(ids, tracks.xyxy, strict=True):
-            x1, y1, x2, y2 = (int(v) for v in box)
-            cv2.rectangle(img, (x1, y1), (x2, y2), (0, 200, 255), 2)
-            if tid is not None:
-                cv2.putText(img, str(tid), (x1 + 2, max(12, y1 + 14)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1)
-        if img.shape[1] > self.MAX_WIDTH:
-            scale = self.MAX_WIDTH / img.shape[1]
-            img = cv2.resize(img, (self.MAX_WIDTH, round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 75])
-        if not ok:
-            return False
-        tmp = self.folder / f".{cam}.jpg.tmp"
-        try:
-            tmp.write_bytes(buf.tobytes())
-            os.replace(tmp, self.folder / f"{cam}.jpg")
-        except OSError as e:
-            log.warning("camera %s: snapshot not written (%s)", cam, e)
-            return False
-        return True
 
 
 class DetectStage(Stage):
@@ -154,7 +110,9 @@ class DetectStage(Stage):
             tracks = self.trackers[cam].tracks
             self.emit(cam, m.frame_index, m.ts, m.wall_ts, events, live=m.live, sightings=tracks)
             if self.snapshots is not None:
-                self.snapshots.offer(cam, frame, tracks)
+                ids = tracks.track_id.tolist() if tracks.track_id is not None else []
+                self.snapshots.offer(cam, m.frame_index, m.ts, frame, tracks.xyxy[:len(ids)],
+                                     [self.global_track_id(int(t)) for t in ids])
             self.track_logs[cam].write(json.dumps({
                 "f": m.frame_index, "ts": round(m.ts, 4),
                 "t": [[self.global_track_id(int(t)), *np.round(b, 1).tolist(), round(float(c), 3)]

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipeline.search import PhotoError, Searcher, decode_photo
 from pipeline.service.config import HttpConfig
 from pipeline.service.metrics import PipelineMetrics
+from pipeline.snapshots import SnapshotError, read_snapshot, render_snapshot, snapshot_path
 from reid.identity.album import Album
 from reid.identity.records import Identity
 from reid.identity.store import IdentityStore
@@ -34,7 +35,7 @@ from reid.identity.store import IdentityStore
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-SNAPSHOTS = "snapshots"  # in the run directory: <camera>.jpg, written by the detect stage
+SNAPSHOTS = "snapshots"  # in the run directory: <camera>.snap, written by the detect stage (pipeline.snapshots)
 
 
 @dataclass
@@ -164,7 +165,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     def cameras() -> dict[str, Any]:
         out = []
         for cam in ctx.cameras:
-            snap = ctx.run_dir / SNAPSHOTS / f"{cam['id']}.jpg"
+            snap = snapshot_path(ctx.run_dir / SNAPSHOTS, cam["id"])
             try:
                 age = round(time.time() - snap.stat().st_mtime, 2)
             except OSError:
@@ -175,12 +176,16 @@ def create_app(ctx: ServiceContext) -> FastAPI:
 
     @app.get("/api/cameras/{camera_id}/snapshot.jpg")
     def snapshot(camera_id: str) -> Response:
+        """The camera's latest snapshot, its boxes labelled with the global ids the store holds now."""
         if camera_id not in {c["id"] for c in ctx.cameras}:
             raise HTTPException(404, f"no camera {camera_id!r}")
         try:  # written atomically (os.replace) by the detect stage: a read sees a whole file
-            jpeg = (ctx.run_dir / SNAPSHOTS / f"{camera_id}.jpg").read_bytes()
-        except OSError:
+            snap = read_snapshot(snapshot_path(ctx.run_dir / SNAPSHOTS, camera_id))
+            jpeg = render_snapshot(snap, ctx.store.lookup_tracks)
+        except FileNotFoundError:
             raise HTTPException(404, f"camera {camera_id}: no snapshot yet") from None
+        except SnapshotError as e:
+            raise HTTPException(500, str(e)) from None
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.get("/", include_in_schema=False)
