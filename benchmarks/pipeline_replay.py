@@ -13,7 +13,8 @@ real-time factor relative to the first speed's row, same run.
 on, off, ...: a machine whose speed drifts, or a run slowed by the one before it, affects both alike), while one
 client does what an open web page and a Prometheus scraper do: cameras and their snapshots every second, the
 identity list and its thumbnails every 2 s, ``/metrics`` every 15 s. Rows: medians of each; ratio = real-time
-factor / the service-off row's. CPU s is all the CPU the
+factor / the service-off row's; the ratio of each back-to-back pair is less exposed to a drifting machine, and
+its median is printed too. CPU s is all the CPU the
 run used (every stage process, Redis, the supervisor with its service thread; the polling client's own CPU is
 left out: a browser's, not the service's); it also prints the service thread's share of it. On a 2-core machine
 whose speed varies from run to run, the CPU figures show the cost more steadily than wall times do.
@@ -175,6 +176,9 @@ def service_cost(args: argparse.Namespace) -> int:
         print(f"{'on' if http else 'off':>8}{med['wall_s']:>8.1f}{statistics.median(rt):>10.2f}"
               f"{f'{min(rt):.2f}..{max(rt):.2f}':>14}{med['identities']:>5.0f}{med['cpu_s']:>7.1f}"
               f"{med['service_cpu_s']:>14.2f}{med['requests']:>9.0f}{statistics.median(rt) / base:>7.3f}")
+    paired = statistics.median(on["realtime_factor"] / off["realtime_factor"]
+                               for on, off in zip(runs[True], runs[False], strict=True))
+    print(f"real-time factor on / off, median over the {args.repeats} back-to-back pairs: {paired:.3f}")
     share = statistics.median(r["service_cpu_s"] / r["cpu_s"] for r in runs[True])
     extra = statistics.median(r["cpu_s"] for r in runs[True]) / statistics.median(r["cpu_s"] for r in runs[False])
     print(f"service thread's share of the run's CPU (median over the 'on' runs): {100 * share:.2f} %; "
