@@ -89,20 +89,21 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as e:
         log.error("%s", e)
         return 1
-    # The events read back from the run directory: all of a full replay, not just the latest kept in memory.
+    # The events read back from the run directory (once): all of a full replay, not just the latest in memory.
+    events = list(supervisor.recorder.spilled()) if args.save_video or args.tracks_out else []
     if args.save_video:
         from pipeline.render import render_floor, render_videos
 
-        for path in render_videos(config, supervisor.recorder.spilled(), args.save_video, duration_s=args.duration):
+        for path in render_videos(config, events, args.save_video, duration_s=args.duration):
             log.info("wrote %s", path)
-        floor = render_floor(config, supervisor.recorder.spilled(), args.save_video / "floor.png")
+        floor = render_floor(config, events, args.save_video / "floor.png")
         if floor is not None:
             log.info("wrote %s", floor)
     if args.tracks_out:
         from pipeline.tracks_out import write_tracks
 
         recorded = [c.id for c in config.cameras if c.id in supervisor.recorder.spill_cameras]
-        for path in write_tracks(config.resolved_run_dir, recorded, supervisor.recorder.spilled(), args.tracks_out):
+        for path in write_tracks(config.resolved_run_dir, recorded, events, args.tracks_out):
             log.info("wrote %s", path)
     return code
 

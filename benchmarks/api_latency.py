@@ -37,7 +37,6 @@ from reid.identity.records import Identity, TrackRef  # noqa: E402
 from reid.identity.redis_server import EmbeddedRedis  # noqa: E402
 from reid.identity.store import IdentityStore  # noqa: E402
 from reid.paths import shared_root  # noqa: E402
-from trt_engines.embedder import build_embedder  # noqa: E402
 
 
 def fill(store: IdentityStore, album: Album, n: int, jpeg: bytes) -> None:
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         fill(store, album, args.identities, photo)
         fill_s = time.perf_counter() - t0
         ctx = ServiceContext(HttpConfig(port=0), store, album, [], Path(tmp), None,
-                             lambda: build_embedder(r.backend, r.precision, r.weights, device=r.device, max_batch=1))
+                             lambda: r.build_embedder(max_batch=1))
         service = ServiceThread(create_app(ctx), "127.0.0.1", 0).start()
         try:
             url = service.url

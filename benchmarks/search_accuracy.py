@@ -41,9 +41,8 @@ from reid.identity.matcher import TrackSummary, new_identity  # noqa: E402
 from reid.identity.records import Identity  # noqa: E402
 from reid.identity.redis_server import EmbeddedRedis  # noqa: E402
 from reid.identity.store import IdentityStore  # noqa: E402
-from reid.metrics import evaluate_rank  # noqa: E402
+from reid.metrics import distance_matrix, evaluate_rank  # noqa: E402
 from reid.paths import default_dataset  # noqa: E402
-from trt_engines.embedder import build_embedder  # noqa: E402
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -82,7 +81,7 @@ def run(data: Path, people: int | None = None, evaluate: bool = False) -> dict:
     query = [s for s in ds.query.samples if keep is None or s.pid in keep]
     gallery = [s for s in ds.gallery.samples if keep is None or s.pid in keep]
     r = ReidConfig()
-    embedder = build_embedder(r.backend, r.precision, r.weights, device=r.device, max_batch=r.batch_size)
+    embedder = r.build_embedder()
     q_embs = embedder.embed([cv2.imread(str(s.path)) for s in query])
     g_embs = embedder.embed([cv2.imread(str(s.path)) for s in gallery])
     q_pids = np.array([s.pid for s in query])
@@ -98,7 +97,7 @@ def run(data: Path, people: int | None = None, evaluate: bool = False) -> dict:
             owner = build_identities(store, g_pids, g_embs, per_crop)
             out[name] = score(Searcher(store, Album(store)), owner, q_unit, q_pids)
             store.close()
-    dist = 1 - q_unit @ unit_rows(g_embs).T
+    dist = distance_matrix(q_embs, g_embs, "cosine")
     ref = evaluate_rank(dist, q_pids, g_pids, np.ones_like(q_pids), np.full_like(g_pids, 2)).as_percent()
     out["reid.metrics on the same embeddings"] = {"top1": ref["rank1"], "top5": ref["rank5"]}
     if evaluate:

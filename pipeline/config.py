@@ -142,6 +142,13 @@ class ReidConfig(_Section):
     batch_size: int = Field(32, ge=1, le=1024, description="largest batch the embedder runs at once")
     max_wait_ms: float = Field(50.0, ge=0, description="longest wait to fill a batch before running a partial one")
 
+    def build_embedder(self, max_batch: int | None = None):  # noqa: ANN201 - a trt_engines.embedder.Embedder
+        """The embedder these settings describe (the embed stage's; a search's with ``max_batch=1``)."""
+        from trt_engines.embedder import build_embedder
+
+        return build_embedder(self.backend, self.precision, self.weights, device=self.device,
+                              max_batch=max_batch or self.batch_size, int8_onnx_path=self.int8_onnx)
+
 
 class MatchStageConfig(_Section):
     """When a track is ready to be matched."""

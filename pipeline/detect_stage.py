@@ -109,9 +109,9 @@ class DetectStage(Stage):
             events = self.trackers[cam].update(frame, m.frame_index, m.ts, dets)
             tracks = self.trackers[cam].tracks
             self.emit(cam, m.frame_index, m.ts, m.wall_ts, events, live=m.live, sightings=tracks)
-            if self.snapshots is not None:
+            if self.snapshots is not None and self.snapshots.due(cam):
                 ids = tracks.track_id.tolist() if tracks.track_id is not None else []
-                self.snapshots.offer(cam, m.frame_index, m.ts, frame, tracks.xyxy[:len(ids)],
+                self.snapshots.write(cam, m.frame_index, m.ts, frame, tracks.xyxy[:len(ids)],
                                      [self.global_track_id(int(t)) for t in ids])
             self.track_logs[cam].write(json.dumps({
                 "f": m.frame_index, "ts": round(m.ts, 4),

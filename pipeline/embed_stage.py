@@ -54,11 +54,7 @@ class EmbedStage(Stage):
     output = "match"
 
     def setup(self) -> None:
-        from trt_engines.embedder import build_embedder
-
-        r = self.config.reid
-        self.embedder = build_embedder(r.backend, r.precision, r.weights, device=r.device, max_batch=r.batch_size,
-                                       int8_onnx_path=r.int8_onnx)
+        self.embedder = self.config.reid.build_embedder()
         log.info("embedder: %s", self.embedder.description)
         self.with_jpegs = self.config.events_include_crops or self.config.gallery.store_crops
         self.queue: list[CropsMsg] = []

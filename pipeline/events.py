@@ -10,11 +10,18 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 SCHEMA = "reid.identity_event/1"
 NEW, SEEN, MOVED, ENDED = "identity.new", "identity.seen", "identity.moved", "track.ended"
 KINDS = (NEW, SEEN, MOVED, ENDED)
+
+
+def track_identities(events: Iterable[dict]) -> dict[tuple[str, int], int]:
+    """(camera, track) -> the global identity the events gave that track (the last one, should it change)."""
+    return {(e["camera_id"], int(e["track_id"])): int(e["global_id"]) for e in events
+            if e.get("global_id") is not None and e.get("track_id") is not None}
 
 
 def make_event(kind: str, seq: int, camera_id: str, track_id: int, global_id: int | None, video_ts: float,

@@ -90,7 +90,7 @@ class MatchStage(Stage):
         self.store = IdentityStore.from_config(m.redis, url, dim=m.embedding_dim, max_prototypes=m.max_prototypes)
         self.matcher = Matcher(m, self.store)
         g = self.config.gallery
-        self.album = Album(self.store, max_appearances=g.max_appearances, max_thumbnails=g.max_thumbnails)
+        self.album = Album.from_config(self.store, g)
         self.keep_jpegs = self.config.events_include_crops or g.store_crops
         self._last_prune = -math.inf
         self.seq_key = self.store.key("events", "seq")
@@ -284,13 +284,13 @@ class MatchStage(Stage):
                 continue
             # Seen until when, as of now_ts: from the track's path (every message up to now_ts has arrived from
             # every camera), never from its latest state, which depends on how far each camera got.
-            seen = [p[0] for p in t.path if p[0] <= now_ts]
-            if not seen:
+            last_seen = next((p[0] for p in reversed(t.path) if p[0] <= now_ts), None)
+            if last_seen is None:
                 continue
             n = t.matched_crops
             s = TrackSummary.from_crops(t.camera_id, t.track_id, np.array(t.ts[:n]), np.stack(t.embs[:n]),
                                         np.array(t.quality[:n]), top_k=self.config.matcher.crops_per_track)
-            summaries.append(replace(s, start_ts=t.start_ts, end_ts=max(s.end_ts, seen[-1])))
+            summaries.append(replace(s, start_ts=t.start_ts, end_ts=max(s.end_ts, last_seen)))
         if summaries:
             self.matcher.match(summaries)
             self.counters["refreshed_tracks"] += len(summaries)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import PipelineConfig
+from pipeline.events import track_identities
 from pipeline.sources import camera_fps, is_video_file, video_frames
 from reid.identity.geometry import foot_points
 
@@ -46,7 +47,7 @@ def render_videos(config: PipelineConfig, events: Iterable[dict], out_dir: Path,
     """One annotated video per recorded camera; ``events`` is read once (a run's events, or those read back from
     the supervisor's spill file), and the last global id given to a track labels all its frames."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    gid = {(e["camera_id"], e["track_id"]): e["global_id"] for e in events if e.get("global_id") is not None}
+    gid = track_identities(events)
     written = []
     for cam in config.cameras:
         if not is_video_file(cam):
@@ -102,7 +103,7 @@ def render_floor(config: PipelineConfig, events: Iterable[dict], path: Path, siz
     cams = [c for c in config.cameras if c.homography is not None and not c.is_live]
     if not cams:
         return None
-    gid = {(e["camera_id"], e["track_id"]): e["global_id"] for e in events if e.get("global_id") is not None}
+    gid = track_identities(events)
     routes: dict[tuple[str, int], list[np.ndarray]] = {}
     footprints: dict[str, np.ndarray] = {}
     for cam in cams:

@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 
 from reid.identity.album import Album
-from reid.identity.gallery import Gallery
+from reid.identity.config import RedisConfig
+from reid.identity.gallery import Gallery, GalleryMirror
 from reid.identity.matcher import aggregate_embeddings
 from reid.identity.records import Identity
 from reid.identity.store import IdentityStore
@@ -84,29 +85,6 @@ class Hit:
     thumbnails: list[int] = field(default_factory=list)  # numbers, best first (see reid.identity.album)
 
 
-class GalleryMirror:
-    """The identities' prototypes in one local :class:`Gallery`, kept up to date from the store's change log: a
-    search costs one matrix product, not a reload of every record (16 KB each) from Redis."""
-
-    def __init__(self, store: IdentityStore) -> None:
-        self.store = store
-        self.gallery = Gallery(store.dim, index="numpy")
-        self._cursor = "0-0"
-        self.reload()
-
-    def reload(self) -> None:
-        self._cursor = self.store.change_cursor()
-        self.gallery.replace(self.store.load_all())
-
-    def sync(self) -> None:
-        cursor, changes = self.store.changes_since(self._cursor)
-        if changes is None:
-            self.reload()
-            return
-        self._cursor = cursor
-        self.gallery.apply_changes(changes, self.store.get_many)
-
-
 class Searcher:
     """Ranks identities by similarity to an embedding, a photo or another identity."""
 
@@ -114,7 +92,13 @@ class Searcher:
         self.store = store
         self.album = album
         self.embedder = embedder
-        self.mirror = GalleryMirror(store)
+        self.mirror = GalleryMirror(store, Gallery(store.dim, index="numpy"))
+        self.mirror.reload()
+
+    def sync(self) -> None:
+        """The local gallery up to the store's change log (reloaded when the log no longer reaches back)."""
+        if not self.mirror.sync():
+            self.mirror.reload()
 
     def embed_photo(self, img: np.ndarray) -> np.ndarray:
         if self.embedder is None:
@@ -125,7 +109,7 @@ class Searcher:
         return self.search_embedding(self.embed_photo(img), top)
 
     def search_embedding(self, emb: np.ndarray, top: int = 10, exclude: int | None = None) -> list[Hit]:
-        self.mirror.sync()
+        self.sync()
         gids, scores = self.mirror.gallery.scores(np.atleast_2d(emb))
         best = scores.max(axis=0) if len(scores) else np.zeros(0, np.float32)
         order = np.argsort(-best, kind="stable")
@@ -141,7 +125,7 @@ class Searcher:
 
     def similar_to(self, global_id: int, top: int = 10) -> list[Hit]:
         """Identities most like ``global_id``: best cosine between any of its prototypes and any of theirs."""
-        self.mirror.sync()
+        self.sync()
         ident = self.mirror.gallery.identities.get(global_id) or self.store.get(global_id)
         if ident is None:
             raise UnknownIdentity(global_id)
@@ -161,19 +145,21 @@ class Searcher:
 
 
 @contextlib.contextmanager
-def redis_for(run_dir: Path | None, url: str | None) -> Iterator[str]:
-    """``url``, or the URL of the finished run's embedded Redis started from ``run_dir/redis``."""
-    if url:
-        yield url
-        return
-    from reid.identity.redis_server import EmbeddedRedis
+def redis_for(config: RedisConfig, run_dir: Path | None, url: str | None) -> Iterator[str]:
+    """``url``, or the URL of the finished run's embedded Redis started from ``run_dir/redis`` with the config's
+    embedded settings (binary, password, socket kind) on a free port."""
+    from reid.identity.redis_server import redis_url_for
 
-    data = run_dir / "redis"
-    if not data.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no redis/ folder (not a run directory, or a run with an external Redis: "
-                                "use --redis URL)")
-    with EmbeddedRedis(data) as server:
-        yield server.url
+    if url:
+        config = config.model_copy(update={"url": url})
+    else:
+        data = run_dir / "redis" if run_dir is not None else None
+        if data is None or not data.is_dir():
+            raise FileNotFoundError(f"{run_dir}: no redis/ folder (not a run directory, or a run with an external "
+                                    "Redis: use --redis URL)")
+        config = config.model_copy(update={"url": None, "embedded_dir": data, "embedded_port": 0})
+    with redis_url_for(config) as found:
+        yield found
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -213,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     from pipeline.config import ConfigError, ReidConfig, load_config
-    from reid.identity.config import MatcherConfig
+    from reid.identity.config import GalleryConfig, MatcherConfig
 
     try:
         cfg = load_config(args.config) if args.config else None
@@ -223,18 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     reid_cfg = cfg.reid if cfg else ReidConfig()
     matcher_cfg = cfg.matcher if cfg else MatcherConfig()
-    gallery_cfg = cfg.gallery if cfg else None
+    gallery_cfg = cfg.gallery if cfg else GalleryConfig()
     embedder = None
     if img is not None:
-        from trt_engines.embedder import build_embedder
-
-        embedder = build_embedder(reid_cfg.backend, reid_cfg.precision, reid_cfg.weights, device=reid_cfg.device,
-                                  max_batch=1, int8_onnx_path=reid_cfg.int8_onnx)
+        embedder = reid_cfg.build_embedder(max_batch=1)
     try:
-        with redis_for(args.run_dir, args.redis) as url:
+        with redis_for(matcher_cfg.redis, args.run_dir, args.redis) as url:
             store = IdentityStore.from_config(matcher_cfg.redis, url, dim=matcher_cfg.embedding_dim,
                                               max_prototypes=matcher_cfg.max_prototypes)
-            album = Album(store, **({"max_thumbnails": gallery_cfg.max_thumbnails} if gallery_cfg else {}))
+            album = Album.from_config(store, gallery_cfg)
             searcher = Searcher(store, album, embedder)
             try:
                 hits = searcher.search_photo(img, args.top) if img is not None else searcher.similar_to(

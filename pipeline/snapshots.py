@@ -60,13 +60,14 @@ class SnapshotWriter:
         self.last: dict[str, float] = {}
         folder.mkdir(parents=True, exist_ok=True)
 
-    def offer(self, cam: str, frame_index: int, ts: float, frame: np.ndarray, boxes: np.ndarray,
+    def due(self, cam: str) -> bool:
+        """The camera's last snapshot is ``every_s`` old (ask before preparing a :meth:`write`)."""
+        return time.monotonic() - self.last.get(cam, -math.inf) >= self.every_s
+
+    def write(self, cam: str, frame_index: int, ts: float, frame: np.ndarray, boxes: np.ndarray,
               track_ids: Sequence[int]) -> bool:
-        """Write this frame if the camera's last snapshot is ``every_s`` old; True when written."""
-        now = time.monotonic()
-        if now - self.last.get(cam, -math.inf) < self.every_s:
-            return False
-        self.last[cam] = now
+        """Write this frame as the camera's snapshot (the next is due ``every_s`` from now); True when written."""
+        self.last[cam] = time.monotonic()
         scale = min(1.0, self.MAX_WIDTH / frame.shape[1])
         img = frame if scale == 1.0 else cv2.resize(
             frame, (self.MAX_WIDTH, round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)

@@ -15,15 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.evaluate_mtmc import FRAMES_FILE, frame_ranges
+from pipeline.events import track_identities
 from pipeline.render import read_track_log
 
 log = logging.getLogger(__name__)
-
-
-def track_identities(events: Iterable[dict]) -> dict[tuple[str, int], int]:
-    """(camera, track) -> the global identity the matcher gave it."""
-    return {(e["camera_id"], int(e["track_id"])): int(e["global_id"]) for e in events
-            if e.get("global_id") is not None and e.get("track_id") is not None}
 
 
 def write_tracks(run_dir: Path, camera_ids: Iterable[str], events: Iterable[dict], out_dir: Path) -> list[Path]:

@@ -23,10 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid.model_spec import EMBEDDING_DIM, FEAT_DIM, INPUT_HEIGHT, INPUT_SHAPE, INPUT_WIDTH  # noqa: F401 - re-exported
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from reid.model_spec import (  # noqa: F401 - re-exported
+    EMBEDDING_DIM,
+    FEAT_DIM,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INPUT_HEIGHT,
+    INPUT_SHAPE,
+    INPUT_WIDTH,
+)
 
 # ---------------------------------------------------------------------------------------------------------
 # Basic layers

@@ -12,3 +12,5 @@ INPUT_WIDTH = 64
 INPUT_SHAPE: tuple[int, int, int] = (3, INPUT_HEIGHT, INPUT_WIDTH)  # channels, height, width of one RGB crop
 FEAT_DIM = 512  # each of the global and local branches
 EMBEDDING_DIM = 2 * FEAT_DIM  # the embedding is the two L2-normalised branch features side by side
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB input normalisation, applied inside the network
+IMAGENET_STD = (0.229, 0.224, 0.225)

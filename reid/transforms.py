@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reid.model import IMAGENET_MEAN, INPUT_HEIGHT, INPUT_WIDTH
+from reid.model_spec import IMAGENET_MEAN, INPUT_HEIGHT, INPUT_WIDTH
 
 
 class EmptyCropError(ValueError):

@@ -115,9 +115,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     def identities(offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1)] = 50) -> dict[str, Any]:
         """Most recently seen first."""
         limit = min(limit, ctx.config.page_size_max)
-        index = ctx.store.key("index", "last_seen")
-        total = int(ctx.store.client.zcard(index))
-        ids = [int(g) for g in ctx.store.client.zrevrange(index, offset, offset + limit - 1)]
+        total, ids = ctx.store.recent_page(offset, limit)
         found = ctx.store.get_many(ids)
         items = [identity_json(found[g], ctx.album) for g in ids if g in found]
         return {"total": total, "offset": offset, "limit": limit, "items": items}

@@ -60,15 +60,7 @@ class ServiceThread:
 
 def embedder_factory(config: PipelineConfig) -> Callable[[], Any]:
     """Builds the pipeline's own embedder (same weights, backend, precision) when the first search comes."""
-
-    def make() -> Any:
-        from trt_engines.embedder import build_embedder
-
-        r = config.reid
-        return build_embedder(r.backend, r.precision, r.weights, device=r.device, max_batch=1,
-                              int8_onnx_path=r.int8_onnx)
-
-    return make
+    return lambda: config.reid.build_embedder(max_batch=1)
 
 
 def start_service(config: PipelineConfig, http: HttpConfig, redis_url: str, metrics: PipelineMetrics | None,
@@ -77,7 +69,7 @@ def start_service(config: PipelineConfig, http: HttpConfig, redis_url: str, metr
     after stopping the service)."""
     m = config.matcher
     store = IdentityStore.from_config(m.redis, redis_url, dim=m.embedding_dim, max_prototypes=m.max_prototypes)
-    album = Album(store, max_appearances=config.gallery.max_appearances, max_thumbnails=config.gallery.max_thumbnails)
+    album = Album.from_config(store, config.gallery)
     cameras = [{"id": c.id, "live": c.is_live} for c in config.cameras]
     ctx = ServiceContext(http, store, album, cameras, config.resolved_run_dir, metrics, embedder_factory(config),
                          health)

@@ -21,6 +21,7 @@ import json
 import math
 from dataclasses import dataclass
 
+from reid.identity.config import GalleryConfig
 from reid.identity.store import ALBUM_INDEX, THUMBS, TIMELINE, IdentityStore
 
 _RECORD_LUA = """
@@ -110,6 +111,10 @@ class Album:
         self._record = self.client.register_script(_RECORD_LUA)
         self._prune = self.client.register_script(_PRUNE_LUA)
 
+    @classmethod
+    def from_config(cls, store: IdentityStore, config: GalleryConfig) -> Album:
+        return cls(store, max_appearances=config.max_appearances, max_thumbnails=config.max_thumbnails)
+
     def record(self, global_id: int, appearance: Appearance, jpeg: bytes = b"", quality: float = 0.0) -> bool:
         """Add or update ``appearance`` (keyed by its track), and offer ``jpeg`` as a thumbnail: it takes the slot
         of its own track if better, else a free slot, else the worst one if better. Nothing is written when the
@@ -130,19 +135,18 @@ class Album:
         return sorted(apps, key=lambda a: (a.first_seen_ts, a.camera_id, a.track_id))
 
     def thumbnail_numbers(self, global_id: int) -> list[int]:
-        """Numbers of the identity's thumbnails, best quality first."""
-        raw = self.client.hgetall(self.store.key(THUMBS, global_id))
-        slots = [int(f[2:]) for f in raw if f.startswith(b"q:")]
-        return sorted(slots, key=lambda s: -float(raw[f"q:{s}".encode()]))
+        """Numbers of the identity's thumbnails, best quality first (reads the field names and qualities only,
+        not the JPEGs: it runs for every identity of a page and every search hit)."""
+        key = self.store.key(THUMBS, global_id)
+        fields = [f for f in self.client.hkeys(key) if f.startswith(b"q:")]
+        if not fields:
+            return []
+        quality = dict(zip(fields, self.client.hmget(key, fields), strict=True))
+        slots = [int(f[2:]) for f in fields if quality[f] is not None]
+        return sorted(slots, key=lambda s: -float(quality[f"q:{s}".encode()]))
 
     def thumbnail(self, global_id: int, number: int) -> bytes | None:
         return self.client.hget(self.store.key(THUMBS, global_id), str(number))
-
-    def has_album(self, global_id: int) -> bool:
-        return self.client.zscore(self.store.key("index", ALBUM_INDEX), global_id) is not None
-
-    def count(self) -> int:
-        return int(self.client.zcard(self.store.key("index", ALBUM_INDEX)))
 
     def prune(self, cutoff_ts: float, max_identities: int) -> list[int]:
         """Delete the albums of identities last seen before ``cutoff_ts``, then of the least recently seen beyond

@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reid.identity.records import Identity
+
+if TYPE_CHECKING:
+    from reid.identity.store import IdentityBackend
 
 try:  # optional: approximate (IVF) inner-product search for galleries beyond ~1e5 identities
     import faiss  # type: ignore[import-not-found]
@@ -219,3 +222,28 @@ class Gallery:
             out.append(cand)
             best.append(float(sims[t, 0]) if rows[t, 0] >= 0 else math.nan)
         return out, best
+
+
+class GalleryMirror:
+    """A local :class:`Gallery` kept up to date from a store's change log (the matcher's, the search's): a sync
+    costs the changed records, not a reload of every record (16 KB each) from Redis."""
+
+    def __init__(self, store: IdentityBackend, gallery: Gallery) -> None:
+        self.store = store
+        self.gallery = gallery
+        self.cursor = "0-0"
+
+    def reload(self) -> None:
+        """Rebuild the gallery from every record in the store."""
+        self.cursor = self.store.change_cursor()
+        self.gallery.replace(self.store.load_all())
+
+    def sync(self) -> bool:
+        """Apply the changes made since the last sync or reload; False when the change log no longer reaches
+        back that far (nothing applied: the caller reloads)."""
+        cursor, changes = self.store.changes_since(self.cursor)
+        if changes is None:
+            return False
+        self.cursor = cursor
+        self.gallery.apply_changes(changes, self.store.get_many)
+        return True

@@ -27,6 +27,7 @@ AGREE = 1  # the two tracks are very likely one person (seen at one place at the
 CONTINUES = 2  # the later track is probably the earlier one found again (weaker than AGREE)
 DISAGREE = -1  # the two tracks cannot be one person
 UNKNOWN = 0
+POSITIVE = frozenset({AGREE, CONTINUES})  # verdicts that speak for one person
 
 _MIN_W = 1e-9  # |w| below this: the point is on the horizon line
 

@@ -44,8 +44,8 @@ from typing import Literal
 import numpy as np
 
 from reid.identity.config import MatcherConfig
-from reid.identity.gallery import Gallery
-from reid.identity.geometry import AGREE, CONTINUES, DISAGREE, UNKNOWN
+from reid.identity.gallery import Gallery, GalleryMirror
+from reid.identity.geometry import AGREE, CONTINUES, DISAGREE, POSITIVE, UNKNOWN
 from reid.identity.records import Identity, TrackRef
 from reid.identity.redis_server import redis_url_for
 from reid.identity.rules import admissible, assign, compatible
@@ -91,6 +91,7 @@ def aggregate_embeddings(embs: np.ndarray, qualities: np.ndarray | None = None, 
 # Added to the cosine of a linked identity, so that evidence outranks appearance alone, and being seen at one place
 # at the same time (AGREE) outranks being found again nearby after an occlusion (CONTINUES).
 _LINK_BONUS = {AGREE: 2.0, CONTINUES: 1.0}
+assert set(_LINK_BONUS) == POSITIVE, "every positive verdict needs its bonus"
 
 
 @dataclass(frozen=True, eq=False)
@@ -255,15 +256,14 @@ class Matcher:
         self.gallery = Gallery(config.embedding_dim, config.index, config.faiss_min_identities, config.faiss_nprobe,
                                config.faiss_top_k)
         self.stats = MatcherStats()
-        self._cursor = "0-0"
+        self._mirror = GalleryMirror(store, self.gallery)
         self._now_ts = -math.inf
         self._last_expire_ts = -math.inf
         self.reload()
 
     def reload(self) -> None:
         """Rebuild the local gallery from the store."""
-        self._cursor = self.store.change_cursor()
-        self.gallery.replace(self.store.load_all())
+        self._mirror.reload()
         self.stats.reloads += 1
         log.log(logging.INFO if len(self.gallery) else logging.DEBUG,
                 "gallery loaded: %d identities, %d prototypes (%d corrupt records skipped)", len(self.gallery),
@@ -271,13 +271,9 @@ class Matcher:
 
     def sync(self) -> None:
         """Apply the changes other writers made since the last sync."""
-        cursor, changes = self.store.changes_since(self._cursor)
-        if changes is None:
-            log.info("change log does not reach back to %s; reloading the gallery", self._cursor)
+        if not self._mirror.sync():
+            log.info("change log does not reach back to %s; reloading the gallery", self._mirror.cursor)
             self.reload()
-            return
-        self._cursor = cursor
-        self.gallery.apply_changes(changes, self.store.get_many)
 
     def get(self, global_id: int) -> Identity | None:
         ident = self.gallery.identities.get(global_id)
@@ -350,7 +346,7 @@ class Matcher:
         for i in pending:  # identities an AGREE link points to are candidates whatever their appearance score
             for key, v in tracks[i].links.items():
                 gid = (link_owners or {}).get(key)
-                if v in _LINK_BONUS and gid is not None and gid in self.gallery and gid not in cands[i]:
+                if v in POSITIVE and gid is not None and gid in self.gallery and gid not in cands[i]:
                     cands[i][gid] = self.gallery.similarity(gid, tracks[i].emb)
         founders: dict[int, int] = {}  # placeholder gid -> track index
         next_placeholder = -1
@@ -364,7 +360,7 @@ class Matcher:
             pending.remove(i)
             for j in pending:
                 s = float(tracks[j].emb @ tracks[i].emb)
-                if s >= thr - margin or (s >= floor and tracks[j].links.get(refs[i].key) in _LINK_BONUS):
+                if s >= thr - margin or (s >= floor and tracks[j].links.get(refs[i].key) in POSITIVE):
                     cands[j][gid] = s
 
         while pending:
@@ -394,7 +390,7 @@ class Matcher:
             def grouped(i: int, f: int) -> bool:
                 s = float(tracks[i].emb @ tracks[f].emb)
                 link = tracks[i].links.get(refs[f].key, UNKNOWN)
-                return link != DISAGREE and (s >= thr or (s >= floor and link in _LINK_BONUS)) \
+                return link != DISAGREE and (s >= thr or (s >= floor and link in POSITIVE)) \
                     and compatible(refs[i], refs[f], topo)
 
             leaders: list[int] = []
@@ -424,7 +420,7 @@ class Matcher:
             self.expire()
         self.sync()
         t0 = time.perf_counter()
-        linked = sorted({k for t in tracks for k, v in t.links.items() if v in _LINK_BONUS})
+        linked = sorted({k for t in tracks for k, v in t.links.items() if v in POSITIVE})
         link_owners = {k: g for k, g in zip(linked, self.store.lookup_tracks(linked), strict=True) if g is not None}
         decisions = self.plan(tracks, self.store.lookup_tracks(keys), link_owners)
         t1 = time.perf_counter()

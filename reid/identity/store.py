@@ -259,6 +259,14 @@ class IdentityStore:
     def all_ids(self) -> list[int]:
         return [int(g) for g in self.client.zrange(self._time_index, 0, -1)]
 
+    def recent_page(self, offset: int, limit: int) -> tuple[int, list[int]]:
+        """(number of identities, the ids of one page of them, most recently seen first)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zcard(self._time_index)
+            pipe.zrevrange(self._time_index, offset, offset + limit - 1)
+            total, ids = pipe.execute()
+        return int(total), [int(g) for g in ids]
+
     def load_all(self) -> list[Identity]:
         """Every live identity, oldest sighting first (the gallery reload after a restart)."""
         ids = self.all_ids()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,15 +12,10 @@ import zmq
 
 from pipeline.config import PipelineConfig, load_config
 from pipeline.stage import Stage
+from reid.identity.redis_server import free_port
 from reid.paths import PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "configs" / "cams.example.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def example_config(run_dir: Path, detect_fps: float = 2.5) -> PipelineConfig:

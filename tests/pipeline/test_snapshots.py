@@ -35,8 +35,8 @@ def edge_colour(img: np.ndarray, box: np.ndarray) -> np.ndarray:
 def test_a_snapshot_is_labelled_with_the_global_ids_the_store_holds(tmp_path, redis_url):  # noqa: F811
     frame = first_frame(tmp_path)
     writer = SnapshotWriter(tmp_path / "snapshots", every_s=60)
-    assert writer.offer("c0", 12, 0.48, frame, BOXES, [DECIDED, UNDECIDED])
-    assert not writer.offer("c0", 13, 0.52, frame, BOXES, [DECIDED, UNDECIDED])  # within every_s: skipped
+    assert writer.due("c0") and writer.write("c0", 12, 0.48, frame, BOXES, [DECIDED, UNDECIDED])
+    assert not writer.due("c0")  # within every_s: the next frame is skipped
 
     snap = read_snapshot(snapshot_path(tmp_path / "snapshots", "c0"))
     assert (snap.camera, snap.frame_index, snap.track_ids) == ("c0", 12, [DECIDED, UNDECIDED])
@@ -56,7 +56,7 @@ def test_a_snapshot_is_labelled_with_the_global_ids_the_store_holds(tmp_path, re
 
 def test_a_wide_frame_is_downscaled_with_its_boxes(tmp_path):
     wide = cv2.resize(first_frame(tmp_path), (960, 768))
-    SnapshotWriter(tmp_path, every_s=1).offer("c1", 0, 0.0, wide, BOXES * 960 / 360, [7, 8])
+    SnapshotWriter(tmp_path, every_s=1).write("c1", 0, 0.0, wide, BOXES * 960 / 360, [7, 8])
     snap = read_snapshot(snapshot_path(tmp_path, "c1"))
     img = cv2.imdecode(np.frombuffer(snap.jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert img.shape[1] == SnapshotWriter.MAX_WIDTH
