@@ -126,10 +126,31 @@ class PersonDetector:
             self.input_hw: tuple[int, int] = fixed or (imgsz, imgsz)
             self._model = YOLO(str(self.weights), task="detect")
             self.detect([np.zeros((*self.input_hw, 3), np.uint8)])  # builds the backend: a bad file fails here
+            self._quiet_onnx_workers()
         except Exception as e:  # ultralytics, onnx and the runtimes raise many types for unreadable files
             raise DetectorError(f"{self.weights}: cannot load these weights ({type(e).__name__}: {e})") from e
         log.info("person detector %s on %s, input %dx%d, conf %.2f, iou %.2f",
                  self.weights.name, self.device, *self.input_hw, conf, iou)
+
+    def _quiet_onnx_workers(self) -> None:
+        """Give an ONNX model on the CPU a session whose idle workers sleep (``cpu_session_options``).
+
+        ultralytics builds its ONNX Runtime session with default options, whose worker threads spin between
+        frames and take the cores the embed and match stages need; it offers no way to pass options, so the
+        session it made is swapped for one over the same file. Other formats and GPU providers are left alone.
+        """
+        backend = getattr(getattr(self._model.predictor, "model", None), "backend", None)
+        session = getattr(backend, "session", None)
+        if session is None or getattr(backend, "format", None) != "onnx" \
+                or session.get_providers() != ["CPUExecutionProvider"]:
+            return
+        import onnxruntime as ort
+
+        from trt_engines.ort_backend import cpu_session_options
+
+        model_file = self.weights if self.weights.is_file() else next(self.weights.glob("*.onnx"))
+        backend.session = ort.InferenceSession(str(model_file), cpu_session_options(),
+                                               providers=["CPUExecutionProvider"])
 
     @property
     def imgsz(self) -> int:

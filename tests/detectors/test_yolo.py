@@ -42,6 +42,15 @@ def test_batched_detection_matches_one_frame_at_a_time(detector_320, bus_zidane,
     assert detector_320.detect([]) == []
 
 
+def test_onnx_workers_sleep_between_frames(detector_320):
+    """ultralytics' own session spins its idle workers, taking the cores the other stages need."""
+    session = detector_320._model.predictor.model.backend.session
+    options = session.get_session_options()
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+
+
 def test_fixed_size_export_runs_at_its_own_size(weights_320):
     assert fixed_input_hw(weights_320) == (320, 320)
     assert PersonDetector(weights_320, imgsz=640).imgsz == 320

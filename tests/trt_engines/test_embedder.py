@@ -42,7 +42,10 @@ def test_onnxruntime_fp32_matches_torch(tiny_weights, crops, reference, n, max_b
 
 
 def test_auto_on_cpu_is_onnxruntime(tiny_weights):
-    assert build_embedder("auto", "fp32", tiny_weights, device="cpu").name == "onnxruntime"
+    emb = build_embedder("auto", "fp32", tiny_weights, device="cpu")
+    assert emb.name == "onnxruntime"
+    # idle workers sleep: spinning ones take the cores the detect and match stages need
+    assert emb.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_bad_crops_and_options_are_clear_errors(tiny_weights, crops):
