@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_dir:
             config = config.with_run_dir(args.run_dir.resolve())
         if args.http:
-            config = with_http(config, args.http)
+            config = config.with_http(args.http)
         check_sources(config)
     except (ConfigError, PipelineError) as e:
         log.error("%s", e)
@@ -106,25 +106,6 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_tracks(config.resolved_run_dir, recorded, events, args.tracks_out):
             log.info("wrote %s", path)
     return code
-
-
-def with_http(config, listen: str):  # noqa: ANN001, ANN201 - PipelineConfig in and out
-    """The config with the HTTP service on ``HOST:PORT`` (the config's other http settings kept), checked again:
-    a non-loopback address needs a token."""
-    from pydantic import ValidationError
-
-    from pipeline.config import ConfigError
-    from pipeline.service.config import HttpConfig, parse_listen
-
-    try:
-        host, port = parse_listen(listen)
-        base = config.http.model_dump() if config.http else {}
-        http = HttpConfig.model_validate({**base, "host": host, "port": port})
-    except ValidationError as e:
-        raise ConfigError(f"--http {listen}: " + "; ".join(err["msg"] for err in e.errors())) from None
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    return config.model_copy(update={"http": http})
 
 
 def run_single_stage(config, args) -> int:

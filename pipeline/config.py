@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.service.config import HttpConfig
+from pipeline.service.config import HttpConfig, parse_listen
 from reid.identity.config import GalleryConfig, MatcherConfig
 from reid.identity.geometry import CalibrationError, GeometryConfig, Homography
 from reid.identity.links import ContinuityConfig
@@ -257,6 +257,19 @@ class PipelineConfig(_Section):
             redis = redis.model_copy(update={"embedded_dir": run_dir / "redis"})
         return self.model_copy(update={"run_dir": run_dir,
                                        "matcher": self.matcher.model_copy(update={"redis": redis})})
+
+    def with_http(self, listen: str) -> PipelineConfig:
+        """The config with the HTTP service on ``HOST:PORT`` (``--http``; the config's other http settings kept),
+        checked again: a non-loopback address needs a token."""
+        try:
+            host, port = parse_listen(listen)
+            base = self.http.model_dump() if self.http else {}
+            http = HttpConfig.model_validate({**base, "host": host, "port": port})
+        except ValidationError as e:
+            raise ConfigError(f"--http {listen}: " + "; ".join(err["msg"] for err in e.errors())) from None
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return self.model_copy(update={"http": http})
 
     def endpoint(self, name: str) -> str:
         """The endpoint of ``name`` (detect, embed, match, control, events)."""

@@ -70,6 +70,7 @@ def bind_dir(endpoint: str) -> None:
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(max(level, logging.WARNING))  # five lines on which CPU build it loads
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import fcntl
 import importlib.util
 import logging
 import os
@@ -26,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import redis
 
@@ -114,6 +116,7 @@ class EmbeddedRedis:
         self._lock = threading.Lock()
         self._watchdog: threading.Thread | None = None
         self._atexit_registered = False
+        self._dir_lock: TextIO | None = None
 
     # -- addresses --------------------------------------------------------------------------------------------------
     @property
@@ -146,8 +149,30 @@ class EmbeddedRedis:
         return args
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
+    def _lock_data_dir(self) -> None:
+        """Hold ``data_dir/embedded.lock`` while serving: two servers appending to one file would corrupt it (a
+        search or ``pipeline.service`` started on the folder of a pipeline that is still running). The kernel
+        drops the lock with the process, so a crash leaves nothing stale behind."""
+        lock = open(self.data_dir / "embedded.lock", "a+")  # noqa: SIM115 - held until stop()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise EmbeddedRedisError(
+                f"{self.data_dir} is served by another embedded Redis (process {holder}): a pipeline still running "
+                "there? Use its --http service, or its Redis URL") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._dir_lock = lock
+
     def start(self) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._dir_lock is None:
+            self._lock_data_dir()
         tries = 3 if (self.port == 0 and not self.unix_socket) else 1
         pick_port = self.port == 0 and not self.unix_socket
         for attempt in range(tries):
@@ -251,6 +276,9 @@ class EmbeddedRedis:
         if self._atexit_registered:
             atexit.unregister(self.stop)
             self._atexit_registered = False
+        if self._dir_lock is not None:
+            self._dir_lock.close()  # releases the flock
+            self._dir_lock = None
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

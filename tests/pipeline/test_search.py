@@ -1,10 +1,14 @@
-"""pipeline.search: by photo and by identity against a finished run's own Redis, clear errors for bad photos, and a
-small version of benchmarks/search_accuracy.py (top-1 of the search is reid's Rank-1 on the same embeddings)."""
+"""pipeline.search: by photo and by identity against a finished run's own Redis, clear errors for bad photos, the
+finished run served over HTTP (python -m pipeline.service), and a small version of benchmarks/search_accuracy.py (top-1 of the search is reid's Rank-1 on the same embeddings)."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
+import urllib.error
 
 import cv2
 import numpy as np
@@ -19,6 +23,9 @@ from reid.identity.redis_server import EmbeddedRedis
 from reid.identity.store import IdentityStore
 from reid.paths import PROJECT_ROOT
 from trt_engines.embedder import build_embedder
+
+from .conftest import EXAMPLE, free_port
+from .http_client import get_json, upload
 
 
 @pytest.mark.parametrize("content, why", [(b"", "empty"), (b"not a jpeg at all", "not an image"), (None, "too small"),
@@ -79,6 +86,45 @@ def test_similar_to_an_identity_and_an_unknown_one(finished_run, capsys, caplog)
     assert "3 identities searched; top 2" in text and f"\n{gid:>6} " not in text
     assert main(["--similar-to", "999", "--run-dir", str(run)]) == 2
     assert "identity 999 does not exist" in caplog.text
+
+
+def test_a_finished_run_is_served_until_stopped(finished_run, tmp_path):
+    """python -m pipeline.service on the run's own Redis: identities, thumbnails and search over HTTP; a second
+    server on the same folder is refused (two writers would corrupt its append-only file); SIGTERM ends it."""
+    run, owner, queries = finished_run
+    port = free_port()
+    cmd = [sys.executable, "-m", "pipeline.service", "--cameras", str(EXAMPLE), "--run-dir", str(run)]
+    log = open(tmp_path / "service.log", "w")
+    proc = subprocess.Popen([*cmd, "--http", f"127.0.0.1:{port}"], cwd=PROJECT_ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "service.log").read_text()
+            try:
+                status, health = get_json(f"{url}/healthz")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, (tmp_path / "service.log").read_text()
+                time.sleep(0.3)
+        assert status == 200 and health["run"] == "finished"
+        status, page = get_json(f"{url}/api/identities")
+        assert status == 200 and page["total"] == 3 and all(i["thumbnails"] for i in page["items"])
+        pid, photo = next(iter(queries.items()))
+        status, found = upload(f"{url}/api/search?top=3", photo.name, photo.read_bytes())
+        assert status == 200 and owner[found["results"][0]["global_id"]] == pid, found
+        assert get_json(f"{url}/metrics")[0] == 404  # a running pipeline's only
+
+        second = subprocess.run([*cmd, "--http", f"127.0.0.1:{free_port()}"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 1 and "is served by another embedded Redis" in second.stderr, second.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        log.close()
+    assert code == 0, (tmp_path / "service.log").read_text()
+    assert main(["--similar-to", str(next(iter(owner))), "--run-dir", str(run)]) == 0  # the folder is free again
 
 
 def test_search_accuracy_benchmark_small(shared):
