@@ -162,6 +162,11 @@ class MatchStageConfig(_Section):
     max_lateness_s: float = Field(
         2.0, gt=0, description="live only: a camera silent this long (wall time) no longer holds back the others"
     )
+    ambiguous_wait_s: float = Field(
+        10.0, ge=0, description="a running track whose first match is ambiguous (two identities within the matcher's "
+        "margin) gets no identity yet and is decided again with each new crop, for up to this long (or until it "
+        "ends); then it founds an identity of its own. 0: found one at once"
+    )
     continuity: ContinuityConfig = Field(
         default_factory=ContinuityConfig, description="a person the tracker lost and found again keeps the identity"
     )

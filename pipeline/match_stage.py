@@ -48,6 +48,7 @@ class Snapshot:
     num_crops: int
     ended: bool
     last_seen_ts: float
+    retry: bool = False  # taken after the track was queued for its first match: used only if that was deferred
 
 
 @dataclass
@@ -66,6 +67,7 @@ class TrackBuffer:
     matched_crops: int = 0  # crops in the summary of its latest match
     lost_ts: float | None = None  # when the tracker lost it (None while it is seen)
     queued: bool = False
+    deferred_ts: float | None = None  # when its first match was deferred as ambiguous (None: not deferred)
     ended: bool = False
     first_box: tuple[float, float, float, float] | None = None
     # Where it was seen: (ts, x1, y1, x2, y2, ground x, ground y; NaN without a ground position), recent only.
@@ -173,6 +175,10 @@ class MatchStage(Stage):
         elif not t.queued and t.embs and self.mature(t):
             t.queued = True
             self.enqueue(ts, t)
+        elif t.queued and t.global_id is None and self.config.match.ambiguous_wait_s > 0:
+            # Queued but not placed: a snapshot at every sighting, so that if the first match is deferred, the next
+            # try is taken at video times that do not depend on when the deferral happened (message timing).
+            self.enqueue(ts, t, retry=True)
 
     def mature(self, t: TrackBuffer) -> bool:
         """Ready for a first match: enough crops (or tracked long enough) and old enough (see MatchStageConfig)."""
@@ -233,10 +239,10 @@ class MatchStage(Stage):
         t.ended = True
         self.enqueue(ts, t)
 
-    def enqueue(self, ts: float, t: TrackBuffer) -> None:
+    def enqueue(self, ts: float, t: TrackBuffer, retry: bool = False) -> None:
         self._n += 1
         snap = Snapshot(t.last_ts, t.frame_index, t.box, len(t.embs), t.ended,
-                        t.lost_ts if t.lost_ts is not None else t.last_ts)
+                        t.lost_ts if t.lost_ts is not None else t.last_ts, retry)
         heapq.heappush(self.ready, (ts, t.camera_id, t.track_id, self._n, snap))
 
     # -- decisions ------------------------------------------------------------------------------------------
@@ -263,11 +269,25 @@ class MatchStage(Stage):
             due: dict[tuple[str, int], Snapshot] = {}
             while self.ready and self.ready[0][0] == ts0:
                 _, cam, tid, _, snap = heapq.heappop(self.ready)
-                if (cam, tid) in self.tracks:
+                t = self.tracks.get((cam, tid))
+                if t is not None and (not snap.retry or self.retry_due(t)):
                     due[(cam, tid)] = snap
             if due:
                 self.refresh_active(ts0, set(due))
                 self.match([(self.tracks[k], snap) for k, snap in sorted(due.items())], ts0)
+
+    @staticmethod
+    def retry_due(t: TrackBuffer) -> bool:
+        """A deferred track is tried again at each sighting: new crops, the rivals' other sightings (a rival seen
+        elsewhere in the same camera at the same time is ruled out) and the other deferred tracks of the same
+        moment (decided jointly) may settle it; once its wait is over it is decided."""
+        return t.global_id is None and t.deferred_ts is not None
+
+    def provisional(self, t: TrackBuffer, s: Snapshot, as_of: float) -> bool:
+        """May this decision be deferred if ambiguous: a running, unplaced track within its wait."""
+        wait = self.config.match.ambiguous_wait_s
+        return (not s.ended and t.global_id is None and wait > 0
+                and (t.deferred_ts is None or as_of - t.deferred_ts < wait))
 
     def refresh_active(self, now_ts: float, exclude: set[tuple[str, int]]) -> None:
         """Tell the matcher how long the tracks matched earlier have been seen, as of ``now_ts``.
@@ -315,12 +335,17 @@ class MatchStage(Stage):
                                                      np.array(t.quality[: s.num_crops]),
                                                      top_k=self.config.matcher.crops_per_track),
                              start_ts=t.start_ts, end_ts=max(s.last_seen_ts, t.start_ts),
-                             links=self.links(t, as_of, others) if t.global_id is None else {})
+                             links=self.links(t, as_of, others) if t.global_id is None else {},
+                             provisional=self.provisional(t, s, as_of))
                      for t, s in with_embs]
         t0 = time.perf_counter()
         results = self.matcher.match(summaries) if summaries else []
         self.counters["match_ms_total"] += int(1e3 * (time.perf_counter() - t0))
         for (t, s), r in zip(with_embs, results, strict=True):
+            if r.global_id is None:  # ambiguous: no identity yet, tried again at its next sighting (retry_due)
+                t.deferred_ts = as_of if t.deferred_ts is None else t.deferred_ts
+                self.counters["deferred"] += 1
+                continue
             first = t.global_id is None
             t.global_id = r.global_id
             t.matched_crops = s.num_crops

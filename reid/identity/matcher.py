@@ -16,7 +16,9 @@ A batch of tracks is matched jointly (:meth:`Matcher.match`):
    may instead found a new identity), so tracks that compete for the same identities are solved together rather
    than first-come first-served.
 4. An assigned track must beat its best rival by ``margin`` (rivals: admissible identities not taken by another
-   track of the same round); otherwise the evidence is ambiguous and it founds a new identity.
+   track of the same round); otherwise the evidence is ambiguous and it founds a new identity, or, when the track
+   is *provisional* (still running, not placed yet), it gets no identity yet and is decided again with more crops:
+   an identity founded on a close call is a person counted twice if the call was right.
 5. Rounds repeat, with the histories updated, so tracks from *other* cameras can still join an identity taken
    in an earlier round (overlapping views); when a round assigns nothing, the remaining tracks found identities,
    one per group of mutually similar compatible tracks, and the rest may join those in the next round.
@@ -106,6 +108,9 @@ class TrackSummary:
     num_crops: int = 1
     quality: float = 1.0
     links: Mapping[tuple[str, int], int] = field(default_factory=dict)  # other track key -> AGREE / DISAGREE
+    # Still running and not placed yet: when its match is ambiguous it waits for more crops (no identity yet)
+    # rather than founding one of its own at once.
+    provisional: bool = False
 
     def __post_init__(self) -> None:
         if not self.camera_id:
@@ -143,9 +148,10 @@ class TrackSummary:
 class MatchResult:
     """The global identity of one track. ``similarity`` is the cosine to the identity joined (for a new identity:
     to the best existing one, NaN when the gallery was empty); ``reason`` says why, e.g. ``matched``, ``known``,
-    ``new:below_threshold``, ``new:ambiguous``, ``new:constraint``, ``new:taken``."""
+    ``new:below_threshold``, ``new:ambiguous``, ``new:constraint``, ``new:taken``. ``global_id`` is None, with reason
+    ``deferred``, for a provisional track whose match was ambiguous: nothing was written, ask again later."""
 
-    global_id: int
+    global_id: int | None
     similarity: float
     is_new: bool
     camera_id: str
@@ -217,7 +223,7 @@ class Decision:
     """The plan for one track before it is written: join/refresh ``global_id`` (negative: an identity founded in
     this batch, not yet minted) or found a new one."""
 
-    kind: Literal["known", "join", "found"]
+    kind: Literal["known", "join", "found", "defer"]
     global_id: int
     similarity: float
     reason: str
@@ -373,16 +379,23 @@ class Matcher:
             accepted, ambiguous = [], []
             for i, g in sorted(chosen.items()):
                 s = allowed[i][g]
-                rival = max((s2 for g2, s2 in allowed[i].items() if g2 != g and taken.get(g2, i) == i),
-                            default=-math.inf)
+                rival, rival_gid = max(((s2, g2) for g2, s2 in allowed[i].items() if g2 != g and taken.get(g2, i) == i),
+                                       default=(-math.inf, None))
                 (accepted if s - rival >= margin else ambiguous).append((i, g, s))
+                if s - rival < margin:
+                    log.debug("%s/%s ambiguous: identity %s at %.3f, identity %s at %.3f", refs[i].camera_id,
+                              refs[i].track_id, g, s, rival_gid, rival)
             for i, g, _ in accepted:
                 raw = cands[i][g]
                 decisions[i] = Decision("join", g, raw, "matched" if raw >= thr else "linked")
                 record(g, refs[i])
                 pending.remove(i)
             for i, _, _ in ambiguous:
-                found(i, "new:ambiguous")
+                if tracks[i].provisional:
+                    decisions[i] = Decision("defer", 0, best[i], "deferred")
+                    pending.remove(i)
+                else:
+                    found(i, "new:ambiguous")
             if accepted or ambiguous:
                 continue
             # Nobody can join an identity: found one per group of mutually similar (or linked), compatible tracks
@@ -461,6 +474,10 @@ class Matcher:
         order = sorted(range(len(tracks)), key=lambda i: (decisions[i].kind != "found", -decisions[i].global_id))
         for i in order:
             d, t = decisions[i], tracks[i]
+            if d.kind == "defer":
+                results[i] = MatchResult(None, d.similarity, False, t.camera_id, t.track_id, d.reason)
+                self.stats.reasons[d.reason] = self.stats.reasons.get(d.reason, 0) + 1
+                continue
             if d.kind == "found":
                 ident = create(i)
                 minted[d.global_id] = ident.global_id
