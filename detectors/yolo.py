@@ -133,7 +133,7 @@ class PersonDetector:
                  self.weights.name, self.device, *self.input_hw, conf, iou)
 
     def _quiet_onnx_workers(self) -> None:
-        """Give an ONNX model on the CPU a session whose idle workers sleep (``cpu_session_options``).
+        """Give an ONNX model on the CPU a session whose idle workers sleep (``quiet_session_options``).
 
         ultralytics builds its ONNX Runtime session with default options, whose worker threads spin between
         frames and take the cores the embed and match stages need; it offers no way to pass options, so the
@@ -146,10 +146,10 @@ class PersonDetector:
             return
         import onnxruntime as ort
 
-        from trt_engines.ort_backend import cpu_session_options
+        from trt_engines.ort_backend import quiet_session_options
 
         model_file = self.weights if self.weights.is_file() else next(self.weights.glob("*.onnx"))
-        backend.session = ort.InferenceSession(str(model_file), cpu_session_options(),
+        backend.session = ort.InferenceSession(str(model_file), quiet_session_options(),
                                                providers=["CPUExecutionProvider"])
 
     @property

@@ -164,8 +164,8 @@ class MatchStageConfig(_Section):
     )
     ambiguous_wait_s: float = Field(
         10.0, ge=0, description="a running track whose first match is ambiguous (two identities within the matcher's "
-        "margin) gets no identity yet and is decided again with each new crop, for up to this long (or until it "
-        "ends); then it founds an identity of its own. 0: found one at once"
+        "margin) gets no identity yet and is tried again at each sighting, for up to this long (or until it ends); "
+        "then it is decided for good, founding an identity of its own if still ambiguous. 0: decide at once"
     )
     continuity: ContinuityConfig = Field(
         default_factory=ContinuityConfig, description="a person the tracker lost and found again keeps the identity"

@@ -14,7 +14,7 @@ from trt_engines.embedder import BackendUnavailableError, Embedder
 log = logging.getLogger(__name__)
 
 
-def cpu_session_options(threads: int | None = None):  # noqa: ANN201 - an onnxruntime.SessionOptions
+def quiet_session_options(threads: int | None = None):  # noqa: ANN201 - an onnxruntime.SessionOptions
     """Session options for a CPU stage that shares few cores with other stage processes.
 
     ONNX Runtime's worker threads spin between runs by default: on this 2-core machine a detector whose
@@ -45,7 +45,7 @@ class OnnxRuntimeEmbedder(Embedder):
         path = Path(onnx_path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: ONNX model not found (python -m trt_engines.export --out {path})")
-        opts = cpu_session_options(threads)
+        opts = quiet_session_options(threads)
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if use_gpu:

@@ -4,8 +4,9 @@
 
 A running pipeline serves itself (``run_pipeline.py --http``); once it has ended, its identities are still in the
 run directory's Redis data and its snapshots on disk. This starts that Redis (on a free port, stopped at exit;
-refused while the pipeline still holds it) and the same service, until Ctrl-C. ``--redis`` reads a run that used
-an external Redis instead. ``/metrics`` belongs to a running pipeline and answers 404 here.
+refused while the pipeline still holds it) and the same service, until Ctrl-C. A run that used an external Redis
+(the config's ``matcher.redis.url``, or ``--redis``) is read from there instead. ``/metrics`` belongs to a running
+pipeline and answers 404 here.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, default=None, help="the run directory (default: the config's)")
     p.add_argument("--http", default=None, metavar="HOST:PORT",
                    help="where to listen (default: the config's http section, else 127.0.0.1:8080)")
-    p.add_argument("--redis", default=None, metavar="URL", help="the run's external Redis (not its embedded one)")
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help="the run's external Redis (default: the config's matcher.redis.url, else its embedded one)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import redis
+
     from pipeline.config import ConfigError, load_config
     from pipeline.search import redis_for
     from pipeline.service.config import HttpConfig
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        with redis_for(config.matcher.redis, run_dir, args.redis) as url:
+        with redis_for(config.matcher.redis, run_dir, args.redis or config.matcher.redis.url) as url:
+            redis.Redis.from_url(url, socket_connect_timeout=5).ping()  # fail here, not on every request
             service, store = start_service(config, config.http, url, None,
                                            lambda: {"run": "finished", "run_dir": str(run_dir)})
             try:
@@ -74,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         log.error("%s", e)
         return 2
-    except RuntimeError as e:  # the embedded Redis refused (folder in use, broken data), the port taken
+    except (RuntimeError, ValueError, redis.RedisError) as e:
+        # the embedded Redis refused (folder in use, broken data), a bad or unreachable URL, the port taken
         log.error("%s", e)
         return 1
     return 0

@@ -73,6 +73,10 @@ def start_service(config: PipelineConfig, http: HttpConfig, redis_url: str, metr
     cameras = [{"id": c.id, "live": c.is_live} for c in config.cameras]
     ctx = ServiceContext(http, store, album, cameras, config.resolved_run_dir, metrics, embedder_factory(config),
                          health)
-    service = ServiceThread(create_app(ctx), http.host, http.port).start()
+    try:
+        service = ServiceThread(create_app(ctx), http.host, http.port).start()
+    except RuntimeError:
+        store.close()
+        raise
     log.info("HTTP service on %s (web page /, API /api, metrics /metrics)", service.url)
     return service, store

@@ -17,8 +17,8 @@ A batch of tracks is matched jointly (:meth:`Matcher.match`):
    than first-come first-served.
 4. An assigned track must beat its best rival by ``margin`` (rivals: admissible identities not taken by another
    track of the same round); otherwise the evidence is ambiguous and it founds a new identity, or, when the track
-   is *provisional* (still running, not placed yet), it gets no identity yet and is decided again with more crops:
-   an identity founded on a close call is a person counted twice if the call was right.
+   is *provisional* (still running, not placed yet), it gets no identity yet and its caller asks again later, with
+   more evidence: an identity founded on a close call is a person counted twice if the call was right.
 5. Rounds repeat, with the histories updated, so tracks from *other* cameras can still join an identity taken
    in an earlier round (overlapping views); when a round assigns nothing, the remaining tracks found identities,
    one per group of mutually similar compatible tracks, and the rest may join those in the next round.

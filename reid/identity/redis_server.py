@@ -153,7 +153,11 @@ class EmbeddedRedis:
         """Hold ``data_dir/embedded.lock`` while serving: two servers appending to one file would corrupt it (a
         search or ``pipeline.service`` started on the folder of a pipeline that is still running). The kernel
         drops the lock with the process, so a crash leaves nothing stale behind."""
-        lock = open(self.data_dir / "embedded.lock", "a+")  # noqa: SIM115 - held until stop()
+        try:
+            lock = open(self.data_dir / "embedded.lock", "a+")  # noqa: SIM115 - held until stop()
+        except OSError as e:
+            raise EmbeddedRedisError(f"{self.data_dir}: cannot lock the Redis data folder ({e.strerror or e})") \
+                from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -173,18 +177,11 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._dir_lock is None:
             self._lock_data_dir()
-        tries = 3 if (self.port == 0 and not self.unix_socket) else 1
-        pick_port = self.port == 0 and not self.unix_socket
-        for attempt in range(tries):
-            if pick_port:
-                self.port = free_port()
-            try:
-                self._spawn()
-                break
-            except EmbeddedRedisError:
-                if attempt == tries - 1:
-                    raise
-                log.warning("embedded Redis could not use port %d; trying another", self.port)
+        try:
+            self._spawn_on_a_port()
+        except BaseException:
+            self._unlock_data_dir()  # a failed start leaves the folder free for the next try
+            raise
         if not self._atexit_registered:
             atexit.register(self.stop)
             self._atexit_registered = True
@@ -195,6 +192,25 @@ class EmbeddedRedis:
         log.info("embedded Redis %s (pid %d) serving %s, data in %s", self.binary, self.proc.pid,  # type: ignore
                  self.url, self.data_dir)
         return self
+
+    def _spawn_on_a_port(self) -> None:
+        tries = 3 if (self.port == 0 and not self.unix_socket) else 1
+        pick_port = self.port == 0 and not self.unix_socket
+        for attempt in range(tries):
+            if pick_port:
+                self.port = free_port()
+            try:
+                self._spawn()
+                return
+            except EmbeddedRedisError:
+                if attempt == tries - 1:
+                    raise
+                log.warning("embedded Redis could not use port %d; trying another", self.port)
+
+    def _unlock_data_dir(self) -> None:
+        if self._dir_lock is not None:
+            self._dir_lock.close()  # releases the flock
+            self._dir_lock = None
 
     def _spawn(self) -> None:
         if self.unix_socket and self.socket_path.exists():
@@ -276,9 +292,7 @@ class EmbeddedRedis:
         if self._atexit_registered:
             atexit.unregister(self.stop)
             self._atexit_registered = False
-        if self._dir_lock is not None:
-            self._dir_lock.close()  # releases the flock
-            self._dir_lock = None
+        self._unlock_data_dir()
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

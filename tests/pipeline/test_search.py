@@ -1,5 +1,6 @@
-"""pipeline.search: by photo and by identity against a finished run's own Redis, clear errors for bad photos, the
-finished run served over HTTP (python -m pipeline.service), and a small version of benchmarks/search_accuracy.py (top-1 of the search is reid's Rank-1 on the same embeddings)."""
+"""pipeline.search: by photo and by identity against a finished run's own Redis, clear errors for bad photos,
+the finished run served over HTTP (python -m pipeline.service), and a small version of
+benchmarks/search_accuracy.py (top-1 of the search is reid's Rank-1 on the same embeddings)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ section's rules and the bearer token on a real server."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal

@@ -9,7 +9,13 @@ import redis
 
 from reid.identity.config import MatcherConfig, RedisConfig
 from reid.identity.matcher import open_matcher
-from reid.identity.redis_server import EmbeddedRedis, RedisBinaryNotFound, find_redis_server, redis_url_for
+from reid.identity.redis_server import (
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    RedisBinaryNotFound,
+    find_redis_server,
+    redis_url_for,
+)
 from tests.reid.identity.vectors import track, unit
 
 
@@ -69,3 +75,17 @@ def test_missing_binary_says_how_to_get_one(tmp_path, monkeypatch):
     with pytest.raises(RedisBinaryNotFound, match="no redis-server found"):
         with redis_url_for(RedisConfig(embedded_dir=tmp_path / "data")):
             pass
+
+
+def test_one_server_per_data_folder(tmp_path):
+    """Two servers appending to one file would corrupt it: the second is refused, naming the folder; a failed start
+    or a stop leaves the folder free."""
+    with EmbeddedRedis(tmp_path / "data", supervise=False) as first:
+        with pytest.raises(EmbeddedRedisError, match=r"data is served by another embedded Redis \(process \d+\)"):
+            EmbeddedRedis(tmp_path / "data", supervise=False).start()
+        assert first.alive()
+    broken = EmbeddedRedis(tmp_path / "data", binary="/bin/false", supervise=False, startup_timeout_s=2)
+    with pytest.raises(EmbeddedRedisError, match="exited with code 1 at start"):
+        broken.start()
+    with EmbeddedRedis(tmp_path / "data", supervise=False) as again:
+        assert redis.Redis.from_url(again.url).ping()
