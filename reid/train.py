@@ -314,7 +314,10 @@ class Trainer:
         wall = time.perf_counter() - t_start
         path = save_weights(self.model, args.out / "model.pt", self.card(args.epochs, wall))
         if any("mAP" in h for h in self.history):
-            plot_learning_curve({"mAP": self.history}, args.out / "learning_curve.png")
+            split = "validation identities" if args.val_ids else "test split"
+            names = " + ".join(d.name for d in self.data_roots)
+            plot_learning_curve({"mAP": self.history}, args.out / "learning_curve.png",
+                                title=f"HA-CNN on {names} ({split})")
         log.info("wrote %s", path)
         return path
 

@@ -40,14 +40,16 @@ def plot_learning_curve(
     """``metric`` against epoch for each named run history; ``reference`` adds named (epochs, value) points and
     ``levels`` named horizontal lines (a paper's final figure, say)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    top = 80.0
     for label, history in runs.items():
         evals = [h for h in history if metric in h]
         ax.plot([h["epoch"] for h in evals], [h[metric] for h in evals], marker="o", label=label)
+        top = max([top] + [h[metric] for h in evals])
     for label, (ep, vals) in (reference or {}).items():
         ax.plot(ep, vals, marker="s", linestyle=":", color="grey", label=label)
     for i, (label, value) in enumerate((levels or {}).items()):
         ax.axhline(value, linestyle="--", color=("black", "dimgrey", "silver")[i % 3], linewidth=1, label=label)
-    ax.set(xlabel="epoch", ylabel=f"{metric} (%)", title=title, ylim=(0, 100 if levels else 80))
+    ax.set(xlabel="epoch", ylabel=f"{metric} (%)", title=title, ylim=(0, 100 if levels or top > 75 else 80))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
