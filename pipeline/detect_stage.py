@@ -21,7 +21,7 @@ import numpy as np
 
 from detectors.types import Detections, TrackState
 from pipeline.messages import CropsMsg, EndMsg, FrameMsg, Msg, TrackEntry
-from pipeline.snapshots import SnapshotWriter
+from pipeline.snapshots import SnapshotWriter, snapshot_folder
 from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class DetectStage(Stage):
         log_dir.mkdir(parents=True, exist_ok=True)
         self.track_logs = {c.id: open(log_dir / f"{c.id}.{self.instance}.jsonl", "a") for c in self.config.cameras}
         http = self.config.http
-        self.snapshots = SnapshotWriter(self.config.resolved_run_dir / "snapshots", http.snapshot_every_s) \
+        self.snapshots = SnapshotWriter(snapshot_folder(self.config.resolved_run_dir), http.snapshot_every_s) \
             if http is not None else None
 
     def teardown(self) -> None:

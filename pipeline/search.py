@@ -95,11 +95,6 @@ class Searcher:
         self.mirror = GalleryMirror(store, Gallery(store.dim, index="numpy"))
         self.mirror.reload()
 
-    def sync(self) -> None:
-        """The local gallery up to the store's change log (reloaded when the log no longer reaches back)."""
-        if not self.mirror.sync():
-            self.mirror.reload()
-
     def embed_photo(self, img: np.ndarray) -> np.ndarray:
         if self.embedder is None:
             raise RuntimeError("this searcher has no embedder: build it with one to search by photo")
@@ -109,7 +104,7 @@ class Searcher:
         return self.search_embedding(self.embed_photo(img), top)
 
     def search_embedding(self, emb: np.ndarray, top: int = 10, exclude: int | None = None) -> list[Hit]:
-        self.sync()
+        self.mirror.sync()
         gids, scores = self.mirror.gallery.scores(np.atleast_2d(emb))
         best = scores.max(axis=0) if len(scores) else np.zeros(0, np.float32)
         order = np.argsort(-best, kind="stable")
@@ -125,7 +120,7 @@ class Searcher:
 
     def similar_to(self, global_id: int, top: int = 10) -> list[Hit]:
         """Identities most like ``global_id``: best cosine between any of its prototypes and any of theirs."""
-        self.sync()
+        self.mirror.sync()
         ident = self.mirror.gallery.identities.get(global_id) or self.store.get(global_id)
         if ident is None:
             raise UnknownIdentity(global_id)

@@ -88,6 +88,11 @@ class SnapshotWriter:
         return True
 
 
+def snapshot_folder(run_dir: Path) -> Path:
+    """Where the detect stage writes the snapshots of a run and the service reads them."""
+    return run_dir / "snapshots"
+
+
 def snapshot_path(folder: Path, cam: str) -> Path:
     return folder / f"{cam}.snap"
 

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         with redis_for(config.matcher.redis, run_dir, args.redis or config.matcher.redis.url) as url:
-            redis.Redis.from_url(url, socket_connect_timeout=5).ping()  # fail here, not on every request
+            with redis.Redis.from_url(url, socket_connect_timeout=5) as client:
+                client.ping()  # fail here, not on every request
             service, store = start_service(config, config.http, url, None,
                                            lambda: {"run": "finished", "run_dir": str(run_dir)})
             try:

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipeline.search import PhotoError, Searcher, decode_photo
 from pipeline.service.config import HttpConfig
 from pipeline.service.metrics import PipelineMetrics
-from pipeline.snapshots import SnapshotError, read_snapshot, render_snapshot, snapshot_path
+from pipeline.snapshots import SnapshotError, read_snapshot, render_snapshot, snapshot_folder, snapshot_path
 from reid.identity.album import Album
 from reid.identity.records import Identity
 from reid.identity.store import IdentityStore
@@ -35,7 +35,6 @@ from reid.identity.store import IdentityStore
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-SNAPSHOTS = "snapshots"  # in the run directory: <camera>.snap, written by the detect stage (pipeline.snapshots)
 
 
 @dataclass
@@ -163,7 +162,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     def cameras() -> dict[str, Any]:
         out = []
         for cam in ctx.cameras:
-            snap = snapshot_path(ctx.run_dir / SNAPSHOTS, cam["id"])
+            snap = snapshot_path(snapshot_folder(ctx.run_dir), cam["id"])
             try:
                 age = round(time.time() - snap.stat().st_mtime, 2)
             except OSError:
@@ -178,7 +177,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
         if camera_id not in {c["id"] for c in ctx.cameras}:
             raise HTTPException(404, f"no camera {camera_id!r}")
         try:  # written atomically (os.replace) by the detect stage: a read sees a whole file
-            snap = read_snapshot(snapshot_path(ctx.run_dir / SNAPSHOTS, camera_id))
+            snap = read_snapshot(snapshot_path(snapshot_folder(ctx.run_dir), camera_id))
             jpeg = render_snapshot(snap, ctx.store.lookup_tracks)
         except FileNotFoundError:
             raise HTTPException(404, f"camera {camera_id}: no snapshot yet") from None

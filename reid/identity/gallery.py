@@ -239,10 +239,12 @@ class GalleryMirror:
         self.gallery.replace(self.store.load_all())
 
     def sync(self) -> bool:
-        """Apply the changes made since the last sync or reload; False when the change log no longer reaches
-        back that far (nothing applied: the caller reloads)."""
+        """Apply the changes made since the last sync or reload; when the change log no longer reaches back that
+        far, reload instead and return False."""
         cursor, changes = self.store.changes_since(self.cursor)
         if changes is None:
+            log.info("change log does not reach back to %s; reloading the gallery", self.cursor)
+            self.reload()
             return False
         self.cursor = cursor
         self.gallery.apply_changes(changes, self.store.get_many)

@@ -270,6 +270,9 @@ class Matcher:
     def reload(self) -> None:
         """Rebuild the local gallery from the store."""
         self._mirror.reload()
+        self._loaded()
+
+    def _loaded(self) -> None:
         self.stats.reloads += 1
         log.log(logging.INFO if len(self.gallery) else logging.DEBUG,
                 "gallery loaded: %d identities, %d prototypes (%d corrupt records skipped)", len(self.gallery),
@@ -277,9 +280,8 @@ class Matcher:
 
     def sync(self) -> None:
         """Apply the changes other writers made since the last sync."""
-        if not self._mirror.sync():
-            log.info("change log does not reach back to %s; reloading the gallery", self._mirror.cursor)
-            self.reload()
+        if not self._mirror.sync():  # it reloaded
+            self._loaded()
 
     def get(self, global_id: int) -> Identity | None:
         ident = self.gallery.identities.get(global_id)
