@@ -32,7 +32,7 @@ from pipeline.service.app import ServiceContext, create_app  # noqa: E402
 from pipeline.service.config import HttpConfig  # noqa: E402
 from pipeline.service.server import ServiceThread  # noqa: E402
 from reid.identity.album import Album, Appearance  # noqa: E402
-from reid.identity.config import RedisConfig  # noqa: E402
+from reid.identity.config import MatcherConfig  # noqa: E402
 from reid.identity.records import Identity, TrackRef  # noqa: E402
 from reid.identity.redis_server import EmbeddedRedis  # noqa: E402
 from reid.identity.store import IdentityStore  # noqa: E402
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     photo = sorted((shared_root() / "datasets" / "cuhk03_p1" / "query").glob("*.jpg"))[0].read_bytes()
     r = ReidConfig()
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", appendfsync="no") as server:
-        store = IdentityStore.from_config(RedisConfig(), server.url)
+        store = IdentityStore.from_config(MatcherConfig(), server.url)
         album = Album(store)
         t0 = time.perf_counter()
         fill(store, album, args.identities, photo)

@@ -104,7 +104,7 @@ def gallery_rows(sizes: list[int], repeats: int, index: str, rng: np.random.Gene
 def redis_rows(repeats: int, rng: np.random.Generator) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="match_scaling_") as tmp, EmbeddedRedis(tmp, supervise=False) as server:
         cfg = MatcherConfig(redis=RedisConfig(url=server.url))
-        store = IdentityStore.from_config(cfg.redis, dim=D)
+        store = IdentityStore.from_config(cfg)
         n = max(repeats, 50)
         embs = random_units(rng, 4 * n + 10)
         created: list[int] = []

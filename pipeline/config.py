@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.service.config import HttpConfig, parse_listen
 from reid.identity.config import GalleryConfig, MatcherConfig
 from reid.identity.geometry import CalibrationError, GeometryConfig, Homography
-from reid.identity.links import ContinuityConfig
 from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root
 
 _ID = r"^[A-Za-z0-9_\-]{1,64}$"
+_DEVICE = r"^(cpu|cuda(:[0-9]+)?)$"
 
 
 class ConfigError(ValueError):
@@ -123,7 +123,7 @@ class DetectorConfig(_Section):
     imgsz: int = Field(640, ge=32, description="input size (fixed-size ONNX files run at their own size)")
     conf: float = Field(0.35, gt=0, lt=1, description="minimum detection confidence")
     iou: float = Field(0.45, gt=0, lt=1, description="NMS IoU threshold")
-    device: str = Field("cpu", description="cpu or cuda:N")
+    device: str = Field("cpu", pattern=_DEVICE, description="cpu, cuda or cuda:N")
     tracker: Literal["bytetrack", "botsort"] = Field("bytetrack", description="per-camera tracker")
     lost_timeout_s: float = Field(1.5, gt=0, description="a track not seen for this long ends")
     crop_pad_frac: float = Field(0.0, ge=0, le=0.5, description="context padding around each crop, share of its size")
@@ -138,9 +138,30 @@ class ReidConfig(_Section):
     backend: Literal["auto", "tensorrt", "onnxruntime", "torch"] = Field("auto", description="inference backend")
     precision: Literal["fp32", "fp16", "int8"] = Field("fp32", description="inference precision")
     int8_onnx: Path | None = Field(None, description="Q/DQ model from trt_engines.quantize (int8 only)")
-    device: str = Field("auto", description="auto, cpu or cuda")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:0)?)$", description="auto, cpu or cuda (the first GPU: "
+                        "the TensorRT engines are built for one device)")
     batch_size: int = Field(32, ge=1, le=1024, description="largest batch the embedder runs at once")
     max_wait_ms: float = Field(50.0, ge=0, description="longest wait to fill a batch before running a partial one")
+
+    @model_validator(mode="after")
+    def _combination(self) -> ReidConfig:
+        """Combinations no backend can run, caught at load time rather than inside a started stage."""
+        problems = {
+            "backend tensorrt needs a GPU: device cpu is impossible":
+                self.backend == "tensorrt" and self.device == "cpu",
+            "backend torch runs fp32 or fp16, not int8 (int8: onnxruntime or tensorrt with int8_onnx)":
+                self.backend == "torch" and self.precision == "int8",
+            "backend onnxruntime runs fp32 or int8, not fp16 (fp16: tensorrt or torch on a GPU)":
+                self.backend == "onnxruntime" and self.precision == "fp16",
+            "precision int8 needs int8_onnx, the Q/DQ model of python -m trt_engines.quantize":
+                self.precision == "int8" and self.int8_onnx is None,
+            f"int8_onnx is used only with precision int8 (precision is {self.precision})":
+                self.int8_onnx is not None and self.precision != "int8",
+        }
+        found = [msg for msg, bad in problems.items() if bad]
+        if found:
+            raise ValueError("; ".join(found))
+        return self
 
     def build_embedder(self, max_batch: int | None = None):  # noqa: ANN201 - a trt_engines.embedder.Embedder
         """The embedder these settings describe (the embed stage's; a search's with ``max_batch=1``)."""
@@ -148,28 +169,6 @@ class ReidConfig(_Section):
 
         return build_embedder(self.backend, self.precision, self.weights, device=self.device,
                               max_batch=max_batch or self.batch_size, int8_onnx_path=self.int8_onnx)
-
-
-class MatchStageConfig(_Section):
-    """When a track is ready to be matched."""
-
-    min_crops: int = Field(2, ge=1, description="crops an active track needs before its first match")
-    mature_after_s: float = Field(2.0, ge=0, description="... or the time it has been tracked")
-    min_age_s: float = Field(
-        2.0, ge=0, description="and a track is matched no sooner than this after it started: time to gather the "
-        "ground positions (about ten at 5 detections per second) and crops that decide better"
-    )
-    max_lateness_s: float = Field(
-        2.0, gt=0, description="live only: a camera silent this long (wall time) no longer holds back the others"
-    )
-    ambiguous_wait_s: float = Field(
-        10.0, ge=0, description="a running track whose first match is ambiguous (two identities within the matcher's "
-        "margin) gets no identity yet and is tried again at each sighting, for up to this long (or until it ends); "
-        "then it is decided for good, founding an identity of its own if still ambiguous. 0: decide at once"
-    )
-    continuity: ContinuityConfig = Field(
-        default_factory=ContinuityConfig, description="a person the tracker lost and found again keeps the identity"
-    )
 
 
 class CurveConfig(_Section):
@@ -204,6 +203,10 @@ class EndpointsConfig(_Section):
                                      "endpoints (off: open)")
     high_water_mark: int = Field(8, ge=1, description="messages queued per socket before senders block (replay) "
                                  "or the detector skips to the newest frames (live)")
+    stall_timeout_s: float = Field(
+        120.0, gt=0, description="a stage whose upstream stage has finished, that has received nothing for this "
+        "long and still waits for an end of stream, is reported and the run ends with an error naming it"
+    )
 
     @field_validator("detect", "embed", "match", "control", "events")
     @classmethod
@@ -222,7 +225,6 @@ class PipelineConfig(_Section):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     reid: ReidConfig = Field(default_factory=ReidConfig)
     matcher: MatcherConfig = Field(default_factory=MatcherConfig, description="cross-camera matcher and its Redis")
-    match: MatchStageConfig = Field(default_factory=MatchStageConfig)
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
     events_include_crops: bool = Field(False, description="identity.new/identity.moved events carry a small base64 "
                                        "JPEG of the track's best crop, crop_jpeg (off: no image data)")
@@ -233,6 +235,14 @@ class PipelineConfig(_Section):
                                    "thumbnails, kept in Redis for search and the web page")
     http: HttpConfig | None = Field(None, description="the HTTP API, metrics and web page (off unless set, or "
                                     "run_pipeline.py --http HOST:PORT)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "match" in data:
+            raise ValueError("the match section is gone: its min_age_s, ambiguous_wait_s, max_lateness_s and "
+                             "continuity are now in the matcher section (min_crops and mature_after_s are dropped)")
+        return data
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:

@@ -13,8 +13,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from reid.identity.records import ENDED, MOVED, NEW, SEEN
+
 SCHEMA = "reid.identity_event/1"
-NEW, SEEN, MOVED, ENDED = "identity.new", "identity.seen", "identity.moved", "track.ended"
 KINDS = (NEW, SEEN, MOVED, ENDED)
 
 

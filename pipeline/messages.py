@@ -155,6 +155,8 @@ class TrackEntry:
         _set(self, "xyxy", tuple(_float(f"xyxy[{i}]", v) for i, v in enumerate(box)))
         _set(self, "conf", _float("conf", self.conf))
         _set(self, "quality", _float("quality", self.quality))
+        if not 0.0 <= self.quality <= 1.0:  # the matcher weighs crops by it: a negative weight would crash it
+            raise MessageError(f"quality must be in [0, 1], got {self.quality}")
         if not isinstance(self.verdicts, Sequence) or isinstance(self.verdicts, str | bytes) or any(
                 v not in VERDICTS for v in self.verdicts):
             raise MessageError(f"verdicts must be a sequence of {VERDICTS}, got {self.verdicts!r}")

@@ -210,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         embedder = reid_cfg.build_embedder(max_batch=1)
     try:
         with redis_for(matcher_cfg.redis, args.run_dir, args.redis) as url:
-            store = IdentityStore.from_config(matcher_cfg.redis, url, dim=matcher_cfg.embedding_dim,
-                                              max_prototypes=matcher_cfg.max_prototypes)
+            store = IdentityStore.from_config(matcher_cfg, url)
             album = Album.from_config(store, gallery_cfg)
             searcher = Searcher(store, album, embedder)
             try:

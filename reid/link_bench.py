@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = [s for s in samples if s.pid in keep]
     t0 = time.perf_counter()
     embs = extract_embeddings(model, load_images(samples))
-    batches = build_tracks(samples, embs, config.crops_per_track)
+    batches = build_tracks(samples, embs)
     log.info("embedded %d crops into %s tracks in %.1f s", len(samples), "+".join(str(len(b)) for b in batches),
              time.perf_counter() - t0)
     if len(batches) < 2:

@@ -67,8 +67,7 @@ def start_service(config: PipelineConfig, http: HttpConfig, redis_url: str, metr
                   health: Callable[[], dict[str, Any]]) -> tuple[ServiceThread, IdentityStore]:
     """Start the service of a pipeline whose identities are in ``redis_url``; returns it and its store (close it
     after stopping the service)."""
-    m = config.matcher
-    store = IdentityStore.from_config(m.redis, redis_url, dim=m.embedding_dim, max_prototypes=m.max_prototypes)
+    store = IdentityStore.from_config(config.matcher, redis_url)
     album = Album.from_config(store, config.gallery)
     cameras = [{"id": c.id, "live": c.is_live} for c in config.cameras]
     ctx = ServiceContext(http, store, album, cameras, config.resolved_run_dir, metrics, embedder_factory(config),

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
+from reid.identity.links import ContinuityConfig
 from reid.identity.records import TrackRef
 from reid.identity.rules import overlaps
 
@@ -175,7 +176,6 @@ class MatcherConfig(BaseModel):
         0.9, ge=-1, le=1, description="a track this similar to a prototype is merged into it; a less similar one "
         "becomes a new prototype while fewer than max_prototypes exist"
     )
-    crops_per_track: int = Field(8, ge=1, description="aggregate a track from its best N crops by quality")
     link_min_similarity: float = Field(
         0.45, ge=-1, le=1, description="cosine an AGREE link (same place on the ground, or the same person found "
         "again in one camera) needs to join an identity below the threshold; no link joins people who look unlike"
@@ -195,6 +195,28 @@ class MatcherConfig(BaseModel):
     )
     faiss_top_k: int = Field(64, ge=2, description="faiss: prototypes retrieved per track before the threshold")
     topology: TopologyConfig | None = Field(None, description="camera links and travel times; unset: unconstrained")
+    # -- when tracks are decided (reid.identity.tracker) --
+    min_age_s: float = Field(
+        2.0, ge=0, description="a track is first matched this long after it started (with at least one embedded "
+        "crop): time to gather the ground positions (about ten at 5 detections per second) and crops that decide "
+        "better. A track that ends younger without an identity is a fragment: no identity, no events"
+    )
+    ambiguous_wait_s: float = Field(
+        10.0, ge=0, description="a running track whose first match is ambiguous (two identities within the margin) "
+        "gets no identity yet and is tried again at each sighting, for up to this long (or until it ends); then it "
+        "is decided for good, founding an identity of its own if still ambiguous. 0: decide at once"
+    )
+    refresh_every_s: float = Field(
+        30.0, gt=0, description="a placed track still running is written again this often (track time), with its "
+        "new crops and its span so far, so its identity's record and expiry follow a person who stays in view"
+    )
+    max_lateness_s: float = Field(
+        2.0, gt=0, description="live only: a camera silent this long (wall time) no longer holds back the others' "
+        "decisions; a track not seen for detector.lost_timeout_s plus this, behind the decision time, is ended"
+    )
+    continuity: ContinuityConfig = Field(
+        default_factory=ContinuityConfig, description="a person the tracker lost and found again keeps the identity"
+    )
     redis: RedisConfig = Field(default_factory=RedisConfig, description="where identities are stored")
 
 

@@ -15,8 +15,6 @@ Appearance cannot separate people in similar dark clothes; where they stand near
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,28 +116,68 @@ class GeometryConfig(BaseModel):
         return self
 
 
-@dataclass
-class GroundTrack:
-    """A track's recent ground positions: times and (x, y), a bounded window."""
+class TimeWindow:
+    """The latest ``maxlen`` time-ordered samples of a track (a time and ``width`` values each), in numpy buffers.
 
-    maxlen: int = 600
-    ts: deque[float] = field(default_factory=deque)
-    xy: deque[tuple[float, float]] = field(default_factory=deque)
+    Why not a deque: the link rules and the identity tracker read a track *as of* a decision time at every decision;
+    here that is a binary search and two array slices (:meth:`until`), not a copy of the whole path. Appending is
+    amortised O(1) (the buffer holds twice the window and slides back when full). A sample not later than the last
+    one is ignored. Views from :meth:`until` share the buffers: they are valid until the next :meth:`add`.
+    """
 
-    def add(self, ts: float, xy: np.ndarray) -> None:
-        if self.ts and ts <= self.ts[-1]:
+    def __init__(self, maxlen: int = 600, width: int = 2) -> None:
+        if maxlen < 1 or width < 1:
+            raise ValueError(f"need maxlen >= 1 and width >= 1, got {maxlen}, {width}")
+        self.maxlen = maxlen
+        self._ts = np.empty(2 * maxlen, dtype=np.float64)
+        self._values = np.empty((2 * maxlen, width), dtype=np.float64)
+        self._lo = self._hi = 0
+
+    def add(self, ts: float, values: np.ndarray | tuple[float, ...]) -> None:
+        if self._hi > self._lo and ts <= self._ts[self._hi - 1]:
             return
-        self.ts.append(float(ts))
-        self.xy.append((float(xy[0]), float(xy[1])))
-        while len(self.ts) > self.maxlen:
-            self.ts.popleft()
-            self.xy.popleft()
+        if self._hi == len(self._ts):  # slide the window back to the start of the buffer
+            keep = self._hi - self._lo
+            self._ts[:keep] = self._ts[self._lo : self._hi]
+            self._values[:keep] = self._values[self._lo : self._hi]
+            self._lo, self._hi = 0, keep
+        self._ts[self._hi] = ts
+        self._values[self._hi] = values
+        self._hi += 1
+        if self._hi - self._lo > self.maxlen:
+            self._lo += 1
 
     def __len__(self) -> int:
-        return len(self.ts)
+        return self._hi - self._lo
+
+    @property
+    def ts(self) -> np.ndarray:
+        return self._ts[self._lo : self._hi]
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._values[self._lo : self._hi]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.fromiter(self.ts, np.float64, len(self.ts)), np.array(self.xy, dtype=np.float64).reshape(-1, 2)
+        return self.ts, self.values
+
+    def until(self, as_of: float) -> TimeWindow:
+        """A view of the samples at or before ``as_of``."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view._hi = self._lo + int(np.searchsorted(self.ts, as_of, side="right"))
+        return view
+
+
+class GroundTrack(TimeWindow):
+    """A track's recent ground positions: times and (x, y), a bounded window (``geometry.history`` samples)."""
+
+    def __init__(self, maxlen: int = 600) -> None:
+        super().__init__(maxlen, 2)
+
+    @property
+    def xy(self) -> np.ndarray:
+        return self.values
 
 
 def co_visible_distance(a: GroundTrack, b: GroundTrack, max_dt_s: float) -> tuple[float, int]:
@@ -148,8 +186,8 @@ def co_visible_distance(a: GroundTrack, b: GroundTrack, max_dt_s: float) -> tupl
         return float("nan"), 0
     if len(a) > len(b):  # each moment of the shorter track finds its nearest in the longer: a moment counts once
         a, b = b, a
-    ta, xa = a.arrays()
-    tb, xb = b.arrays()
+    ta, xa = a.ts, a.xy
+    tb, xb = b.ts, b.xy
     j = np.clip(np.searchsorted(tb, ta), 1, len(tb) - 1) if len(tb) > 1 else np.zeros(len(ta), np.int64)
     if len(tb) > 1:  # nearest of the two neighbours
         j = np.where(np.abs(tb[j - 1] - ta) <= np.abs(tb[j] - ta), j - 1, j)

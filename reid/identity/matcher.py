@@ -303,9 +303,11 @@ class Matcher:
 
     # -- planning (pure: reads the local gallery only) ------------------------------------------------------------
     def plan(self, tracks: Sequence[TrackSummary], owners: Sequence[int | None],
-             link_owners: Mapping[tuple[str, int], int] | None = None) -> list[Decision]:
-        """Decide every track of the batch against the local gallery; ``owners`` are the known tracks' ids and
-        ``link_owners`` the identities of the tracks that the batch's AGREE links point to."""
+             link_owners: Mapping[tuple[str, int], int] | None = None,
+             running: Mapping[int, Sequence[TrackRef]] | None = None) -> list[Decision]:
+        """Decide every track of the batch against the local gallery; ``owners`` are the known tracks' ids,
+        ``link_owners`` the identities of the tracks that the batch's AGREE links point to and ``running`` the
+        current spans of placed tracks still running (see :meth:`match`)."""
         cfg = self.config
         thr, margin, topo, floor = cfg.threshold, cfg.margin, cfg.topology, cfg.link_min_similarity
         refs = [t.ref for t in tracks]
@@ -315,7 +317,11 @@ class Matcher:
         def history(gid: int) -> list[TrackRef]:
             if gid not in histories:
                 ident = self.gallery.identities.get(gid)
-                histories[gid] = list(ident.tracks) if ident else []
+                h = {r.key: r for r in (ident.tracks if ident else [])}
+                for r in (running or {}).get(gid, ()):  # a running track's span as of now, newer than its record's
+                    old = h.get(r.key)
+                    h[r.key] = r if old is None or r.end_ts > old.end_ts else old
+                histories[gid] = list(h.values())
             return histories[gid]
 
         def record(gid: int, ref: TrackRef) -> None:
@@ -419,8 +425,15 @@ class Matcher:
         return decisions  # type: ignore[return-value]
 
     # -- matching -------------------------------------------------------------------------------------------------
-    def match(self, tracks: Sequence[TrackSummary]) -> list[MatchResult]:
-        """Global identities of ``tracks`` (one result per track, same order), decided jointly and written."""
+    def match(self, tracks: Sequence[TrackSummary],
+              running: Mapping[int, Sequence[TrackRef]] | None = None) -> list[MatchResult]:
+        """Global identities of ``tracks`` (one result per track, same order), decided jointly and written.
+
+        ``running``: by identity, the spans of its tracks that are still running, as of this decision. An identity
+        record keeps each track's span as of its last write; a person still standing in view must count as seen
+        "until now" for the co-occurrence check, but rewriting the record at every decision to say so would cost a
+        16 KB write per running track per decision. These spans are used for this decision only, never written.
+        """
         if not tracks:
             return []
         for t in tracks:
@@ -437,7 +450,7 @@ class Matcher:
         t0 = time.perf_counter()
         linked = sorted({k for t in tracks for k, v in t.links.items() if v in POSITIVE})
         link_owners = {k: g for k, g in zip(linked, self.store.lookup_tracks(linked), strict=True) if g is not None}
-        decisions = self.plan(tracks, self.store.lookup_tracks(keys), link_owners)
+        decisions = self.plan(tracks, self.store.lookup_tracks(keys), link_owners, running)
         t1 = time.perf_counter()
         results = self._commit(tracks, decisions)
         self.stats.plan_s += t1 - t0
@@ -500,8 +513,7 @@ class Matcher:
 def open_matcher(config: MatcherConfig) -> Iterator[Matcher]:
     """A matcher on ``config.redis``: the configured server, or a private embedded one started (and stopped) here."""
     with redis_url_for(config.redis) as url:
-        store = IdentityStore.from_config(config.redis, url, dim=config.embedding_dim,
-                                          max_prototypes=config.max_prototypes)
+        store = IdentityStore.from_config(config, url)
         try:
             yield Matcher(config, store)
         finally:

@@ -13,6 +13,10 @@ import numpy as np
 
 RECORD_FORMAT = "1"
 
+# What a decision about a track says (reid.identity.tracker), and the kinds of the events the product publishes:
+# an identity founded, joined where it was last seen, joined after it was last seen in another camera; a track ended.
+NEW, SEEN, MOVED, ENDED = "identity.new", "identity.seen", "identity.moved", "track.ended"
+
 
 class CorruptRecord(ValueError):
     """An identity record that cannot be decoded (missing field, wrong size, not finite); the message says which."""

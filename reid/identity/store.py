@@ -42,7 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from reid.identity.config import RedisConfig
+from reid.identity.config import MatcherConfig, RedisConfig
 from reid.identity.records import CorruptRecord, Identity, TrackRef, decode_identity, encode_identity
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ class IdentityBackend(Protocol):
 
     dim: int
     corrupt_records: int
+    write_conflicts: int
 
     def lookup_tracks(self, keys: Sequence[tuple[str, int]]) -> list[int | None]: ...
     def create_identity(self, ident: Identity, track: TrackRef) -> Identity | None: ...
@@ -202,10 +203,12 @@ class IdentityStore:
         self._expire = client.register_script(_EXPIRE_LUA)
 
     @classmethod
-    def from_config(cls, config: RedisConfig, url: str | None = None, dim: int = 1024,
-                    max_prototypes: int = 4) -> IdentityStore:
-        return cls(connect(config, url), dim=dim, max_prototypes=max_prototypes, namespace=config.namespace,
-                   change_log_max_len=config.change_log_max_len)
+    def from_config(cls, config: MatcherConfig, url: str | None = None) -> IdentityStore:
+        """The one way to open the store a matcher config describes: its Redis (``url`` overrides ``redis.url``,
+        e.g. the embedded server's), namespace, embedding size and prototypes per identity."""
+        r = config.redis
+        return cls(connect(r, url), dim=config.embedding_dim, max_prototypes=config.max_prototypes,
+                   namespace=r.namespace, change_log_max_len=r.change_log_max_len)
 
     # -- key names --------------------------------------------------------------------------------------------------
     def key(self, kind: str, id_: str | int) -> str:
@@ -377,6 +380,10 @@ class IdentityStore:
         pipe.xadd(self._log, {"gid": gid, "rev": ident.rev, "op": "set"}, maxlen=self.change_log_max_len,
                   approximate=True)
 
+    def next_event_seq(self) -> int:
+        """The next number of the deployment's identity events (kept here, so it continues across restarts)."""
+        return int(self.client.incr(self.key("events", "seq")))
+
     def expire(self, cutoff_ts: float, batch: int = 1000) -> list[int]:
         """Delete identities last seen before ``cutoff_ts`` (track time), with their track keys and their album
         (timeline, thumbnails); returns their ids."""
@@ -404,6 +411,7 @@ class MemoryStore:
     def __init__(self, dim: int = 1024) -> None:
         self.dim = dim
         self.corrupt_records = 0
+        self.write_conflicts = 0
         self.records: dict[int, Identity] = {}
         self.owners: dict[tuple[str, int], int] = {}
         self.next_id = 1

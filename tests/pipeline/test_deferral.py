@@ -1,6 +1,6 @@
 """An ambiguous first match waits: a running track close to two identities gets no identity until the evidence
 separates them (here: the rival is seen elsewhere in the same camera at the same time), then joins the right one;
-with ``match.ambiguous_wait_s: 0`` it founds an identity of its own at once. The same events whatever the message
+with ``matcher.ambiguous_wait_s: 0`` it founds an identity of its own at once. The same events whatever the message
 timing; and, live, a camera never heard from does not hold the decisions back. Real match stage, sockets, Redis."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def replay(tmp_path, msgs: list, wait_s: float, c0_first: bool = False) -> tuple
     c0/1, c0/2, identities). ``c0_first`` sends all of c0 before c1: the watermark then holds every decision until
     c1 catches up, so the decisions are made long after their messages arrived."""
     cfg = example_config(tmp_path / f"run-{wait_s}-{c0_first}")
-    cfg = cfg.model_copy(update={"match": cfg.match.model_copy(update={"ambiguous_wait_s": wait_s})})
+    cfg = cfg.model_copy(update={"matcher": cfg.matcher.model_copy(update={"ambiguous_wait_s": wait_s})})
     by_cam = {cam: [m for m in msgs if m.camera_id == cam] for cam in ("c0", "c1")}
     tracks = len({(m.camera_id, e.track_id) for m in msgs for e in m.tracks})
     order = ["c0", "c1"] if c0_first else ["c1", "c0"]
@@ -96,7 +96,7 @@ def replay(tmp_path, msgs: list, wait_s: float, c0_first: bool = False) -> tuple
                 while sum(e["kind"] == ENDED for e in events) < tracks and time.monotonic() < deadline:
                     if sub.poll(100):
                         events.append(json.loads(sub.recv_multipart()[1]))
-            store = IdentityStore.from_config(cfg.matcher.redis, url)
+            store = IdentityStore.from_config(cfg.matcher, url)
             gids = store.lookup_tracks([("c1", 1), ("c1", 2), ("c0", 1), ("c0", 2)])
             n = len(store.all_ids())
             store.close()
@@ -104,7 +104,7 @@ def replay(tmp_path, msgs: list, wait_s: float, c0_first: bool = False) -> tuple
         sub.close()
         ctx.term()
     assert sum(e["kind"] == ENDED for e in events) == tracks, events
-    return [deterministic_view(e) for e in events], dict(stage.matcher.stats.reasons), gids, n
+    return [deterministic_view(e) for e in events], dict(stage.tracker.matcher.stats.reasons), gids, n
 
 
 @pytest.mark.parametrize("wait_s", [10.0, 0.0])
@@ -140,10 +140,10 @@ def test_a_track_still_ambiguous_when_its_wait_is_over_founds_an_identity(tmp_pa
 
 
 def test_a_live_camera_never_heard_from_does_not_hold_back_the_others(tmp_path):
-    """Live: a camera silent for ``match.max_lateness_s`` stops holding back the watermark, also one that has not
+    """Live: a camera silent for ``matcher.max_lateness_s`` stops holding back the watermark, also one that has not
     sent a single frame since the stage started (an unreachable camera at start)."""
     cfg = example_config(tmp_path / "run")
-    cfg = cfg.model_copy(update={"match": cfg.match.model_copy(update={"max_lateness_s": 0.5})})
+    cfg = cfg.model_copy(update={"matcher": cfg.matcher.model_copy(update={"max_lateness_s": 0.5})})
     msgs, e = scene()
     live = [EmbeddingsMsg(m.camera_id, m.frame_index, m.ts, m.tracks, m.embeddings, live=True)
             for m in msgs if m.camera_id == "c1"]

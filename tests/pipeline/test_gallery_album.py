@@ -51,7 +51,7 @@ def test_match_stage_writes_timelines_and_thumbnails(tmp_path, store_crops):
             deadline = time.monotonic() + 20
             while stage.counters.get("track.ended", 0) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
-        store = IdentityStore.from_config(cfg.matcher.redis, url)
+        store = IdentityStore.from_config(cfg.matcher, url)
         album = Album(store)
         ids = store.all_ids()
         assert len(ids) == 1, "one person, one identity"

@@ -18,7 +18,7 @@ import pytest
 from pipeline.config import ReidConfig
 from pipeline.search import main
 from reid.identity.album import Album, Appearance
-from reid.identity.config import RedisConfig
+from reid.identity.config import MatcherConfig
 from reid.identity.matcher import TrackSummary, new_identity
 from reid.identity.redis_server import EmbeddedRedis
 from reid.identity.store import IdentityStore
@@ -52,7 +52,7 @@ def finished_run(tmp_path_factory, shared):
     embedder = build_embedder(r.backend, r.precision, r.weights, device=r.device)
     owner, queries = {}, {}
     with EmbeddedRedis(run / "redis") as server:
-        store = IdentityStore.from_config(RedisConfig(), server.url)
+        store = IdentityStore.from_config(MatcherConfig(), server.url)
         album = Album(store)
         for pid in people:
             paths = sorted((data / "bounding_box_test").glob(f"{pid}_*.jpg"))

@@ -22,7 +22,7 @@ from pipeline.service.app import ServiceContext, create_app
 from pipeline.service.config import HttpConfig, parse_listen
 from pipeline.service.server import ServiceThread
 from reid.identity.album import Album
-from reid.identity.config import RedisConfig
+from reid.identity.config import MatcherConfig
 from reid.identity.store import IdentityStore
 from reid.paths import PROJECT_ROOT
 from tests.redis_server import redis_server, redis_url  # noqa: F401 - fixtures
@@ -50,7 +50,7 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path, monkeypatch):
 
 
 def test_every_request_needs_the_bearer_token(redis_url, tmp_path):  # noqa: F811 - the fixture
-    store = IdentityStore.from_config(RedisConfig(), redis_url)
+    store = IdentityStore.from_config(MatcherConfig(), redis_url)
     ctx = ServiceContext(HttpConfig(token="s3cret", port=0), store, Album(store), [{"id": "c0", "live": False}],
                          tmp_path, None, make_embedder=lambda: None)
     service = ServiceThread(create_app(ctx), "127.0.0.1", 0).start()

@@ -10,7 +10,7 @@ import pytest
 from pipeline.render import identity_colour
 from pipeline.snapshots import SnapshotError, SnapshotWriter, read_snapshot, render_snapshot, snapshot_path
 from pipeline.sources import video_frames
-from reid.identity.config import RedisConfig
+from reid.identity.config import MatcherConfig
 from reid.identity.records import Identity, TrackRef
 from reid.identity.store import IdentityStore
 from tests.redis_server import redis_server, redis_url  # noqa: F401 - fixtures
@@ -44,7 +44,7 @@ def test_a_snapshot_is_labelled_with_the_global_ids_the_store_holds(tmp_path, re
 
     ident = Identity(0, np.eye(1, 1024, dtype=np.float32), np.ones(1, np.float32), 0.0, 0.5, "c0", 1, 1,
                      [TrackRef("c0", DECIDED, 0.0, 0.5, 1)], ("c0", DECIDED))
-    store = IdentityStore.from_config(RedisConfig(), redis_url)
+    store = IdentityStore.from_config(MatcherConfig(), redis_url)
     gid = store.create_identity(ident, TrackRef("c0", DECIDED, 0.0, 0.5, 1)).global_id
     img = cv2.imdecode(np.frombuffer(render_snapshot(snap, store.lookup_tracks), np.uint8), cv2.IMREAD_COLOR)
     store.close()

@@ -11,7 +11,7 @@ from tests.reid.identity.vectors import D, track, unit
 
 def matcher(url: str, **overrides) -> Matcher:
     cfg = MatcherConfig(redis=RedisConfig(url=url), threshold=0.6, margin=0.0, **overrides)
-    return Matcher(cfg, IdentityStore.from_config(cfg.redis, dim=D, max_prototypes=cfg.max_prototypes))
+    return Matcher(cfg, IdentityStore.from_config(cfg))
 
 
 def albums(album: Album) -> set[int]:
@@ -37,7 +37,7 @@ def test_timeline_keeps_one_entry_per_track_and_the_best_thumbnails(redis_url):
 
 
 def test_no_album_for_an_identity_that_does_not_exist(redis_url):
-    store = IdentityStore.from_config(RedisConfig(url=redis_url), dim=D)
+    store = IdentityStore.from_config(MatcherConfig(embedding_dim=D, redis=RedisConfig(url=redis_url)))
     album = Album(store)
     assert not album.record(12345, Appearance("c0", 1, 0.0, 1.0), b"jpeg", 1.0)
     assert store.client.keys("*") == []

@@ -15,7 +15,7 @@ from tests.reid.identity.vectors import gram_vectors, track
 def matcher(redis_url: str, namespace: str) -> Matcher:
     cfg = MatcherConfig(redis=RedisConfig(url=redis_url, namespace=namespace), threshold=0.7, margin=0.03,
                         link_min_similarity=0.45)
-    return Matcher(cfg, IdentityStore.from_config(cfg.redis, dim=cfg.embedding_dim))
+    return Matcher(cfg, IdentityStore.from_config(cfg))
 
 
 def test_agree_joins_an_unlike_looking_view_and_disagree_forbids(redis_url):

@@ -18,7 +18,7 @@ def make_matcher(redis_url):
 
     def make(**overrides) -> Matcher:
         cfg = MatcherConfig(redis=RedisConfig(url=redis_url), **overrides)
-        store = IdentityStore.from_config(cfg.redis, dim=cfg.embedding_dim, max_prototypes=cfg.max_prototypes)
+        store = IdentityStore.from_config(cfg)
         stores.append(store)
         return Matcher(cfg, store)
 

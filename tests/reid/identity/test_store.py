@@ -21,7 +21,7 @@ from tests.reid.identity.vectors import D, track, unit
 def matcher(url: str, **overrides) -> Matcher:
     cfg = MatcherConfig(redis=RedisConfig(url=url, **overrides.pop("redis", {})), threshold=0.6, margin=0.0,
                         **overrides)
-    return Matcher(cfg, IdentityStore.from_config(cfg.redis, dim=D, max_prototypes=cfg.max_prototypes))
+    return Matcher(cfg, IdentityStore.from_config(cfg))
 
 
 def test_keys_follow_the_namespaced_layout(redis_url):

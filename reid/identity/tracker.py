@@ -1,0 +1,509 @@
+"""The identity tracker: per-camera track sightings and crop embeddings in, identity outcomes out.
+
+This is the whole path from what the per-camera trackers report to what the product announces, as a library:
+the match stage only decodes messages into :meth:`IdentityTracker.observe` and publishes the :class:`Outcome`
+list of :meth:`IdentityTracker.decide`; a test drives it with plain data and an in-memory or real store.
+
+**Ordering.** Decisions are taken in video-time order behind a *watermark*, the earliest time every still-running
+camera has reached; a decision due at time T is taken once every camera has passed T (strictly: a camera that has
+reached T can still report more of T in the same message). Every decision reads each track *as of* its decision
+time (its path is kept with times), never its latest state, so the outcomes are the same whatever the interleaving
+of the cameras' messages or the replay speed. A live camera silent for ``max_lateness_s`` (wall time) stops
+holding the others back.
+
+**Maturity.** A track is first matched ``min_age_s`` after it started, once it has an embedded crop; a track that
+ends younger without an identity is a fragment (a false detection, a person half-seen at the edge): it founds no
+identity and makes no outcome. A placed track is matched again when it ends (with all its crops, so its
+identity's prototypes learn from the whole track) and every ``refresh_every_s`` while it runs.
+
+**Deferral.** A first match that is ambiguous (two identities within the matcher's margin) gives no identity yet:
+the track is tried again at its next sightings (at most every :data:`RETRY_GAP_S` of video time), jointly with the
+other tracks due then, until the evidence settles it or ``ambiguous_wait_s`` has passed.
+
+**Links.** For a track not placed yet, the tracks of other cameras standing at the same ground place (AGREE) or
+far away (DISAGREE) at the same time, and the track of the same camera it continues after an occlusion
+(:mod:`reid.identity.links`).
+
+**Cost.** Per decision the work is linear in the live tracks: each track's path is a bounded window read by binary
+search (:class:`reid.identity.geometry.TimeWindow`), and the spans of placed running tracks reach the matcher in
+memory (``Matcher.match(running=...)``) rather than by rewriting their identities' records. Writes happen when
+something must survive a restart: a first match, a refresh, an end.
+
+**Bounds on a live stream.** A track not sighted for ``lost_timeout_s + max_lateness_s`` behind the decision time
+is ended (its end was lost with a dead stage); a camera whose tracks come from a new id range (a restarted detector
+numbers its tracks from ``instance * track_id_stride``) has its older tracks ended; ended tracks are kept only as
+long as the continuity and walking-speed links can use them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from reid.identity.album import Album, Appearance
+from reid.identity.config import MatcherConfig
+from reid.identity.geometry import AGREE, CONTINUES, GeometryConfig, GroundTrack, Homography, TimeWindow, foot_points
+from reid.identity.links import TrackMotion, links_for
+from reid.identity.matcher import MatchResult, Matcher, TrackSummary
+from reid.identity.records import ENDED, MOVED, NEW, SEEN, TrackRef
+
+log = logging.getLogger(__name__)
+
+RETRY_GAP_S = 0.2  # a deferred track is tried again at its sightings, at most this often (video time)
+RECENT_WINDOW_S = 60.0  # ended tracks are kept this long (video time) for continuity and walking-speed links
+RECENT_TRACKS = 256  # ... and at most this many
+PATH_LENGTH = 600  # sightings kept per track without a geometry section (2 minutes at 5 detections per second)
+TRACK_ID_STRIDE = 1_000_000  # a restarted detector numbers its tracks from instance * stride
+
+STARTED, ACTIVE, LOST, TRACK_ENDED = "started", "active", "lost", "ended"  # detectors.types.TrackState values
+
+
+class Sighting(Protocol):
+    """One row of a per-camera tracker's report (``pipeline.messages.TrackEntry`` is one): a track's state in one
+    frame, and ``row``, the index of its crop's embedding in the message (-1: no crop)."""
+
+    track_id: int
+    state: str
+    frame_index: int
+    ts: float
+    xyxy: tuple[float, float, float, float]
+    quality: float
+    row: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one decision says about one track: ``kind`` is NEW (founded an identity), MOVED (joined one last seen
+    in another camera, ``from_camera``), SEEN (joined one last seen in this camera, or a first sighting of a known
+    identity) or ENDED (the track ended; ``global_id`` None when it never got one). ``crop_jpeg`` is the track's
+    best crop for NEW and MOVED when the tracker keeps crops."""
+
+    kind: str
+    camera_id: str
+    track_id: int
+    global_id: int | None
+    ts: float
+    frame_index: int
+    box: tuple[float, ...] | None
+    similarity: float | None = None
+    from_camera: str | None = None
+    reason: str | None = None
+    ground_xy: tuple[float, float] | None = None
+    crop_jpeg: bytes | None = None
+    duration_s: float | None = None
+    num_crops: int | None = None
+    last_seen_ts: float | None = None
+
+
+@dataclass(frozen=True)
+class _Due:
+    """A track as it was when a decision about it became due: the decision uses this, not the track's later state,
+    so it does not depend on how far the track got before the watermark let the decision through."""
+
+    last_ts: float
+    frame_index: int
+    box: tuple[float, ...] | None
+    num_crops: int
+    ended: bool
+    last_seen_ts: float
+    retry: bool = False  # a deferred track's next try: dropped if the track was placed meanwhile
+
+
+@dataclass(eq=False)
+class _Track:
+    camera_id: str
+    track_id: int
+    start_ts: float
+    path: TimeWindow  # per sighting: x1, y1, x2, y2, ground x, ground y (NaN without a ground position)
+    ground: GroundTrack | None  # the valid ground positions (calibrated cameras)
+    last_ts: float = -math.inf  # latest report of any state
+    last_seen_ts: float = -math.inf  # latest sighting (STARTED/ACTIVE)
+    frame_index: int = 0
+    box: tuple[float, ...] | None = None
+    first_box: tuple[float, ...] | None = None
+    ts: list[float] = field(default_factory=list)  # per embedded crop (at most the detector's crops per track)
+    embs: list[np.ndarray] = field(default_factory=list)
+    quality: list[float] = field(default_factory=list)
+    jpegs: list[bytes] = field(default_factory=list)  # kept in step with embs when crops are kept
+    global_id: int | None = None
+    matched_crops: int = 0  # crops in the summary of its latest write
+    queued: bool = False  # its first match is due (or done)
+    deferred_ts: float | None = None  # when its first match was deferred as ambiguous
+    next_retry_ts: float = -math.inf
+    next_refresh_ts: float = math.inf
+    lost_ts: float | None = None
+    ended: bool = False
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.camera_id, self.track_id)
+
+    def last_seen(self, as_of: float) -> float | None:
+        seen = self.path.until(as_of).ts
+        return float(seen[-1]) if len(seen) else None
+
+    def motion(self, as_of: float) -> TrackMotion | None:
+        """The track as it was at ``as_of`` (None if not seen yet): what the link rules compare."""
+        seen = self.path.until(as_of)
+        if not len(seen) or self.first_box is None:
+            return None
+        ground = self.ground.until(as_of) if self.ground is not None else None
+        return TrackMotion(self.camera_id, self.track_id, self.start_ts, float(seen.ts[-1]),
+                           np.asarray(self.first_box), seen.values[-1, :4].copy(), ground)
+
+    def ground_xy(self, as_of: float) -> tuple[float, float] | None:
+        if self.ground is None:
+            return None
+        g = self.ground.until(as_of)
+        return (round(float(g.xy[-1, 0]), 2), round(float(g.xy[-1, 1]), 2)) if len(g) else None
+
+    def summary(self, num_crops: int) -> TrackSummary:
+        return TrackSummary.from_crops(self.camera_id, self.track_id, np.array(self.ts[:num_crops]),
+                                       np.stack(self.embs[:num_crops]), np.array(self.quality[:num_crops]),
+                                       top_k=None)
+
+    def best_crop(self, num_crops: int) -> int | None:
+        """The highest-quality kept crop among the first ``num_crops`` (ties: the earliest)."""
+        usable = [i for i in range(min(num_crops, len(self.jpegs))) if self.jpegs[i]]
+        return max(usable, key=lambda i: self.quality[i], default=None)
+
+
+class IdentityTracker:
+    """Turns the sightings of every camera's tracks into identity outcomes (see the module docstring).
+
+    ``homographies``: camera id -> its image-to-ground homography (None: uncalibrated); every camera the tracker
+    will hear from must be listed. ``album`` (optional) receives each placed track's appearance and best crop;
+    ``keep_crops`` keeps each crop's JPEG for the album and for NEW/MOVED outcomes. ``clock`` is the wall clock
+    of the live watermark (a test passes its own).
+    """
+
+    def __init__(self, config: MatcherConfig, matcher: Matcher, homographies: Mapping[str, Homography | None],
+                 geometry: GeometryConfig | None = None, lost_timeout_s: float = 1.5, album: Album | None = None,
+                 keep_crops: bool = False, album_max_age_s: float = 3600.0, album_max_identities: int = 10_000,
+                 track_id_stride: int = TRACK_ID_STRIDE, clock: Callable[[], float] = time.monotonic) -> None:
+        if any(h is not None for h in homographies.values()) and geometry is None:
+            raise ValueError("calibrated cameras need a geometry config (same_place, different_place, max_speed)")
+        self.config = config
+        self.matcher = matcher
+        self.homographies = dict(homographies)
+        self.geometry = geometry
+        self.lost_timeout_s = lost_timeout_s
+        self.album = album
+        self.keep_crops = keep_crops
+        self.album_max_age_s = album_max_age_s
+        self.album_max_identities = album_max_identities
+        self.track_id_stride = track_id_stride
+        self.clock = clock
+        self.path_length = geometry.history if geometry is not None else PATH_LENGTH
+        self.counters: Counter[str] = Counter()
+        self.tracks: dict[tuple[str, int], _Track] = {}
+        self.recent: deque[_Track] = deque(maxlen=RECENT_TRACKS)  # ended placed tracks, for links
+        self._ready: list[tuple[float, str, int, int, _Due]] = []  # heap: (decision ts, camera, track, n, due)
+        self._n = 0
+        self.progress: dict[str, float] = {}  # camera -> latest video time reported
+        self.heard: dict[str, float] = {}  # camera -> wall time of its latest report
+        self.ended_cameras: set[str] = set()
+        self.id_range: dict[str, int] = {}  # camera -> newest track id range seen
+        self.started = clock()  # a live camera never heard from counts as silent since then
+        self.live = False
+        self._last_prune = -math.inf
+
+    # -- input ------------------------------------------------------------------------------------------------------
+    def observe(self, camera_id: str, ts: float, sightings: Iterable[Sighting], embeddings: np.ndarray | None = None,
+                jpegs: Sequence[bytes] | None = None, live: bool = False) -> None:
+        """One frame's report of a camera at video time ``ts``: the rows, the embeddings their ``row`` points
+        into, and (when crops are kept) one JPEG per embedding. Rows must come in video-time order per camera."""
+        self._check_camera(camera_id)
+        self.live = self.live or live
+        self.progress[camera_id] = max(self.progress.get(camera_id, -math.inf), ts)
+        self.heard[camera_id] = self.clock()
+        embs = np.zeros((0, 0), np.float32) if embeddings is None else embeddings
+        for s in sightings:
+            self._sighting(camera_id, s, embs, jpegs)
+
+    def end_camera(self, camera_id: str) -> None:
+        """The camera's stream ended: its running tracks end with it, and it no longer holds back decisions."""
+        self._check_camera(camera_id)
+        self.ended_cameras.add(camera_id)
+        end_ts = self.progress.get(camera_id, -math.inf)
+        for t in list(self.tracks.values()):
+            if t.camera_id == camera_id and not t.ended:
+                self._finish(t, max(end_ts, t.last_ts))
+
+    @property
+    def finished(self) -> bool:
+        """Every camera ended and every decision taken."""
+        return self.ended_cameras >= set(self.homographies) and not self._ready
+
+    def _check_camera(self, camera_id: str) -> None:
+        if camera_id not in self.homographies:
+            raise KeyError(f"unknown camera {camera_id!r}; the tracker knows {sorted(self.homographies)}")
+
+    def _sighting(self, cam: str, s: Sighting, embs: np.ndarray, jpegs: Sequence[bytes] | None) -> None:
+        key, ts = (cam, int(s.track_id)), float(s.ts)
+        self._new_range(cam, key[1], ts)
+        t = self.tracks.get(key)
+        if t is None:
+            h = self.homographies[cam]
+            t = self.tracks[key] = _Track(cam, key[1], ts, TimeWindow(self.path_length, 6),
+                                          GroundTrack(self.path_length) if h is not None else None)
+        t.last_ts = max(t.last_ts, ts)
+        t.frame_index = int(s.frame_index)
+        t.box = tuple(float(v) for v in s.xyxy)
+        state = str(s.state)
+        if state in (STARTED, ACTIVE):
+            self._add_path(t, ts, t.box)
+            t.lost_ts = None
+        elif state == LOST and t.lost_ts is None:
+            t.lost_ts = ts
+        k = int(s.row)
+        if 0 <= k < len(embs) and np.isfinite(embs[k]).all() and np.linalg.norm(embs[k]) > 0:
+            t.ts.append(ts)
+            t.embs.append(np.asarray(embs[k], np.float32))
+            t.quality.append(float(s.quality))
+            if self.keep_crops:
+                t.jpegs.append(jpegs[k] if jpegs is not None and k < len(jpegs) else b"")
+        if state == TRACK_ENDED:
+            self._finish(t, ts)
+        elif not t.queued and t.embs and t.last_ts - t.start_ts >= self.config.min_age_s:
+            t.queued = True
+            self._enqueue(ts, t)
+        elif t.global_id is None and t.queued and self.config.ambiguous_wait_s > 0 and ts >= t.next_retry_ts:
+            # Queued but not placed: a try at its sightings, so that if the first match is deferred, the next try
+            # falls at video times that do not depend on when the deferral happened (message timing).
+            t.next_retry_ts = ts + RETRY_GAP_S
+            self._enqueue(ts, t, retry=True)
+        elif t.global_id is not None and ts >= t.next_refresh_ts:
+            t.next_refresh_ts = ts + self.config.refresh_every_s
+            self._enqueue(ts, t)
+
+    def _new_range(self, cam: str, track_id: int, ts: float) -> None:
+        """A track id from a newer range than the camera's: its detector restarted, and the tracks of the old range
+        will never be reported again. They end now."""
+        r = track_id // self.track_id_stride
+        if r <= self.id_range.get(cam, r):
+            self.id_range.setdefault(cam, r)
+            return
+        self.id_range[cam] = r
+        old = [t for t in self.tracks.values() if t.camera_id == cam and not t.ended
+               and t.track_id // self.track_id_stride < r]
+        for t in old:
+            self._finish(t, t.last_ts)
+        self.counters["tracks_ended_by_restart"] += len(old)
+        if old:
+            log.warning("camera %s: tracks now come from id range %d; %d tracks of the older range ended", cam, r,
+                        len(old))
+
+    def _add_path(self, t: _Track, ts: float, box: tuple[float, ...]) -> None:
+        if t.first_box is None:
+            t.first_box = box
+        t.last_seen_ts = max(t.last_seen_ts, ts)
+        gx = gy = math.nan
+        h = self.homographies[t.camera_id]
+        if h is not None:
+            g, ok = h.project(foot_points(np.array(box)))
+            if ok[0]:
+                gx, gy = float(g[0, 0]), float(g[0, 1])
+                t.ground.add(ts, (gx, gy))  # type: ignore[union-attr]
+            else:  # a box whose feet are above the horizon: a false detection or a bad calibration
+                self.counters["ground_skipped"] += 1
+        t.path.add(ts, (*box, gx, gy))
+
+    def _finish(self, t: _Track, ts: float) -> None:
+        t.ended = True
+        self._enqueue(ts, t)
+
+    def _enqueue(self, ts: float, t: _Track, retry: bool = False) -> None:
+        self._n += 1
+        due = _Due(t.last_ts, t.frame_index, t.box, len(t.embs), t.ended,
+                   t.lost_ts if t.lost_ts is not None else t.last_ts, retry)
+        heapq.heappush(self._ready, (ts, t.camera_id, t.track_id, self._n, due))
+
+    # -- decisions --------------------------------------------------------------------------------------------------
+    def watermark(self) -> float:
+        """The video time before which every decision can be taken: the earliest progress of the running cameras
+        (live: of those heard from within ``max_lateness_s``); infinite when every camera has ended."""
+        active = [c for c in self.homographies if c not in self.ended_cameras]
+        if self.live:
+            now = self.clock()
+            active = [c for c in active if now - self.heard.get(c, self.started) < self.config.max_lateness_s]
+        if not active:
+            return math.inf
+        return min(self.progress.get(c, -math.inf) for c in active)
+
+    def decide(self) -> list[Outcome]:
+        """Take every decision due before the watermark, one decision time at a time: a batch then depends only on
+        video time, never on message timing. Returns the outcomes in decision order."""
+        mark = self.watermark()
+        out: list[Outcome] = []
+        self._end_stale(mark)
+        while self._ready and self._ready[0][0] < mark:
+            ts0 = self._ready[0][0]
+            due: dict[tuple[str, int], _Due] = {}
+            while self._ready and self._ready[0][0] == ts0:
+                _, cam, tid, _, d = heapq.heappop(self._ready)
+                t = self.tracks.get((cam, tid))
+                if t is not None and (not d.retry or (t.global_id is None and t.deferred_ts is not None)):
+                    due[(cam, tid)] = d
+            if due:
+                out += self._decide_at(ts0, [(self.tracks[k], d) for k, d in sorted(due.items())])
+        return out
+
+    def _end_stale(self, mark: float) -> None:
+        """End the tracks not sighted for the tracker's lost timeout plus ``max_lateness_s`` behind the watermark:
+        their end was lost (a dead stage), and a live stream must not keep them forever."""
+        if not math.isfinite(mark):
+            return
+        limit = mark - (self.lost_timeout_s + self.config.max_lateness_s)
+        for t in list(self.tracks.values()):
+            if not t.ended and max(t.last_seen_ts, t.start_ts) < limit:
+                self.counters["stale_tracks_ended"] += 1
+                self._finish(t, max(t.last_ts, t.start_ts))
+
+    def _decide_at(self, as_of: float, batch: list[tuple[_Track, _Due]]) -> list[Outcome]:
+        # A track that ended younger than min_age_s without an identity is a fragment: no identity, no outcome.
+        short = {t.key for t, d in batch if d.ended and t.global_id is None
+                 and d.last_seen_ts - t.start_ts < self.config.min_age_s}
+        self.counters["short_tracks"] += len(short)
+        for key in short:
+            del self.tracks[key]
+        batch = [(t, d) for t, d in batch if t.key not in short]
+        with_embs = [(t, d) for t, d in batch if d.num_crops]
+        unplaced = any(t.global_id is None for t, _ in with_embs)
+        others = self._motions(as_of) if unplaced else []
+        summaries = []
+        for t, d in with_embs:
+            s = t.summary(d.num_crops)
+            summaries.append(TrackSummary(
+                t.camera_id, t.track_id, t.start_ts, max(d.last_seen_ts, t.start_ts), s.emb, s.num_crops, s.quality,
+                links=self._links(t, as_of, others) if t.global_id is None else {},
+                provisional=self._provisional(t, d, as_of)))
+        t0 = time.perf_counter()
+        results = self.matcher.match(summaries, self._running(as_of, {t.key for t, _ in batch})
+                                     if unplaced else None) if summaries else []
+        self.counters["match_ms_total"] += int(1e3 * (time.perf_counter() - t0))
+        self.counters["decisions"] += 1
+        out: list[Outcome] = []
+        for (t, d), r in zip(with_embs, results, strict=True):
+            out += self._placed(t, d, r, as_of)
+        self._update_albums(batch, as_of)
+        for t, d in batch:
+            if d.ended:
+                out.append(Outcome(ENDED, t.camera_id, t.track_id, t.global_id, d.last_ts, d.frame_index, d.box,
+                                   ground_xy=t.ground_xy(d.last_ts), duration_s=round(d.last_ts - t.start_ts, 3),
+                                   num_crops=d.num_crops, last_seen_ts=round(d.last_seen_ts, 4)))
+                del self.tracks[t.key]
+                if t.global_id is not None:
+                    t.embs, t.jpegs = [], []  # only its path is needed from now on
+                    self.recent.append(t)
+        return out
+
+    def _placed(self, t: _Track, d: _Due, r: MatchResult, as_of: float) -> list[Outcome]:
+        if r.global_id is None:  # ambiguous: no identity yet, tried again at its next sightings
+            self.counters["deferred_tracks" if t.deferred_ts is None else "deferred_retries"] += 1
+            t.deferred_ts = as_of if t.deferred_ts is None else t.deferred_ts
+            return []
+        first = t.global_id is None
+        t.global_id = r.global_id
+        t.matched_crops = d.num_crops
+        if not first:
+            self.counters["refreshed_tracks"] += not d.ended
+            return []
+        self.counters["matched_tracks"] += 1
+        t.next_refresh_ts = as_of + self.config.refresh_every_s
+        kind, from_cam = self._kind(r)
+        crop = None
+        if self.keep_crops and kind in (NEW, MOVED):
+            best = t.best_crop(d.num_crops)
+            crop = t.jpegs[best] if best is not None else None
+        return [Outcome(kind, t.camera_id, t.track_id, t.global_id, d.last_ts, d.frame_index, d.box, r.similarity,
+                        from_cam, r.reason, t.ground_xy(d.last_ts), crop)]
+
+    def _kind(self, result: MatchResult) -> tuple[str, str | None]:
+        if result.is_new:
+            return NEW, None
+        ident = self.matcher.get(result.global_id)  # type: ignore[arg-type]
+        earlier = [r for r in (ident.tracks if ident else []) if r.key != (result.camera_id, result.track_id)]
+        # Ties (tracks still running are all seen "until now") are broken by start, then camera and track, so the
+        # outcome does not depend on the order in which the identity's record lists its tracks.
+        latest = max(earlier, key=lambda r: (r.end_ts, r.start_ts, r.camera_id, r.track_id), default=None)
+        if latest is not None and latest.camera_id != result.camera_id:
+            return MOVED, latest.camera_id
+        return SEEN, None
+
+    def _provisional(self, t: _Track, d: _Due, as_of: float) -> bool:
+        """May this decision be deferred if ambiguous: a running, unplaced track within its wait."""
+        wait = self.config.ambiguous_wait_s
+        return (not d.ended and t.global_id is None and wait > 0
+                and (t.deferred_ts is None or as_of - t.deferred_ts < wait))
+
+    def _running(self, as_of: float, exclude: set[tuple[str, int]]) -> dict[int, list[TrackRef]]:
+        """By identity, the spans as of ``as_of`` of the placed tracks still running: without them, a second person
+        appearing later in the same camera could join the identity of a person still standing there."""
+        out: dict[int, list[TrackRef]] = {}
+        for key, t in self.tracks.items():
+            if key in exclude or t.global_id is None:
+                continue
+            last = t.last_seen(as_of)
+            if last is not None:
+                out.setdefault(t.global_id, []).append(
+                    TrackRef(t.camera_id, t.track_id, t.start_ts, max(last, t.start_ts), t.matched_crops))
+        return out
+
+    def _motions(self, as_of: float) -> list[TrackMotion]:
+        """Every running and recently ended track as of ``as_of`` (once per decision time)."""
+        while self.recent and self.recent[0].last_seen_ts < as_of - RECENT_WINDOW_S:
+            self.recent.popleft()
+        return [m for t in [*self.tracks.values(), *self.recent] if (m := t.motion(as_of)) is not None]
+
+    def _links(self, t: _Track, as_of: float, others: list[TrackMotion]) -> dict[tuple[str, int], int]:
+        me = t.motion(as_of)
+        if me is None:
+            return {}
+        found = links_for(me, others, self.config.continuity, self.geometry)
+        for v in found.values():
+            self.counters[{AGREE: "links_agree", CONTINUES: "links_continue"}.get(v, "links_disagree")] += 1
+        return found
+
+    def _update_albums(self, batch: list[tuple[_Track, _Due]], as_of: float) -> None:
+        """Each placed track's appearance and best crop go to its identity's album; albums past their retention
+        are pruned now and then (track time, as the matcher's expiry)."""
+        if self.album is None:
+            return
+        for t, d in batch:
+            if t.global_id is None:
+                continue
+            app = Appearance(t.camera_id, t.track_id, t.start_ts, max(d.last_seen_ts, t.start_ts),
+                             t.ground_xy(d.last_ts))
+            best = t.best_crop(d.num_crops) if self.keep_crops else None
+            jpeg, quality = (t.jpegs[best], t.quality[best]) if best is not None else (b"", 0.0)
+            self.album.record(t.global_id, app, jpeg, quality)
+            self.counters["album_writes"] += 1
+        if as_of - self._last_prune >= self.config.expire_every_s:
+            self._last_prune = as_of
+            pruned = self.album.prune(as_of - self.album_max_age_s, self.album_max_identities)
+            self.counters["albums_pruned"] += len(pruned)
+
+    # -- state ------------------------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, object]:
+        """Counters of the tracker, the matcher and the store, for the stage's reports."""
+        m = self.matcher.stats
+        store = self.matcher.store
+        return {
+            "open_tracks": len(self.tracks), "queued_decisions": len(self._ready), "recent_tracks": len(self.recent),
+            "identities": len(self.matcher.gallery), **dict(self.counters),
+            "matcher": {"tracks": m.tracks, "matched": m.matched, "new": m.new, "known": m.known,
+                        "reloads": m.reloads, "expired": m.expired, "raced": m.raced,
+                        "plan_ms": round(1e3 * m.plan_s, 1), "write_ms": round(1e3 * m.write_s, 1),
+                        "reasons": dict(m.reasons)},
+            "store": {"corrupt_records": store.corrupt_records,
+                      "write_conflicts": store.write_conflicts},
+        }
