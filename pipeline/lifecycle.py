@@ -56,7 +56,10 @@ class StageProc:
     ready: bool = False
     done: bool = False
     done_at: float | None = None  # monotonic time of its "done" report (match: when the last decision was made)
+    exited_at: float | None = None  # monotonic time its process was seen to have exited
     stats: dict[str, Any] = field(default_factory=dict)
+    received: int = -1  # its "received" counter at the latest change ...
+    received_at: float = 0.0  # ... and when that change was seen
 
     @property
     def kind(self) -> str:
@@ -112,6 +115,7 @@ class StageLifecycle:
     # -- start ----------------------------------------------------------------------------------------------
     def spawn(self, sp: StageProc) -> None:
         sp.ready = sp.done = False
+        sp.exited_at = None
         sp.process = self.mp.Process(target=_entry, args=(sp.cls, self.config, sp.instance, sp.kwargs),
                                      name=f"{sp.key}#{sp.instance}", daemon=False)
         sp.process.start()
@@ -192,6 +196,8 @@ class StageLifecycle:
             if proc is None or proc.is_alive():
                 continue
             proc.join()
+            if sp.exited_at is None:
+                sp.exited_at = time.monotonic()
             if proc.exitcode == 0:
                 sp.done = True
             elif sp.done or not self.restarts_allowed:
@@ -220,6 +226,26 @@ class StageLifecycle:
                 self.send_ends(sp.kind, sorted(ended))
                 log.info("re-sent end of stream of %s to the restarted %s stage", sorted(ended), sp.kind)
 
+    def stalled(self, timeout_s: float) -> str | None:
+        """Why the run cannot end, if it cannot: a stage whose upstream stages have all exited (so everything they
+        sent was delivered), that still waits for an end of stream and has received nothing for ``timeout_s``."""
+        now = time.monotonic()
+        for kind, up in UPSTREAM.items():
+            sp = self.get(kind)
+            received = int(sp.stats.get("counters", {}).get("received", 0))
+            if received != sp.received:
+                sp.received, sp.received_at = received, now
+            ups = self.of_kind(up)
+            if sp.done or not sp.alive or not ups or any(p.alive or p.exited_at is None for p in ups):
+                continue
+            quiet_since = max([sp.received_at, *(p.exited_at for p in ups)])  # type: ignore[list-item]
+            if now - quiet_since > timeout_s:
+                waiting = sorted({c.id for c in self.config.cameras} - set(sp.stats.get("ended", [])))
+                return (f"stage {kind} still waits for the end of stream of {waiting}, but its upstream stage "
+                        f"{up} has finished and {kind} has received nothing for {now - quiet_since:.0f} s "
+                        f"({received} messages in all): the end of stream was lost")
+        return None
+
     def finished(self) -> bool:
         """The match stage made its last decision and exited, or, after an abort, every process is gone."""
         match = self.get("match")
@@ -233,6 +259,13 @@ class StageLifecycle:
         stages finish what is in flight."""
         self.draining = True
         for sp in self.of_kind("source"):
+            if sp.alive:
+                sp.process.terminate()
+
+    def stop_all(self) -> None:
+        """SIGTERM to every stage: each stops at once (its output queue gets a short linger) and is not restarted."""
+        self.restarts_allowed = False
+        for sp in self.procs:
             if sp.alive:
                 sp.process.terminate()
 

@@ -5,13 +5,20 @@ A stage runs in its own process. ``setup()`` runs in the child (models are built
 report per second to the supervisor's control socket (counts, rates, latency). Every ``log_every_s`` (10 s)
 the stage also logs one INFO line of its own (fps, load, latency, drops), so a stage run alone with
 ``run_pipeline.py --stage`` says how it is doing without a supervisor. A message that does not decode is
-dropped and counted, never fatal. Signal handlers only set the stop flag; on exit the output socket waits for
-its queue to be delivered (up to a minute after a normal finish, 2 s when told to stop), the others close at
-once, and the stage logs a summary.
+dropped and counted, never fatal. Signal handlers only set the stop flag. The stage logs a summary on exit.
+
+Stages are joined by DEALER (sender, connects) -> ROUTER (receiver, binds) sockets, used one way like PUSH/PULL
+with one addition: the receiver acknowledges each end of stream as it reads it. ZeroMQ drops the messages a
+receiver has queued but not read yet when their sender disconnects (seen here: 8 of 3,004 messages, the end of
+stream among them, when the match stage was seconds behind), whatever the sender's linger. So a stage that
+finishes keeps its connection until every end of stream it sent was acknowledged - by then the next stage has
+read everything before it, however far behind it was - sending unacknowledged ones again now and then (a
+restarted next stage lost them). Told to stop, it waits no longer than 2 s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -32,8 +39,10 @@ from pipeline.security import CurveGuard
 log = logging.getLogger(__name__)
 
 POLL_MS = 100
-OUTPUT_LINGER_MS = 60_000
 STOP_LINGER_MS = 2_000
+END_ACK = b"reid.end-ack"  # receiver -> sender: [END_ACK, camera id], once it has read that camera's end of stream
+ACK_RESEND_S = 10.0  # a finished stage sends an unacknowledged end of stream again this often
+DELIVERY_LOG_EVERY_S = 10.0  # a finished stage still waiting for its acknowledgements says so this often
 REPORT_EVERY_S = 1.0
 LOG_EVERY_S = 10.0  # default period of a stage's own INFO line
 LATENCY_WINDOW = 200  # latency samples kept for the percentiles (a bounded window, never the whole run)
@@ -110,6 +119,8 @@ class Stage:
         self.stop = threading.Event()
         self.counters: dict[str, int] = defaultdict(int)
         self.ended: set[str] = set()  # cameras whose END this stage has passed on
+        self.ends_sent: set[str] = set()  # cameras whose END this stage sent downstream ...
+        self.ends_acked: set[str] = set()  # ... and those the next stage acknowledged
         self.latency_ms = LatencySamples(LATENCY_WINDOW)
         self.log_every_s = log_every_s
         self.load = LoadMeter()
@@ -139,22 +150,21 @@ class Stage:
         if self.input:
             endpoint = self.config.endpoint(self.input)
             bind_dir(endpoint)
-            self.in_sock = self.ctx.socket(zmq.PULL)
+            self.in_sock = self.ctx.socket(zmq.ROUTER)
             self.in_sock.setsockopt(zmq.RCVHWM, hwm)
             self.in_sock.setsockopt(zmq.LINGER, 0)
             self.guard.bind(self.in_sock, endpoint)
         if self.output:
-            self.out_sock = self.ctx.socket(zmq.PUSH)
+            self.out_sock = self.ctx.socket(zmq.DEALER)
             self.out_sock.setsockopt(zmq.SNDHWM, hwm)
             self.out_sock.setsockopt(zmq.LINGER, STOP_LINGER_MS)
             self.guard.connect(self.out_sock, self.config.endpoint(self.output))
 
     def close_sockets(self) -> None:
-        # What is still queued when a stage finishes (a replay's last frames and its end of stream) must reach a
-        # busy downstream stage: wait up to OUTPUT_LINGER_MS for it (with 2 s, a detector slowed by other load
-        # lost the end of stream and the run never ended); a stage told to stop waits only STOP_LINGER_MS.
         if self.out_sock is not None:
-            self.out_sock.close(linger=STOP_LINGER_MS if self.stop.is_set() else OUTPUT_LINGER_MS)
+            if not self.stop.is_set():
+                self._await_end_acks()
+            self.out_sock.close(linger=STOP_LINGER_MS)
         for sock in (self.in_sock, self.control):
             if sock is not None:
                 sock.close()
@@ -162,6 +172,31 @@ class Stage:
             self.guard.stop()
         if self.ctx is not None:
             self.ctx.term()
+
+    def _await_end_acks(self) -> None:
+        """Keep the output connected until the next stage has read every end of stream sent to it (see the module
+        docstring), or until told to stop."""
+        assert self.out_sock is not None
+        t0 = last_send = last_log = time.monotonic()
+        while not self.ends_sent <= self.ends_acked and not self.stop.is_set():
+            if self.out_sock.poll(POLL_MS, zmq.POLLIN):
+                frames = self.out_sock.recv_multipart()
+                if len(frames) == 2 and frames[0] == END_ACK:
+                    self.ends_acked.add(frames[1].decode(errors="replace"))
+                continue
+            now = time.monotonic()
+            if now - last_send >= ACK_RESEND_S:
+                last_send = now
+                for cam in sorted(self.ends_sent - self.ends_acked):
+                    with contextlib.suppress(zmq.Again):  # the queue is full: its END is still in it
+                        self.out_sock.send_multipart(encode(EndMsg(cam)), zmq.NOBLOCK)
+            if now - last_log >= DELIVERY_LOG_EVERY_S:
+                last_log = now
+                log.info("%s: finished; waiting %.0f s so far for the next stage to read the end of stream of %s",
+                         self.label, now - t0, sorted(self.ends_sent - self.ends_acked))
+        if not self.ends_sent <= self.ends_acked:
+            log.warning("%s: stopped before the next stage read the end of stream of %s", self.label,
+                        sorted(self.ends_sent - self.ends_acked))
 
     def notify(self, kind: str, **fields: Any) -> None:
         """A report to the supervisor (never blocks the stage)."""
@@ -265,7 +300,7 @@ class Stage:
             if self.in_sock in events:
                 for _ in range(self.max_drain):  # drain what is queued, then give idle() and reports a turn
                     try:
-                        frames = self.in_sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        sender, *frames = self.in_sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
                     self.counters["received"] += 1
@@ -275,6 +310,9 @@ class Stage:
                         self.counters["malformed"] += 1
                         log.warning("%s: dropped a malformed message: %s", self.label, e)
                         continue
+                    if isinstance(msg, EndMsg):  # everything its sender sent before it has been read
+                        with contextlib.suppress(zmq.ZMQError):  # a sender gone meanwhile needs no answer
+                            self.in_sock.send_multipart([sender.bytes, END_ACK, msg.camera_id.encode()], zmq.NOBLOCK)
                     self.handle(msg)
             self.idle()
             self.load.turns += 1
@@ -284,6 +322,7 @@ class Stage:
     def forward_end(self, camera_id: str) -> None:
         if self.output:
             self.send(EndMsg(camera_id))
+            self.ends_sent.add(camera_id)
         self.ended.add(camera_id)
 
 

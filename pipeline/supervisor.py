@@ -4,7 +4,9 @@ Start order is downstream first (match, embed, detect, then the sources), each w
 ready, so no frame is sent into a stage that is still loading its model. A stage that exits with an error is
 reported and restarted (a source resumes after the last frame it sent; a restarted detect stage numbers its
 tracks in a new range; the ends of streams already passed downstream are re-sent to it). Ctrl-C or SIGTERM
-stops the sources; the stages drain what is in flight and finish; a second Ctrl-C kills them.
+stops the sources; the stages drain what is in flight for up to 7 s, are then told to stop, and are killed if
+still running 2.5 s later (a second Ctrl-C kills them at once). A stage whose upstream has finished and that
+waits for an end of stream that does not come (``endpoints.stall_timeout_s``) ends the run with an error naming it.
 
 The parts, one job each: :class:`~pipeline.lifecycle.StageLifecycle` (the processes),
 :class:`~pipeline.recorder.EventRecorder` (the identity events), :class:`~pipeline.status.StatusLine` (what
@@ -39,6 +41,8 @@ __all__ = ["PipelineError", "Supervisor", "check_sources", "prepare_run_dir"]
 
 log = logging.getLogger(__name__)
 
+STOP_DRAIN_S = 7.0  # after a Ctrl-C or SIGTERM, the stages drain this long before they are told to stop ...
+STOP_KILL_S = 2.5  # ... and are killed this long after that: any run ends within 10 s of a stop
 EVENTS_SPILL = "render_events.jsonl"  # in the run directory: the events --save-video reads back
 
 
@@ -93,7 +97,7 @@ class StopSignals:
 
 class SupervisorSockets:
     """The supervisor's ZeroMQ side: the PULL socket the stages report to, a SUB socket on the identity events,
-    and PUSH sockets made on demand to send ends of streams into a stage's input."""
+    and DEALER sockets made on demand to send ends of streams into a stage's input."""
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
@@ -133,7 +137,7 @@ class SupervisorSockets:
         return reports, events
 
     def send_ends(self, stage: str, cameras: list[str]) -> None:
-        sock = self.ctx.socket(zmq.PUSH)
+        sock = self.ctx.socket(zmq.DEALER)  # a stage's input is a ROUTER (pipeline.stage)
         sock.setsockopt(zmq.LINGER, 2000)
         self.guard.connect(sock, self.config.endpoint(stage))
         for cam in cameras:
@@ -163,6 +167,8 @@ class Supervisor:
                                       copy_to=events_out)
         self.status = StatusLine(self.stages, self.recorder, enabled=status)
         self.sockets: SupervisorSockets | None = None  # open while run() runs
+        self.stop_deadline: float | None = None  # after a Ctrl-C: when the stages that have not drained are stopped
+        self.stop_terminated = False
         self.metrics = None  # PipelineMetrics while the HTTP service runs
         self.service = None  # its ServiceThread (the url: self.service.url)
 
@@ -204,8 +210,24 @@ class Supervisor:
             log.warning("aborting")
             self.stages.kill()
         elif self.signals.stop.is_set() and not self.stages.draining and self.stages.t0:
-            log.warning("stopping: sources end their streams, the stages drain (Ctrl-C again to abort)")
+            log.warning("stopping: sources end their streams, the stages drain for up to %.0f s (Ctrl-C again to "
+                        "abort)", STOP_DRAIN_S)
             self.stages.drain()
+            self.stop_deadline = time.monotonic() + STOP_DRAIN_S
+
+    def enforce_stop_deadline(self) -> None:
+        """A stop ends the run within STOP_DRAIN_S + STOP_KILL_S: what has not drained by then is told to stop
+        (SIGTERM: each stage gives its output queue STOP_LINGER_MS), and what is still running after that, killed."""
+        if self.stop_deadline is None or self.stages.aborted:
+            return
+        now = time.monotonic()
+        if now > self.stop_deadline + STOP_KILL_S:
+            log.warning("stages still running %.0f s after the stop: killing them", STOP_DRAIN_S + STOP_KILL_S)
+            self.stages.kill()
+        elif now > self.stop_deadline and not self.stop_terminated:
+            log.warning("the stages did not drain within %.0f s: stopping them", STOP_DRAIN_S)
+            self.stop_terminated = True
+            self.stages.stop_all()
 
     def send_ends(self, stage: str, cameras: list[str]) -> None:
         assert self.sockets is not None
@@ -278,6 +300,10 @@ class Supervisor:
             self.pump(POLL_MS)
             self.stages.reap()
             self.status.tick()
+            self.enforce_stop_deadline()
+            stalled = self.stages.stalled(self.config.endpoints.stall_timeout_s)
+            if stalled:
+                raise PipelineError(stalled)
         time.sleep(0.3)  # the last events still in flight on the PUB socket
         self.pump(200)
         self.stages.join(10)

@@ -54,22 +54,41 @@ class EchoStage(Stage):
         self.counters["handled"] += 1
 
 
+class Downstream:
+    """The input side of a next stage (a ROUTER, as ``pipeline.stage`` binds it): ``recv_multipart`` returns the
+    message frames without the sender's routing id."""
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+
+    def poll(self, timeout_ms: int) -> int:
+        return self.sock.poll(timeout_ms)
+
+    def recv_multipart(self) -> list[bytes]:
+        return self.sock.recv_multipart()[1:]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @contextlib.contextmanager
-def running(stage: Stage, *outputs: str) -> Iterator[tuple[zmq.Socket, list[zmq.Socket]]]:
-    """Run ``stage`` in a thread over its real sockets, as the supervisor would: PULL sockets stand in for the
-    supervisor's control socket and for the downstream stages named in ``outputs``; yields a PUSH socket
-    connected to the stage's input and those PULL sockets."""
+def running(stage: Stage, *outputs: str) -> Iterator[tuple[zmq.Socket, list[Downstream]]]:
+    """Run ``stage`` in a thread over its real sockets, as the supervisor would: a PULL socket stands in for the
+    supervisor's control socket and ROUTER sockets for the downstream stages named in ``outputs``; yields a DEALER
+    socket connected to the stage's input (as an upstream stage's) and those downstream inputs."""
     stage.open_sockets()
-    pulls = []
-    for name in ("control", *outputs):
-        sock = stage.ctx.socket(zmq.PULL)
+    control = stage.ctx.socket(zmq.PULL)
+    control.bind(stage.config.endpoint("control"))
+    pulls: list = [control]
+    for name in outputs:
+        sock = stage.ctx.socket(zmq.ROUTER)
         sock.bind(stage.config.endpoint(name))
-        pulls.append(sock)
+        pulls.append(Downstream(sock))
     stage.setup()
     runner = threading.Thread(target=stage.run, daemon=True)
     runner.start()
     ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
+    push = ctx.socket(zmq.DEALER)
     push.setsockopt(zmq.LINGER, 1000)
     push.connect(stage.config.endpoint(stage.input))
     try:

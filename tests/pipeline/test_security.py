@@ -90,7 +90,7 @@ def test_curve_keeps_strangers_off_tcp_stage_endpoints(tmp_path):
     runner = threading.Thread(target=stage.run, daemon=True)
     runner.start()
     ctx = zmq.Context()
-    plain, stranger, member = (ctx.socket(zmq.PUSH) for _ in range(3))
+    plain, stranger, member = (ctx.socket(zmq.DEALER) for _ in range(3))
     curve_client(stranger, strangers / "intruder.key_secret", keys / "server.key")
     CurveGuard(ctx, endpoints.curve).client(member)
     frame = encode(FrameMsg("c0", 0, 0.0, np.zeros((4, 4, 3), np.uint8)))

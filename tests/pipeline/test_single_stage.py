@@ -41,7 +41,7 @@ class Downstream(threading.Thread):
 
     def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
         super().__init__(daemon=True)
-        self.sock = ctx.socket(zmq.PULL)
+        self.sock = ctx.socket(zmq.ROUTER)  # a stage's input (pipeline.stage)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.bind(endpoint)
         self.messages: list = []
@@ -50,7 +50,7 @@ class Downstream(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             if self.sock.poll(100):
-                self.messages.append(decode(self.sock.recv_multipart()))
+                self.messages.append(decode(self.sock.recv_multipart()[1:]))  # without the sender's routing id
         self.sock.close()
 
 
@@ -61,7 +61,7 @@ def test_stages_run_alone_over_tcp_and_log_their_periodic_line(tmp_path, shared)
     ctx = zmq.Context()
     downstream = Downstream(ctx, embed_in)
     downstream.start()
-    junk = ctx.socket(zmq.PUSH)
+    junk = ctx.socket(zmq.DEALER)
     junk.setsockopt(zmq.LINGER, 1000)
     junk.connect(detect_in)
     logs = {name: tmp_path / f"{name}.log" for name in ("detect", "source")}
