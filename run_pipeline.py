@@ -48,8 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pipeline.config import ConfigError, load_config
-    from pipeline.stage import LOG_EVERY_S, LOG_LEVEL_ENV, setup_logging
+    from pipeline.stage import LOG_EVERY_S, LOG_LEVEL_ENV
     from pipeline.supervisor import PipelineError, Supervisor, check_sources
+    from reid.log import setup_logging
 
     setup_logging(getattr(logging, args.log_level))
     os.environ[LOG_LEVEL_ENV] = args.log_level  # the stage processes log at the same level
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_single_stage(config, args)
     supervisor = Supervisor(config, replay=args.replay, speed=speed, duration_s=args.duration,
                             events_out=args.events_out, status=not args.no_status,
-                            stage_log_every_s=args.stats_every)
+                            stage_log_every_s=args.stats_every,
+                            track_log=bool(args.save_video or args.tracks_out))
     try:
         code = supervisor.run()
     except PipelineError as e:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detectors.tracking import CameraTracker  # noqa: E402
 from detectors.yolo import ULTRALYTICS_VERSION, PersonDetector  # noqa: E402
+from reid.log import setup_logging  # noqa: E402
 from reid.paths import shared_root  # noqa: E402
 
 WEIGHTS = ("yolov8n_int8.onnx", "yolo11n_int8_320.onnx")
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracker", default="bytetrack", choices=["bytetrack", "botsort"])
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    setup_logging(logging.WARNING)
 
     data = clips(args.frames)
     rows = []

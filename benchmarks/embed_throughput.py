@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from reid.log import setup_logging  # noqa: E402
 from reid.paths import DEFAULT_WEIGHTS  # noqa: E402
 from trt_engines.embedder import BackendUnavailableError, Embedder, build_embedder  # noqa: E402
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--int8-onnx", type=Path, default=None, help="Q/DQ model from trt_engines.quantize")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging(logging.WARNING)
     cuda = args.device == "cuda"
     max_batch = max(args.batches)
 

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.evaluate_mtmc import evaluate, read_folder, read_frames  # noqa: E402
-from pipeline.stage import setup_logging  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
 from pipeline.tracks_out import write_tracks  # noqa: E402
+from reid.log import setup_logging  # noqa: E402
 from reid.paths import PROJECT_ROOT, shared_root  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path |
         cfg = load_config(config_path).with_run_dir(Path(tmp))
         cfg = cfg.model_copy(update={"endpoints": cfg.endpoints.model_copy(
             update={"events": f"tcp://127.0.0.1:{port}"})})
-        sup = Supervisor(cfg, replay=True, speed=speed, status=False)
+        sup = Supervisor(cfg, replay=True, speed=speed, status=False, track_log=tracks_out is not None)
         code = sup.run()
         match = next(p for p in sup.procs if p.kind == "match")
         wall = (match.done_at or time.monotonic()) - sup.t0  # sources started -> last decision made

@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.service.config import HttpConfig  # noqa: E402
-from pipeline.stage import setup_logging  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
+from reid.log import setup_logging  # noqa: E402
 from reid.paths import PROJECT_ROOT  # noqa: E402
 
 

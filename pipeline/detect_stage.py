@@ -5,9 +5,10 @@ that queued up behind a slow detector are skipped in favour of each camera's new
 Each processed frame produces one ``crops`` message: the camera's video time (which lets the matcher know how
 far each camera has got) plus the track events of that frame, with a crop for the few that were selected, and
 the box of every other track seen in it.
-A track log per camera (frame, track id, box) is written for ``--save-video``. With the HTTP service on, each
-camera's latest frame with its boxes and track ids is written every ``http.snapshot_every_s``
-(``pipeline.snapshots``: the service labels the boxes with global ids when it serves them).
+With ``track_log`` (``--save-video`` and ``--tracks-out``, which read it after the run), each recorded camera's
+tracks are logged per frame (frame, track id, box): bounded by the file's length; live cameras are never logged.
+With the HTTP service on, each camera's latest frame with its boxes and track ids is written every
+``http.snapshot_every_s`` (``pipeline.snapshots``: the service labels the boxes with global ids when it serves them).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from detectors.types import Detections, TrackState
 from pipeline.messages import CropsMsg, EndMsg, FrameMsg, Msg, TrackEntry
 from pipeline.snapshots import SnapshotWriter, snapshot_folder
 from pipeline.stage import Stage
+from reid.identity.tracker import TRACK_ID_STRIDE
 
 log = logging.getLogger(__name__)
 
-TRACK_ID_STRIDE = 1_000_000  # a restarted detect stage numbers its tracks from instance * stride
 
 
 class DetectStage(Stage):
@@ -56,9 +57,14 @@ class DetectStage(Stage):
             )
         self.rois = {c.id: c.roi for c in self.config.cameras}
         self.pending: dict[str, deque[FrameMsg | EndMsg]] = defaultdict(deque)
-        log_dir = self.config.resolved_run_dir / "tracks"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.track_logs = {c.id: open(log_dir / f"{c.id}.{self.instance}.jsonl", "a") for c in self.config.cameras}
+        self.track_logs = {}
+        if self.options.get("track_log"):
+            from pipeline.sources import is_video_file
+
+            log_dir = self.config.resolved_run_dir / "tracks"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.track_logs = {c.id: open(log_dir / f"{c.id}.{self.instance}.jsonl", "a")
+                               for c in self.config.cameras if is_video_file(c)}
         http = self.config.http
         self.snapshots = SnapshotWriter(snapshot_folder(self.config.resolved_run_dir), http.snapshot_every_s) \
             if http is not None else None
@@ -113,15 +119,19 @@ class DetectStage(Stage):
                 ids = tracks.track_id.tolist() if tracks.track_id is not None else []
                 self.snapshots.write(cam, m.frame_index, m.ts, frame, tracks.xyxy[:len(ids)],
                                      [self.global_track_id(int(t)) for t in ids])
-            self.track_logs[cam].write(json.dumps({
-                "f": m.frame_index, "ts": round(m.ts, 4),
-                "t": [[self.global_track_id(int(t)), *np.round(b, 1).tolist(), round(float(c), 3)]
-                      for t, b, c in zip(tracks.track_id if tracks.track_id is not None else [], tracks.xyxy,
-                                         tracks.conf, strict=False)],
-            }) + "\n")
+            if cam in self.track_logs:
+                self.log_tracks(cam, m.frame_index, m.ts, tracks)
             self.counters["frames"] += 1
             self.counters["detections"] += len(dets)
         self.latency_ms.append(1e3 * (time.perf_counter() - t0) / len(batch))
+
+    def log_tracks(self, cam: str, frame_index: int, ts: float, tracks: Detections) -> None:
+        self.track_logs[cam].write(json.dumps({
+            "f": frame_index, "ts": round(ts, 4),
+            "t": [[self.global_track_id(int(t)), *np.round(b, 1).tolist(), round(float(c), 3)]
+                  for t, b, c in zip(tracks.track_id if tracks.track_id is not None else [], tracks.xyxy,
+                                     tracks.conf, strict=False)],
+        }) + "\n")
 
     def global_track_id(self, track_id: int) -> int:
         return self.instance * TRACK_ID_STRIDE + track_id
@@ -155,5 +165,6 @@ class DetectStage(Stage):
         last = max((e.ts for e in events), default=None)
         if events:
             self.emit(cam, max(e.frame_index for e in events), last, time.time(), events)
-        self.track_logs[cam].flush()
+        if cam in self.track_logs:
+            self.track_logs[cam].flush()
         self.forward_end(cam)

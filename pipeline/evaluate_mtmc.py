@@ -28,6 +28,8 @@ import numpy as np
 from trackeval.datasets._base_dataset import _BaseDataset
 from trackeval.metrics import CLEAR, HOTA, Identity
 
+from reid.log import setup_logging
+
 log = logging.getLogger(__name__)
 
 FRAMES_FILE = "frames.json"
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iou", type=float, default=0.5, help="IoU at which a box matches (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(logging.INFO)
     try:
         result = evaluate(read_folder(args.tracks), read_folder(args.gt), read_frames(args.tracks), args.iou)
     except MotFileError as e:

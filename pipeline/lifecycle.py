@@ -71,9 +71,10 @@ class StageProc:
 
 
 def stage_procs(config: PipelineConfig, replay: bool, speed: float | None, duration_s: float | None,
-                log_every_s: float) -> list[StageProc]:
+                log_every_s: float, track_log: bool = False) -> list[StageProc]:
     """The slots of a pipeline in start order: downstream first, then one source per camera. The match stage's
-    Redis URL is filled in when the run has one."""
+    Redis URL is filled in when the run has one; ``track_log``: the detect stage logs the recorded cameras'
+    per-frame tracks (for ``--save-video`` and ``--tracks-out``)."""
     from pipeline.detect_stage import DetectStage
     from pipeline.embed_stage import EmbedStage
     from pipeline.match_stage import MatchStage
@@ -82,7 +83,7 @@ def stage_procs(config: PipelineConfig, replay: bool, speed: float | None, durat
     common = {"log_every_s": log_every_s}
     procs = [StageProc("match", MatchStage, {**common, "redis_url": None}),
              StageProc("embed", EmbedStage, dict(common)),
-             StageProc("detect", DetectStage, dict(common))]
+             StageProc("detect", DetectStage, {**common, "track_log": track_log})]
     for cam in config.cameras:
         procs.append(StageProc(f"source:{cam.id}", SourceStage, {
             **common, "camera_id": cam.id, "replay": replay, "speed": speed, "duration_s": duration_s}))

@@ -97,7 +97,11 @@ class MatchStage(Stage):
             self.counters[o.kind] += 1
 
     def stats(self) -> dict:
+        """The stage's own counters with the tracker's (matched, deferred, ended tracks...), and the tracker's,
+        the matcher's and the store's state (open tracks, identities, decision times, write conflicts)."""
         base = super().stats()
         if hasattr(self, "tracker"):
-            base.update(self.tracker.stats())
+            tracker = self.tracker.stats()
+            base["counters"] = {**base["counters"], **tracker.pop("counters")}  # type: ignore[dict-item]
+            base.update(tracker)
         return base

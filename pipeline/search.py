@@ -33,6 +33,7 @@ from reid.identity.gallery import Gallery, GalleryMirror
 from reid.identity.matcher import aggregate_embeddings
 from reid.identity.records import Identity
 from reid.identity.store import IdentityStore
+from reid.log import setup_logging
 
 log = logging.getLogger("pipeline.search")
 
@@ -192,7 +193,7 @@ def save_thumbnails(album: Album, hits: list[Hit], out: Path) -> dict[int, list[
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     from pipeline.config import ConfigError, ReidConfig, load_config
     from reid.identity.config import GalleryConfig, MatcherConfig
 

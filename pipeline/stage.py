@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections import defaultdict, deque
@@ -35,6 +34,7 @@ import zmq
 from pipeline.config import PipelineConfig
 from pipeline.messages import EndMsg, MessageError, Msg, decode, encode
 from pipeline.security import CurveGuard
+from reid.log import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,6 @@ def bind_dir(endpoint: str) -> None:
     """Create the folder of an ipc:// endpoint."""
     if endpoint.startswith("ipc://"):
         os.makedirs(os.path.dirname(endpoint[len("ipc://"):]) or ".", exist_ok=True)
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
-    logging.getLogger("faiss.loader").setLevel(max(level, logging.WARNING))  # five lines on which CPU build it loads
 
 
 @dataclass

@@ -19,6 +19,7 @@ import zmq
 
 from pipeline.events import KINDS, decode_event
 from pipeline.security import curve_client
+from reid.log import setup_logging
 
 log = logging.getLogger("pipeline.subscribe")
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-key", default=None, help="CURVE: the publisher's public key file (server.key)")
     p.add_argument("--client-key", default=None, help="CURVE: this subscriber's secret key file (NAME.key_secret)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.INFO)
     # Ctrl-C stops the subscriber even when it was started from a shell that ignores SIGINT (a background job of
     # a script): Python leaves an inherited "ignore" in place, and the subscriber would never stop.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -156,11 +156,12 @@ class Supervisor:
 
     def __init__(self, config: PipelineConfig, replay: bool = False, speed: float | None = 1.0,
                  duration_s: float | None = None, events_out: Path | None = None, max_restarts: int = 5,
-                 status: bool = True, stage_log_every_s: float = LOG_EVERY_S) -> None:
+                 status: bool = True, stage_log_every_s: float = LOG_EVERY_S, track_log: bool = False) -> None:
         self.config = config
         self.replay = replay
         self.signals = StopSignals()
-        self.stages = StageLifecycle(config, stage_procs(config, replay, speed, duration_s, stage_log_every_s),
+        self.stages = StageLifecycle(config, stage_procs(config, replay, speed, duration_s, stage_log_every_s,
+                                                                track_log),
                                      pump=self.pump, send_ends=self.send_ends, max_restarts=max_restarts)
         self.recorder = EventRecorder(config.resolved_run_dir / EVENTS_SPILL,
                                       spill_cameras={c.id for c in config.cameras if is_video_file(c)},

@@ -22,6 +22,7 @@ from torch import nn
 
 from reid.data import DatasetError, MarketDataset, Split, load_images, load_market
 from reid.features import extract_embeddings
+from reid.log import setup_logging
 from reid.metrics import RankResult, distance_matrix, evaluate_rank, re_ranking
 from reid.paths import DEFAULT_WEIGHTS, default_dataset
 from reid.weights import WeightsError, load_model
@@ -72,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(logging.INFO)
     data_root = args.data or default_dataset()
     try:
         model = load_model(args.weights, args.device)

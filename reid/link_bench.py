@@ -49,6 +49,7 @@ from reid.identity.link_metrics import LinkTrack, link_scores
 from reid.identity.matcher import Matcher, MatchResult, TrackSummary, open_matcher
 from reid.identity.redis_server import EmbeddedRedisError, RedisBinaryNotFound
 from reid.identity.store import MemoryStore
+from reid.log import setup_logging
 from reid.paths import DEFAULT_WEIGHTS, default_dataset
 
 log = logging.getLogger("reid.link_bench")
@@ -225,7 +226,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(logging.INFO)
     from reid.features import extract_embeddings
     from reid.weights import WeightsError, load_model
 

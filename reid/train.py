@@ -36,6 +36,7 @@ from reid.data import (
     load_train_set,
 )
 from reid.evaluate import EvalSet, evaluate_model
+from reid.log import setup_logging
 from reid.losses import batch_hard_triplet
 from reid.model import HACNN, count_parameters
 from reid.paths import default_dataset
@@ -324,7 +325,7 @@ class Trainer:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(logging.INFO)
     try:
         Trainer(args).fit()
     except (DatasetError, WeightsError) as e:

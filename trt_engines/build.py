@@ -16,6 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
+from reid.log import setup_logging
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trt_engines.build", description=__doc__.split("\n")[0])
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="engine path (default: the engine cache)")
     p.add_argument("--timing-cache", type=Path, default=None)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.INFO)
     log = logging.getLogger("trt_engines.build")
 
     from trt_engines.embedder import _tensorrt_available

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from reid.log import setup_logging
 from reid.model import HACNN, INPUT_HEIGHT, INPUT_WIDTH
 from reid.paths import DEFAULT_WEIGHTS
 from reid.weights import WeightsError, load_model
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--opset", type=int, default=17, choices=[17])
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.INFO)
     try:
         export_onnx(load_model(args.weights), args.out, args.opset)
     except (WeightsError, ExportError) as e:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from reid.data import Sample, load_images
+from reid.log import setup_logging
 from reid.paths import DEFAULT_WEIGHTS, IMAGE_SUFFIXES
 
 log = logging.getLogger("trt_engines.quantize")
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                         "loses more than --max-map-drop points")
     p.add_argument("--max-map-drop", type=float, default=1.0)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.INFO)
     from trt_engines.cache import cached_onnx
 
     t0 = time.perf_counter()

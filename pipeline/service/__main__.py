@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.search import redis_for
     from pipeline.service.config import HttpConfig
     from pipeline.service.server import start_service
-    from pipeline.stage import setup_logging
+    from reid.log import setup_logging
 
     setup_logging()
 

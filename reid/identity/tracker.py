@@ -52,7 +52,7 @@ from reid.identity.album import Album, Appearance
 from reid.identity.config import MatcherConfig
 from reid.identity.geometry import AGREE, CONTINUES, GeometryConfig, GroundTrack, Homography, TimeWindow, foot_points
 from reid.identity.links import TrackMotion, links_for
-from reid.identity.matcher import MatchResult, Matcher, TrackSummary
+from reid.identity.matcher import Matcher, MatchResult, TrackSummary
 from reid.identity.records import ENDED, MOVED, NEW, SEEN, TrackRef
 
 log = logging.getLogger(__name__)
@@ -499,7 +499,7 @@ class IdentityTracker:
         store = self.matcher.store
         return {
             "open_tracks": len(self.tracks), "queued_decisions": len(self._ready), "recent_tracks": len(self.recent),
-            "identities": len(self.matcher.gallery), **dict(self.counters),
+            "identities": len(self.matcher.gallery), "counters": dict(self.counters),
             "matcher": {"tracks": m.tracks, "matched": m.matched, "new": m.new, "known": m.known,
                         "reloads": m.reloads, "expired": m.expired, "raced": m.raced,
                         "plan_ms": round(1e3 * m.plan_s, 1), "write_ms": round(1e3 * m.write_s, 1),

@@ -17,10 +17,10 @@ from pipeline.messages import EmbeddingsMsg
 from pipeline.stage import STOP_LINGER_MS, Stage
 from pipeline.supervisor import Supervisor
 from reid.identity.redis_server import redis_url_for
+from tests.scenes import scene
 
 from .conftest import example_config
 from .stalling import WithholdingEmbedStage
-from .test_deferral import scene
 
 
 class SlowMatchStage(MatchStage):

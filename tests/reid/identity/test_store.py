@@ -15,7 +15,7 @@ from reid.identity.matcher import Matcher, TrackSummary, new_identity
 from reid.identity.records import encode_identity
 from reid.identity.store import IdentityStore
 from tests.redis_server import RedisServer
-from tests.reid.identity.vectors import D, track, unit
+from tests.reid.identity.vectors import track, unit
 
 
 def matcher(url: str, **overrides) -> Matcher:

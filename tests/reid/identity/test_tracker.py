@@ -1,0 +1,171 @@
+"""The identity tracker alone: plain data in, outcomes out, an in-memory store, no sockets (ordering, maturity,
+deferral, links, outcomes, bounds on a live stream, and no record rewritten at every decision)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors.types import TrackState
+from pipeline.messages import EmbeddingsMsg
+from reid.identity.config import MatcherConfig
+from reid.identity.geometry import GeometryConfig, Homography
+from reid.identity.matcher import Matcher
+from reid.identity.records import ENDED, MOVED, NEW, SEEN
+from reid.identity.store import MemoryStore
+from reid.identity.tracker import IdentityTracker, Outcome
+from tests.scenes import frame, scene, unit
+
+CAMS = ("c0", "c1", "c2")
+GEO = GeometryConfig(same_place=20, different_place=40, max_speed=100)
+
+
+def make(calibrated: bool = False, clock=None, **overrides) -> tuple[IdentityTracker, MemoryStore]:
+    config = MatcherConfig(**overrides)
+    store = MemoryStore(dim=config.embedding_dim)
+    h = Homography(np.eye(3)) if calibrated else None
+    kw = {"clock": clock} if clock else {}
+    tracker = IdentityTracker(config, Matcher(config, store), {c: h for c in CAMS}, GEO if calibrated else None,
+                              **kw)
+    return tracker, store
+
+
+def feed(tracker: IdentityTracker, msgs: list[EmbeddingsMsg], end: bool = True) -> list[Outcome]:
+    out = []
+    for m in msgs:
+        tracker.observe(m.camera_id, m.ts, m.tracks, m.embeddings, live=m.live)
+        out += tracker.decide()
+    if end:
+        for cam in CAMS:
+            tracker.end_camera(cam)
+        out += tracker.decide()
+    return out
+
+
+def first(outcomes: list[Outcome], cam: str, tid: int) -> Outcome:
+    return next(o for o in outcomes if (o.camera_id, o.track_id) == (cam, tid))
+
+
+@pytest.mark.parametrize("wait_s", [10.0, 0.0])
+def test_an_ambiguous_track_waits_for_evidence_then_joins(wait_s):
+    msgs, _ = scene()
+    tracker, _ = make(ambiguous_wait_s=wait_s)
+    out = feed(tracker, msgs)
+    x, y = first(out, "c1", 1), first(out, "c1", 2)
+    a, b = first(out, "c0", 1), first(out, "c0", 2)
+    assert x.kind == NEW and y.kind == NEW and x.global_id != y.global_id
+    assert b.kind == MOVED and b.global_id == y.global_id and b.from_camera == "c1"
+    if wait_s:
+        assert tracker.counters["deferred_tracks"] == 1 and tracker.counters["deferred_retries"] >= 1
+        assert a.kind == MOVED and a.global_id == x.global_id and a.ts >= 9.5, "A waited for B to take Y"
+    else:
+        assert a.kind == NEW and a.reason == "new:ambiguous" and a.ts == 7.0
+    assert sorted((o.camera_id, o.track_id) for o in out if o.kind == ENDED) == [("c0", 1), ("c0", 2), ("c1", 1),
+                                                                                  ("c1", 2)]
+    assert tracker.finished and not tracker.tracks
+
+
+def test_outcomes_do_not_depend_on_the_interleaving_of_the_cameras():
+    msgs, _ = scene()
+    by_time = feed(make()[0], sorted(msgs, key=lambda m: (m.ts, m.camera_id)))
+    c0_first = feed(make()[0], sorted(msgs, key=lambda m: (m.camera_id != "c0", m.ts)))
+    c1_first = feed(make()[0], sorted(msgs, key=lambda m: (m.camera_id != "c1", m.ts)))
+    assert by_time == c0_first == c1_first
+    assert [o.ts for o in by_time if o.kind != ENDED] == sorted(o.ts for o in by_time if o.kind != ENDED)
+
+
+def test_a_track_is_decided_at_min_age_and_a_fragment_gets_nothing():
+    rng = np.random.default_rng(1)
+    e = unit(rng.standard_normal(1024))
+    msgs = [frame("c0", t, [(1, TrackState.STARTED if t == 0 else TrackState.ACTIVE, e if t == 0 else None)])
+            for t in np.arange(0.0, 3.01, 0.5)]
+    msgs += [frame("c1", t, [(7, TrackState.STARTED if t == 0 else TrackState.ACTIVE, e if t == 0 else None)])
+             for t in (0.0, 0.5, 1.0)] + [frame("c1", 1.5, [(7, TrackState.ENDED, None)])]
+    tracker, store = make(min_age_s=2.0)
+    out = feed(tracker, msgs)
+    assert [(o.kind, o.camera_id, o.track_id, o.ts) for o in out] == [(NEW, "c0", 1, 2.0), (ENDED, "c0", 1, 3.0)]
+    assert tracker.counters["short_tracks"] == 1 and store.lookup_tracks([("c1", 7)]) == [None]
+
+
+def test_people_at_the_same_ground_place_are_linked_across_cameras():
+    rng = np.random.default_rng(2)
+    p = unit(rng.standard_normal(1024))
+    q = unit(0.5 * p + np.sqrt(0.75) * unit(rng.standard_normal(1024)))  # cosine ~0.5: below the threshold
+    msgs = []
+    for t in np.arange(0.0, 4.01, 0.5):
+        state = TrackState.STARTED if t == 0 else TrackState.ACTIVE
+        msgs.append(frame("c0", t, [(1, state, p if t == 0 else None)]))
+        if t >= 1.0:  # c1 sees the same person (same box: the same ground place with identity homographies)
+            msgs.append(frame("c1", t, [(1, TrackState.STARTED if t == 1.0 else TrackState.ACTIVE,
+                                         q if t == 1.0 else None)]))
+    linked = feed(make(calibrated=True)[0], msgs)
+    c1 = first(linked, "c1", 1)
+    assert c1.kind == MOVED and c1.reason == "linked" and c1.global_id == first(linked, "c0", 1).global_id
+    assert c1.ground_xy == (75.0, 120.0)
+    alone = feed(make(calibrated=False)[0], msgs)
+    assert first(alone, "c1", 1).kind == NEW, "without calibration, appearance alone keeps them apart"
+
+
+def test_running_tracks_are_not_rewritten_at_every_decision():
+    """A placed track keeps running while another is decided again and again: its identity record is written when
+    it is placed, then only every refresh_every_s and at its end, never at each decision."""
+    rng = np.random.default_rng(3)
+    p, r = (unit(rng.standard_normal(1024)) for _ in range(2))
+    msgs = []
+    for t in np.arange(0.0, 70.01, 0.5):
+        state = TrackState.STARTED if t == 0 else TrackState.ACTIVE
+        rows = [(1, state, p if t == 0 else None)]
+        if 1.0 <= t < 3.0 or 10.0 <= t < 12.0:  # short-lived other people: decisions while track 1 runs
+            rows.append((int(t // 10) + 2, TrackState.STARTED if t in (1.0, 10.0) else TrackState.ACTIVE,
+                         r if t in (1.0, 10.0) else None))
+        msgs.append(frame("c0", t, rows))
+    tracker, store = make(refresh_every_s=30.0)
+    tracker.end_camera("c1")
+    tracker.end_camera("c2")
+    feed(tracker, msgs, end=False)
+    writes_of_1 = [rev for gid, rev in store.log if gid == store.lookup_tracks([("c0", 1)])[0]]
+    assert writes_of_1 == [1, 2, 3], "placed at 2 s, refreshed at 32 s and 62 s, nothing else"
+    assert tracker.counters["decisions"] > 3 and tracker.counters["refreshed_tracks"] == 2
+
+
+def test_lost_ends_and_a_restarted_detector_end_old_tracks():
+    rng = np.random.default_rng(4)
+    e = unit(rng.standard_normal(1024))
+    msgs = [frame("c0", t, [(5, TrackState.STARTED if t == 0 else TrackState.ACTIVE, e if t == 0 else None)])
+            for t in np.arange(0.0, 3.01, 0.5)]  # track 5's end never comes (lost with a dead stage)
+    msgs += [frame("c0", t, []) for t in np.arange(3.5, 10.01, 0.5)]
+    msgs += [frame("c1", t, [(1, TrackState.STARTED if t == 0 else TrackState.ACTIVE, e if t == 0 else None)])
+             for t in np.arange(0.0, 5.01, 0.5)]
+    msgs += [frame("c1", 5.5, [(1_000_001, TrackState.STARTED, None)])]  # the detector restarted: a new id range
+    msgs += [frame("c1", t, [(1_000_001, TrackState.ACTIVE, None)]) for t in np.arange(6.0, 10.01, 0.5)]
+    msgs = sorted(msgs, key=lambda m: m.ts)
+    tracker, _ = make()
+    tracker.end_camera("c2")
+    out = feed(tracker, msgs, end=False)
+    ended = {(o.camera_id, o.track_id): o for o in out if o.kind == ENDED}
+    assert ended[("c0", 5)].ts == 3.0 and ended[("c1", 1)].ts == 5.0
+    assert tracker.counters["stale_tracks_ended"] >= 1 and tracker.counters["tracks_ended_by_restart"] == 1
+    assert set(tracker.tracks) == {("c1", 1_000_001)}
+
+
+def test_a_silent_live_camera_stops_holding_back_decisions():
+    now = [0.0]
+    msgs, _ = scene()
+    live = [EmbeddingsMsg(m.camera_id, m.frame_index, m.ts, m.tracks, m.embeddings, live=True)
+            for m in msgs if m.camera_id == "c1"]
+    tracker, _ = make(clock=lambda: now[0], max_lateness_s=2.0)
+    assert not feed(tracker, live, end=False), "c0 and c2 were never heard from, but only just now"
+    now[0] = 2.5
+    out = tracker.decide()
+    assert [o.kind for o in out if o.kind != ENDED] == [NEW, NEW]
+
+
+def test_seen_again_in_the_same_camera_is_seen():
+    rng = np.random.default_rng(5)
+    e = unit(rng.standard_normal(1024))
+    msgs = [frame("c0", t, [(1, TrackState.STARTED if t == 0 else TrackState.ACTIVE, e if t == 0 else None)])
+            for t in np.arange(0.0, 3.01, 0.5)] + [frame("c0", 3.5, [(1, TrackState.ENDED, None)])]
+    msgs += [frame("c0", t, [(2, TrackState.STARTED if t == 20 else TrackState.ACTIVE, e if t == 20 else None)])
+             for t in np.arange(20.0, 23.01, 0.5)]
+    out = feed(make()[0], msgs)
+    assert first(out, "c0", 2).kind == SEEN and first(out, "c0", 2).global_id == first(out, "c0", 1).global_id
