@@ -24,6 +24,12 @@ _ID = r"^[A-Za-z0-9_\-]{1,64}$"
 _DEVICE = r"^(cpu|cuda(:[0-9]+)?)$"
 
 
+def is_live_source(source: object) -> bool:
+    """A USB camera index or a network stream URL: a source that is not a file path."""
+    return isinstance(source, int) or (isinstance(source, str)
+                                       and bool(re.match(r"^(rtsp|rtsps|http|https|udp|tcp)://", source)))
+
+
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the file, line and field."""
 
@@ -90,7 +96,7 @@ class CameraConfig(_Section):
     @property
     def is_live(self) -> bool:
         """A stream that cannot be replayed (network or USB camera)."""
-        return isinstance(self.source, int) or bool(re.match(r"^(rtsp|rtsps|http|https|udp|tcp)://", self.source))
+        return is_live_source(self.source)
 
     @field_validator("homography")
     @classmethod
@@ -102,15 +108,6 @@ class CameraConfig(_Section):
     def ground(self) -> Homography | None:
         """The checked homography (``load_config`` reads a file into its matrix)."""
         return None if self.homography is None else Homography.load(self.homography)
-
-    def resolve(self, base: Path) -> CameraConfig:
-        """Relative file paths are taken relative to the config file."""
-        if self.is_live or isinstance(self.source, int):
-            return self
-        p = Path(self.source).expanduser()
-        if not p.is_absolute():
-            p = (base / p).resolve()
-        return self.model_copy(update={"source": str(p)})
 
 
 class DetectorConfig(_Section):
@@ -367,19 +364,7 @@ def load_config(path: str | Path) -> PipelineConfig:
         loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    curve = (data.get("endpoints") or {}).get("curve") if isinstance(data.get("endpoints"), dict) else None
-    if isinstance(curve, dict):  # key files are relative to the config file, checked during validation
-        for k in ("server_secret_key", "authorized_keys_dir", "client_secret_key"):
-            if isinstance(curve.get(k), str):
-                curve[k] = str(_abs(Path(curve[k]), path.resolve().parent))
-    cameras = data.get("cameras") if isinstance(data.get("cameras"), list) else []
-    for i, cam in enumerate(cameras):  # homography files are relative to the config file
-        if isinstance(cam, dict) and isinstance(cam.get("homography"), str):
-            try:
-                cam["homography"] = Homography.load(cam["homography"], path.resolve().parent).matrix.tolist()
-            except CalibrationError as e:
-                line = _line_of(data, ("cameras", i, "homography"), loader.key_lines, loader.node_lines)
-                raise ConfigError(f"{path}{f':{line}' if line else ''} cameras.{i}.homography: {e}") from None
+    _resolve_paths(data, path, loader)
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as e:
@@ -394,29 +379,50 @@ def load_config(path: str | Path) -> PipelineConfig:
                 msg = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
             lines.append(f"{path}{f':{line}' if line else ''} {dotted}: {msg}")
         raise ConfigError("\n".join(lines)) from None
-    return _resolve_paths(cfg, data, path.resolve().parent)
+    return cfg
 
 
-def _abs(p: Path | None, base: Path) -> Path | None:
-    if p is None:
-        return None
+def _abs(p: str | Path, base: Path) -> str:
     p = Path(p).expanduser()
-    return p if p.is_absolute() else (base / p).resolve()
+    return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def _resolve_paths(cfg: PipelineConfig, data: dict, base: Path) -> PipelineConfig:
-    """File paths written in the config are relative to the config file; the embedded Redis keeps its data in
-    the run directory unless the file says otherwise."""
-    run_dir = _abs(cfg.run_dir, base) if cfg.run_dir else PROJECT_ROOT / "runs" / cfg.name
-    redis = cfg.matcher.redis
-    redis_given = "embedded_dir" in ((data.get("matcher") or {}).get("redis") or {})
-    redis = redis.model_copy(update={"embedded_dir": _abs(redis.embedded_dir, base) if redis_given
-                                     else run_dir / "redis"})
-    return cfg.model_copy(update={
-        "run_dir": run_dir,
-        "cameras": [c.resolve(base) for c in cfg.cameras],
-        "detector": cfg.detector.model_copy(update={"weights": _abs(cfg.detector.weights, base)}),
-        "reid": cfg.reid.model_copy(update={"weights": _abs(cfg.reid.weights, base),
-                                            "int8_onnx": _abs(cfg.reid.int8_onnx, base)}),
-        "matcher": cfg.matcher.model_copy(update={"redis": redis}),
-    })
+def _section(data: dict, *keys: str) -> dict:
+    """``data[k1][k2]...`` when every level is a mapping, else an empty dict (validation reports the rest)."""
+    for k in keys:
+        data = data.get(k) if isinstance(data, dict) else None  # type: ignore[assignment]
+    return data if isinstance(data, dict) else {}
+
+
+def _resolve_paths(data: dict, path: Path, loader: _LineLoader) -> None:
+    """The one place config paths are resolved, in the raw mapping before validation (so the validators check the
+    files themselves): every path written in the file is relative to the file; homography files are read into
+    their matrices; the run directory defaults to ``runs/<name>`` in the project and the embedded Redis keeps its
+    data in the run directory unless the file says otherwise."""
+    base = path.resolve().parent
+    name = data.get("name", "default")
+    data["run_dir"] = _abs(data["run_dir"], base) if isinstance(data.get("run_dir"), str) else (
+        data.get("run_dir") or str(PROJECT_ROOT / "runs" / str(name)))
+    for keys, fields in ((("detector",), ("weights",)), (("reid",), ("weights", "int8_onnx")),
+                         (("matcher", "redis"), ("embedded_dir",)),
+                         (("endpoints", "curve"), ("server_secret_key", "authorized_keys_dir", "client_secret_key"))):
+        section = _section(data, *keys)
+        for f in fields:
+            if isinstance(section.get(f), str):
+                section[f] = _abs(section[f], base)
+    matcher = data.setdefault("matcher", {})
+    redis = matcher.setdefault("redis", {}) if isinstance(matcher, dict) else None
+    if isinstance(redis, dict) and isinstance(data["run_dir"], str):  # anything else: validation says what is wrong
+        redis.setdefault("embedded_dir", str(Path(data["run_dir"]) / "redis"))
+    cameras = data.get("cameras") if isinstance(data.get("cameras"), list) else []
+    for i, cam in enumerate(cameras):
+        if not isinstance(cam, dict):
+            continue
+        if isinstance(cam.get("source"), str) and cam["source"].strip() and not is_live_source(cam["source"]):
+            cam["source"] = _abs(cam["source"], base)
+        if isinstance(cam.get("homography"), str):
+            try:
+                cam["homography"] = Homography.load(cam["homography"], base).matrix.tolist()
+            except CalibrationError as e:
+                line = _line_of(data, ("cameras", i, "homography"), loader.key_lines, loader.node_lines)
+                raise ConfigError(f"{path}{f':{line}' if line else ''} cameras.{i}.homography: {e}") from None

@@ -87,7 +87,12 @@ class DetectStage(Stage):
         elif isinstance(msg, EndMsg):
             self.pending[cam].append(msg)
 
-    def idle(self) -> None:
+    def after_turn(self) -> None:
+        self.detect_pending()
+
+    def detect_pending(self) -> None:
+        """Detect the frames ``handle`` queued, one frame per camera per batch (one detector call for every camera's
+        newest frame), then pass on the ends of stream that were queued behind them."""
         while any(self.pending.values()):
             batch, ends = [], []
             for q in self.pending.values():

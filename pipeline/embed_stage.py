@@ -76,7 +76,7 @@ class EmbedStage(Stage):
         if self.queued_crops >= self.config.reid.batch_size:
             self.flush()
 
-    def idle(self) -> None:
+    def after_turn(self) -> None:
         if self.queue and (time.monotonic() - self.oldest) * 1e3 >= self.config.reid.max_wait_ms:
             self.flush()
 

@@ -74,7 +74,7 @@ class MatchStage(Stage):
             return
         self.publish(self.tracker.decide())
 
-    def idle(self) -> None:
+    def after_turn(self) -> None:
         if self.tracker.live:  # a silent live camera stops holding back decisions as wall time passes
             self.publish(self.tracker.decide())
 

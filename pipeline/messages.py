@@ -216,9 +216,9 @@ class CropsMsg:
 class EmbeddingsMsg:
     """One processed frame's track events with their embeddings (embed -> match).
 
-    ``jpegs`` is None unless ``events_include_crops`` is on; then it holds one small JPEG per embedding row
-    (``b""`` where a crop could not be encoded), so the match stage can attach a track's best crop to its events
-    without the default path carrying any image data.
+    ``jpegs`` holds one small JPEG per embedding row (``b""`` where a crop could not be encoded) when images are
+    kept: ``gallery.store_crops`` (on by default: the identities' thumbnails) or ``events_include_crops``; None when
+    both are off, and then no image data travels past the embed stage.
     """
 
     camera_id: str

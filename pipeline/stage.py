@@ -276,8 +276,9 @@ class Stage:
     def handle(self, msg: Msg) -> None:
         raise NotImplementedError
 
-    def idle(self) -> None:
-        """Called after every poll, message or not (flush timers, batch deadlines)."""
+    def after_turn(self) -> None:
+        """Called once per loop turn, after the input was drained (or the poll timed out): the work that spans
+        messages - a batch across cameras, a batch deadline, a decision that wall time releases."""
 
     def finished(self) -> bool:
         """True when every camera's stream has ended and this stage has passed that on."""
@@ -292,7 +293,7 @@ class Stage:
             events = dict(poller.poll(POLL_MS))
             self.load.waited_s += time.monotonic() - t_poll
             if self.in_sock in events:
-                for _ in range(self.max_drain):  # drain what is queued, then give idle() and reports a turn
+                for _ in range(self.max_drain):  # drain what is queued, then after_turn() and reports
                     try:
                         sender, *frames = self.in_sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
@@ -308,7 +309,7 @@ class Stage:
                         with contextlib.suppress(zmq.ZMQError):  # a sender gone meanwhile needs no answer
                             self.in_sock.send_multipart([sender.bytes, END_ACK, msg.camera_id.encode()], zmq.NOBLOCK)
                     self.handle(msg)
-            self.idle()
+            self.after_turn()
             self.load.turns += 1
             self.load.turns_behind += bool(self.in_sock.get(zmq.EVENTS) & zmq.POLLIN)
             self.maybe_report()

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.search import redis_for
     from pipeline.service.config import HttpConfig
     from pipeline.service.server import start_service
+    from reid.identity.store import connect
     from reid.log import setup_logging
 
     setup_logging()
@@ -64,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         with redis_for(config.matcher.redis, run_dir, args.redis or config.matcher.redis.url) as url:
-            with redis.Redis.from_url(url, socket_connect_timeout=5) as client:
-                client.ping()  # fail here, not on every request
+            # Fail here, not on every request; with the store's own connection code (password, ACL user, TLS), but
+            # no retries: a wrong URL is an answer now, not after the backoff meant for a Redis restarting.
+            with connect(config.matcher.redis.model_copy(update={"retry_attempts": 0}), url) as client:
+                client.ping()
             service, store = start_service(config, config.http, url, None,
                                            lambda: {"run": "finished", "run_dir": str(run_dir)})
             try:

@@ -18,7 +18,7 @@ to join, and a DISAGREE only forbids.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,15 +79,24 @@ def continues(earlier: TrackMotion, later: TrackMotion, config: ContinuityConfig
 
 
 def links_for(track: TrackMotion, others: Iterable[TrackMotion], continuity: ContinuityConfig,
-              geometry: GeometryConfig | None) -> dict[TrackKey, int]:
-    """The verdicts on ``track`` against ``others`` (its own key is skipped); pairs with no evidence are absent."""
+              geometry: GeometryConfig | None, wanted: Container[TrackKey] | None = None) -> dict[TrackKey, int]:
+    """The verdicts on ``track`` against ``others`` (its own key is skipped); pairs with no evidence are absent.
+
+    ``wanted``: the keys whose verdicts the caller will use (default: all). The ground rule costs array work per
+    pair, so another camera's track outside ``wanted`` is judged only when it could be the rival of a wanted
+    AGREE (same camera, seen at the same time); the verdicts returned on wanted keys are the same either way.
+    """
     out: dict[TrackKey, int] = {}
     agree: dict[str, list[tuple[TrackMotion, int]]] = {}
+    spare: dict[str, list[TrackMotion]] = {}  # other cameras' tracks not wanted: judged only as rivals
     for o in others:
         if o.key == track.key:
             continue
         if o.camera_id != track.camera_id:
             if geometry is None or track.ground is None or o.ground is None:
+                continue
+            if wanted is not None and o.key not in wanted:
+                spare.setdefault(o.camera_id, []).append(o)
                 continue
             v = judge(track.ground, o.ground, geometry)
             if v == DISAGREE:
@@ -96,11 +105,18 @@ def links_for(track: TrackMotion, others: Iterable[TrackMotion], continuity: Con
                 agree.setdefault(o.camera_id, []).append((o, AGREE))
         elif continuity.max_gap_s > 0 and continues(o, track, continuity, geometry):
             agree.setdefault(o.camera_id, []).append((o, CONTINUES))
-    for candidates in agree.values():
+
+    def together(a: TrackMotion, b: TrackMotion) -> bool:
+        return a.start_ts <= b.last_seen_ts and b.start_ts <= a.last_seen_ts
+
+    for cam, candidates in agree.items():
         for c, verdict in candidates:
             # Unique candidates only: two people side by side (seen at the same time) are no evidence for either.
             # Successive tracks of one camera (one person the tracker lost and found) are not rivals.
-            if not any(o is not c and o.start_ts <= c.last_seen_ts and c.start_ts <= o.last_seen_ts
-                       for o, _ in candidates):
-                out[c.key] = verdict
+            if any(o is not c and together(o, c) for o, _ in candidates):
+                continue
+            if any(together(o, c) and judge(track.ground, o.ground, geometry) == AGREE  # type: ignore[arg-type]
+                   for o in spare.get(cam, ())):
+                continue
+            out[c.key] = verdict
     return out

@@ -32,7 +32,7 @@ something must survive a restart: a first match, a refresh, an end.
 **Bounds on a live stream.** A track not sighted for ``lost_timeout_s + max_lateness_s`` behind the decision time
 is ended (its end was lost with a dead stage); a camera whose tracks come from a new id range (a restarted detector
 numbers its tracks from ``instance * track_id_stride``) has its older tracks ended; ended tracks are kept only as
-long as the continuity and walking-speed links can use them.
+long as the continuity and walking-speed links can use them (the site's measured extent over the walking speed).
 """
 
 from __future__ import annotations
@@ -50,16 +50,15 @@ import numpy as np
 
 from reid.identity.album import Album, Appearance
 from reid.identity.config import MatcherConfig
-from reid.identity.geometry import AGREE, CONTINUES, GeometryConfig, GroundTrack, Homography, TimeWindow, foot_points
+from reid.identity.geometry import AGREE, CONTINUES, GeometryConfig, GroundTrack, Homography, TimeWindow
 from reid.identity.links import TrackMotion, links_for
 from reid.identity.matcher import Matcher, MatchResult, TrackSummary
 from reid.identity.records import ENDED, MOVED, NEW, SEEN, TrackRef
 
 log = logging.getLogger(__name__)
 
-RETRY_GAP_S = 0.2  # a deferred track is tried again at its sightings, at most this often (video time)
-RECENT_WINDOW_S = 60.0  # ended tracks are kept this long (video time) for continuity and walking-speed links
-RECENT_TRACKS = 256  # ... and at most this many
+RETRY_GAP_S = 1.0  # a deferred track is tried again at its sightings, at most this often (video time)
+RECENT_TRACKS = 256  # ended tracks kept at most for continuity and walking-speed links (see _recent_window_s)
 PATH_LENGTH = 600  # sightings kept per track without a geometry section (2 minutes at 5 detections per second)
 TRACK_ID_STRIDE = 1_000_000  # a restarted detector numbers its tracks from instance * stride
 
@@ -141,6 +140,7 @@ class _Track:
     next_refresh_ts: float = math.inf
     lost_ts: float | None = None
     ended: bool = False
+    final: TrackMotion | None = None  # its motion once ended (what every later decision sees)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -215,6 +215,7 @@ class IdentityTracker:
         self.started = clock()  # a live camera never heard from counts as silent since then
         self.live = False
         self._last_prune = -math.inf
+        self._ground_box = (math.inf, math.inf, -math.inf, -math.inf)  # every ground position seen: the site
 
     # -- input ------------------------------------------------------------------------------------------------------
     def observe(self, camera_id: str, ts: float, sightings: Iterable[Sighting], embeddings: np.ndarray | None = None,
@@ -275,6 +276,7 @@ class IdentityTracker:
             self._finish(t, ts)
         elif not t.queued and t.embs and t.last_ts - t.start_ts >= self.config.min_age_s:
             t.queued = True
+            t.next_retry_ts = ts + RETRY_GAP_S
             self._enqueue(ts, t)
         elif t.global_id is None and t.queued and self.config.ambiguous_wait_s > 0 and ts >= t.next_retry_ts:
             # Queued but not placed: a try at its sightings, so that if the first match is deferred, the next try
@@ -309,10 +311,12 @@ class IdentityTracker:
         gx = gy = math.nan
         h = self.homographies[t.camera_id]
         if h is not None:
-            g, ok = h.project(foot_points(np.array(box)))
-            if ok[0]:
-                gx, gy = float(g[0, 0]), float(g[0, 1])
-                t.ground.add(ts, (gx, gy))  # type: ignore[union-attr]
+            g = h.project_point((box[0] + box[2]) / 2, box[3])  # the feet: the box's bottom centre
+            if g is not None:
+                gx, gy = g
+                t.ground.add(ts, g)  # type: ignore[union-attr]
+                b = self._ground_box
+                self._ground_box = (min(b[0], gx), min(b[1], gy), max(b[2], gx), max(b[3], gy))
             else:  # a box whose feet are above the horizon: a false detection or a bad calibration
                 self.counters["ground_skipped"] += 1
         t.path.add(ts, (*box, gx, gy))
@@ -377,18 +381,18 @@ class IdentityTracker:
             del self.tracks[key]
         batch = [(t, d) for t, d in batch if t.key not in short]
         with_embs = [(t, d) for t, d in batch if d.num_crops]
-        unplaced = any(t.global_id is None for t, _ in with_embs)
-        others = self._motions(as_of) if unplaced else []
+        bases = [t.summary(d.num_crops) for t, d in with_embs]
+        new = [(t, s) for (t, _), s in zip(with_embs, bases, strict=True) if t.global_id is None]
+        others, wanted = self._evidence(as_of, batch, new) if new else ([], set())
         summaries = []
-        for t, d in with_embs:
-            s = t.summary(d.num_crops)
+        for (t, d), s in zip(with_embs, bases, strict=True):
             summaries.append(TrackSummary(
                 t.camera_id, t.track_id, t.start_ts, max(d.last_seen_ts, t.start_ts), s.emb, s.num_crops, s.quality,
-                links=self._links(t, as_of, others) if t.global_id is None else {},
+                links=self._links(t, as_of, others, wanted) if t.global_id is None else {},
                 provisional=self._provisional(t, d, as_of)))
         t0 = time.perf_counter()
         results = self.matcher.match(summaries, self._running(as_of, {t.key for t, _ in batch})
-                                     if unplaced else None) if summaries else []
+                                     if new else None) if summaries else []
         self.counters["match_ms_total"] += int(1e3 * (time.perf_counter() - t0))
         self.counters["decisions"] += 1
         out: list[Outcome] = []
@@ -403,6 +407,7 @@ class IdentityTracker:
                 del self.tracks[t.key]
                 if t.global_id is not None:
                     t.embs, t.jpegs = [], []  # only its path is needed from now on
+                    t.final = t.motion(math.inf)  # later decisions are all after its end
                     self.recent.append(t)
         return out
 
@@ -458,17 +463,48 @@ class IdentityTracker:
                     TrackRef(t.camera_id, t.track_id, t.start_ts, max(last, t.start_ts), t.matched_crops))
         return out
 
-    def _motions(self, as_of: float) -> list[TrackMotion]:
-        """Every running and recently ended track as of ``as_of`` (once per decision time)."""
-        while self.recent and self.recent[0].last_seen_ts < as_of - RECENT_WINDOW_S:
-            self.recent.popleft()
-        return [m for t in [*self.tracks.values(), *self.recent] if (m := t.motion(as_of)) is not None]
+    def _recent_window_s(self) -> float:
+        """How long an ended track can still be evidence: continuity within ``max_gap_s``; on the ground, the
+        walking-speed rule can only say DISAGREE while ``max_speed * gap + same_place`` is shorter than the
+        largest distance on the site (the diagonal of every ground position seen so far, a measured quantity)."""
+        window = self.config.continuity.max_gap_s
+        if self.geometry is not None and self._ground_box[0] <= self._ground_box[2]:
+            x0, y0, x1, y1 = self._ground_box
+            extent = math.hypot(x1 - x0, y1 - y0)
+            window = max(window, (extent - self.geometry.same_place) / self.geometry.max_speed)
+        return window
 
-    def _links(self, t: _Track, as_of: float, others: list[TrackMotion]) -> dict[tuple[str, int], int]:
+    def _evidence(self, as_of: float, batch: list[tuple[_Track, _Due]],
+                  new: list[tuple[_Track, TrackSummary]]) -> tuple[list[TrackMotion], set[tuple[str, int]]]:
+        """The tracks to link the batch's unplaced tracks with, as of ``as_of``, and those whose verdicts are wanted.
+
+        The matcher uses a link only through an identity the track could join - one within
+        ``min(link_min_similarity, threshold - margin)`` cosine of it, below which no link or rival counts - or
+        with a track decided in the same batch: the verdicts on those tracks are wanted. Every running track
+        stays in as a possible rival of an AGREE (and for continuity), as do the ended tracks that were seen
+        while the unplaced ones were (or up to ``continuity.max_gap_s`` before they started); ended tracks of
+        other identities are left out. So a decision costs the live tracks, not the site's history.
+        """
+        c = self.config
+        window = self._recent_window_s()
+        while self.recent and self.recent[0].last_seen_ts < as_of - window:
+            self.recent.popleft()
+        found, _ = self.matcher.gallery.candidates(np.stack([s.emb for _, s in new]),
+                                                   min(c.link_min_similarity, c.threshold - c.margin))
+        gids = {g for cands in found for g in cands}
+        since = min(t.start_ts for t, _ in new) - c.continuity.max_gap_s
+        wanted = {t.key for t, _ in batch} | {k for k, t in self.tracks.items() if t.global_id in gids}
+        recent = [t for t in self.recent if t.global_id in gids or t.last_seen_ts >= since]
+        wanted |= {t.key for t in recent if t.global_id in gids}
+        others = [m for t in self.tracks.values() if (m := t.motion(as_of)) is not None]
+        return others + [t.final for t in recent if t.final is not None], wanted
+
+    def _links(self, t: _Track, as_of: float, others: list[TrackMotion],
+               wanted: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
         me = t.motion(as_of)
         if me is None:
             return {}
-        found = links_for(me, others, self.config.continuity, self.geometry)
+        found = links_for(me, others, self.config.continuity, self.geometry, wanted)
         for v in found.values():
             self.counters[{AGREE: "links_agree", CONTINUES: "links_continue"}.get(v, "links_disagree")] += 1
         return found

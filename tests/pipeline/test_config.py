@@ -171,3 +171,30 @@ def test_homography_file_matrix_and_bad_calibration(tmp_path, shared):
     (tmp_path / "nogeo.yaml").write_text(good.replace(geometry, ""))
     with pytest.raises(ConfigError, match="geometry section"):
         load_config(tmp_path / "nogeo.yaml")
+
+
+@pytest.mark.parametrize("reid, message", [
+    ("backend: tensorrt\n  device: cpu", "backend tensorrt needs a GPU"),
+    ("backend: torch\n  precision: int8\n  int8_onnx: q.onnx", "backend torch runs fp32 or fp16, not int8"),
+    ("backend: onnxruntime\n  precision: fp16", "backend onnxruntime runs fp32 or int8, not fp16"),
+    ("precision: int8", "precision int8 needs int8_onnx"),
+    ("int8_onnx: q.onnx", "int8_onnx is used only with precision int8"),
+    ("device: cuda:1", "String should match pattern"),
+])
+def test_impossible_embedder_settings_are_caught_at_load_time(tmp_path, reid, message):
+    p = _write(tmp_path, f"cameras:\n  - id: a\n    source: a.mp4\nreid:\n  {reid}\n")
+    with pytest.raises(ConfigError, match=rf"cams.yaml:\d+ reid(\.device)?: .*{message}"):
+        load_config(p)
+    assert main(["--cameras", str(p), "--validate-config"]) == 2
+
+
+def test_the_old_match_section_says_where_its_settings_went(tmp_path):
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\nmatch:\n  min_age_s: 1\n")
+    with pytest.raises(ConfigError, match="the match section is gone: .* now in the matcher section"):
+        load_config(p)
+
+
+def test_detector_device_is_checked(tmp_path):
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\ndetector:\n  device: gpu0\n")
+    with pytest.raises(ConfigError, match=r"cams.yaml:5 detector.device: String should match pattern"):
+        load_config(p)

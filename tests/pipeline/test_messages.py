@@ -128,6 +128,7 @@ OK_EMBS = np.zeros((1, 1024), np.float32)
     (lambda: entry(track_id=True), "track_id must be an int, got bool"),
     (lambda: entry(verdicts=("fuzzy",)), "verdicts must be a sequence of"),
     (lambda: entry(row=-2), "row must be -1 .* got -2"),
+    (lambda: entry(quality=-0.5), r"quality must be in \[0, 1\], got -0.5"),  # the matcher weighs crops by it
 ])
 def test_post_init_names_the_field_and_shape(make, error):
     with pytest.raises(MessageError, match=error):

@@ -106,3 +106,14 @@ def test_ground_track_is_bounded_and_ordered():
 def test_config_checks_order():
     with pytest.raises(ValueError, match="different_place"):
         GeometryConfig(same_place=50, different_place=40, max_speed=1)
+
+
+def test_one_point_projection_agrees_with_the_array_projection():
+    h = Homography([[0.02, 0.001, -3.0], [0.0005, 0.03, -1.0], [0.0001, 0.002, 1.0]])
+    pts = np.array([[10.0, 200.0], [300.0, 250.0], [150.0, -900.0]])  # the last one is beyond the horizon
+    g, ok = h.project(pts)
+    for p, gp, valid in zip(pts, g, ok, strict=True):
+        one = h.project_point(*p)
+        assert (one is not None) == valid
+        if valid:
+            assert one == pytest.approx(tuple(gp))

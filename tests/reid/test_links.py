@@ -27,6 +27,9 @@ def test_ground_agreement_counts_only_when_unique():
     beside = moving("c0", 12, 0, 4, 0, -15)  # also within same_place: neither is evidence
     assert links_for(me, [same, far, beside], CONT, GEO) == {("c0", 11): DISAGREE}
     assert links_for(me, [same, far], CONT, None) == {}  # no geometry section: no ground evidence
+    # Only the verdicts on wanted tracks are asked for: an unwanted track is still a rival that cancels an AGREE.
+    assert links_for(me, [same, far, beside], CONT, GEO, wanted={same.key, far.key}) == {("c0", 11): DISAGREE}
+    assert links_for(me, [same, far], CONT, GEO, wanted={same.key}) == {("c0", 10): AGREE}
 
 
 def test_continuity_in_one_camera():
