@@ -11,9 +11,10 @@ overlaid (about 10 people per frame), and there are four cameras: the two views,
 shifted by 7.5 s and their ground moved 10,000 units away: two pairs of overlapping views in two places of one site;
 25 messages per second each. Embeddings are synthetic but behave like a person's: each track takes the ground-truth
 person its boxes overlap most (used here only to make the stream realistic; the tracker never sees it), each
-person has a random direction per place and layer, and each camera sees it with its own perturbation (cosine about
+person has a random direction per place, layer and loop (each loop brings new people, as on a busy site: the
+gallery grows by about two identities a second), and each camera sees it with its own perturbation (cosine about
 0.8 across views, as the same person through two cameras); a track with no ground-truth person gets a direction of
-its own. So the matcher links views, defers close calls and finds people again in later loops.
+its own. So the matcher links views and defers close calls.
 
 Every message goes through ``IdentityTracker.observe`` + ``decide`` against a private embedded Redis (append-only,
 ``appendfsync always`` as the pipeline's default), with the album on, and each outcome takes an event number from
@@ -176,11 +177,11 @@ def stream(minutes: float):
             directions[key] = d / np.linalg.norm(d)
         return directions[key]
 
-    def embedding(cam: str, view: str, place: int, layer: int, tid: int) -> np.ndarray:
+    def embedding(cam: str, view: str, place: int, layer: int, loop: int, tid: int) -> np.ndarray:
         pid = people[view].get(tid, -1)
         if pid < 0:
-            return direction(("track", cam, layer, tid))
-        e = direction(("person", place, layer, pid)) + 0.5 * direction(("view", cam, layer, pid))
+            return direction(("track", cam, layer, loop, tid))
+        e = direction(("person", place, layer, loop, pid)) + 0.5 * direction(("view", cam, layer, loop, pid))
         return e / np.linalg.norm(e)
 
     frames = int(minutes * 60 * FPS)
@@ -198,7 +199,7 @@ def stream(minutes: float):
                     row = -1
                     if crop:
                         row = len(embs)
-                        embs.append(embedding(cam, view, place, layer, tid))
+                        embs.append(embedding(cam, view, place, layer, loop, tid))
                     uid = loop * 40_000 + layer * 20_000 + tid  # below 1e6: one detector's id range
                     entries.append(Row(uid, state, f, t, box, q, row))
             msgs.append((t, cam, entries, np.stack(embs) if embs else np.zeros((0, 1024), np.float32)))

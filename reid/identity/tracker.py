@@ -489,9 +489,12 @@ class IdentityTracker:
         window = self._recent_window_s()
         while self.recent and self.recent[0].last_seen_ts < as_of - window:
             self.recent.popleft()
-        found, _ = self.matcher.gallery.candidates(np.stack([s.emb for _, s in new]),
-                                                   min(c.link_min_similarity, c.threshold - c.margin))
-        gids = {g for cands in found for g in cands}
+        # Only identities of running or recently ended tracks can have a wanted track: score those, not the gallery.
+        gallery, floor = self.matcher.gallery, min(c.link_min_similarity, c.threshold - c.margin)
+        embs = np.stack([s.emb for _, s in new])
+        local = {t.global_id for t in self.tracks.values()} | {t.global_id for t in self.recent}
+        gids = {g for g in local if g is not None and g in gallery
+                and float((gallery.identities[g].prototypes @ embs.T).max()) >= floor}
         since = min(t.start_ts for t, _ in new) - c.continuity.max_gap_s
         wanted = {t.key for t, _ in batch} | {k for k, t in self.tracks.items() if t.global_id in gids}
         recent = [t for t in self.recent if t.global_id in gids or t.last_seen_ts >= since]
