@@ -35,7 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -45,6 +44,7 @@ from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.messages import TrackEntry  # noqa: E402
 from reid.identity.album import Album  # noqa: E402
 from reid.identity.config import MatcherConfig, RedisConfig  # noqa: E402
 from reid.identity.geometry import GeometryConfig, Homography  # noqa: E402
@@ -63,19 +63,6 @@ VIEWS = {"c0": ("c0", (0.0, 15.0), 0), "c1": ("c1", (0.0, 15.0), 0),
 PLACE_OFFSET = 10_000.0  # ground units between the two places
 GEOMETRY = GeometryConfig(same_place=30, different_place=75, max_speed=150)  # configs/terrace1.yaml's
 WRITE_COMMANDS = {"set", "hset", "del", "sadd", "zadd", "xadd", "incr", "hdel", "zrem", "expire"}
-
-
-@dataclass(frozen=True)
-class Row:
-    """One track row of a frame, as ``pipeline.messages.TrackEntry`` (the tracker's ``Sighting``)."""
-
-    track_id: int
-    state: str
-    frame_index: int
-    ts: float
-    xyxy: tuple[float, float, float, float]
-    quality: float
-    row: int
 
 
 def clip_reports(view: str) -> list[tuple[float, list[tuple[int, str, tuple, float, bool]]]]:
@@ -201,7 +188,7 @@ def stream(minutes: float):
                         row = len(embs)
                         embs.append(embedding(cam, view, place, layer, loop, tid))
                     uid = loop * 40_000 + layer * 20_000 + tid  # below 1e6: one detector's id range
-                    entries.append(Row(uid, state, f, t, box, q, row))
+                    entries.append(TrackEntry(uid, state, f, t, box, 1.0, q, (), row))
             msgs.append((t, cam, entries, np.stack(embs) if embs else np.zeros((0, 1024), np.float32)))
     msgs.sort(key=lambda m: (m[0], m[1]))
     return msgs
