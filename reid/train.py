@@ -39,6 +39,7 @@ from reid.evaluate import EvalSet, evaluate_model
 from reid.log import setup_logging
 from reid.losses import batch_hard_triplet
 from reid.model import HACNN, count_parameters
+from reid.pack import GALLERY, QUERY, TRAIN, PackError, load_pack
 from reid.paths import default_dataset
 from reid.transforms import TrainAugment
 from reid.visualize import plot_learning_curve
@@ -85,6 +86,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    p.add_argument("--pack", type=Path, default=None,
+                   help="train on a pack of python -m reid.pack (decoded once onto the device) instead of --data; "
+                        "its validation identities, if any, are evaluated")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster convolutions "
+                   "on GPUs with tensor cores)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays on long GPU runs)")
+    p.add_argument("--lr-ref-batch", type=int, default=None,
+                   help="linear scaling rule: --lr is the rate for this batch size, scaled by batch/ref")
+    p.add_argument("--time-budget-s", type=float, default=None,
+                   help="fit the run into this many seconds of training: after each epoch the number of epochs is "
+                        "cut to what the measured epoch time allows, the schedule follows")
     return p.parse_args(argv)
 
 
@@ -107,16 +119,24 @@ def lr_factor(args: argparse.Namespace, step: int, steps_per_epoch: int) -> floa
     return 1.0
 
 
+def base_lr(args: argparse.Namespace) -> float:
+    """The learning rate of this batch size: ``--lr`` scaled linearly from ``--lr-ref-batch`` (Goyal et al. 2017:
+    with warm-up, large batches then reach the small-batch accuracy)."""
+    return args.lr * args.batch_size / args.lr_ref_batch if args.lr_ref_batch else args.lr
+
+
 def make_optimizer(args: argparse.Namespace, model: torch.nn.Module) -> torch.optim.Optimizer:
+    lr = base_lr(args)
     if args.optim == "adam":
-        return torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay, nesterov=True)
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=args.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=args.weight_decay, nesterov=True)
 
 
 def recipe(args: argparse.Namespace) -> dict:
     keys = ["init", "head_only_epochs", "epochs", "batch_size", "optim", "lr", "weight_decay", "warmup_epochs",
             "schedule", "milestones", "gamma", "label_smoothing", "triplet_weight", "margin", "sampler",
-            "num_instances", "flip_p", "pad", "erase_p", "num_ids", "val_ids", "seed", "amp"]
+            "num_instances", "flip_p", "pad", "erase_p", "num_ids", "val_ids", "seed", "amp", "pack", "channels_last",
+            "compile", "lr_ref_batch", "time_budget_s"]
     return {k: str(v) if isinstance(v := getattr(args, k), Path) else v for k in keys}
 
 
@@ -126,6 +146,41 @@ def build_evalsets(roots: list[Path], data: TrainSet) -> dict[str, EvalSet]:
         return {name: EvalSet(q, g, load_images(q.samples), load_images(g.samples))
                 for name, (q, g) in data.val.items()}
     return {Path(r).name: EvalSet.from_dataset(load_market(r)) for r in roots}
+
+
+PHASE_SAMPLE_EVERY = 20  # steps between two timed steps (a timed step waits for the GPU at each phase)
+
+
+class PhaseTimer:
+    """Shares of a training step's time in data (indexing, augmentation), forward (with the loss) and backward (with
+    the optimiser step), from every ``PHASE_SAMPLE_EVERY``-th step: timing a phase on a GPU means waiting for it,
+    which would slow every step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.totals: dict[str, float] = {}
+        self._on = False
+        self._t = 0.0
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def start(self, sample: bool) -> None:
+        self._on = sample
+        if sample:
+            self._t = self._now()
+
+    def mark(self, phase: str) -> None:
+        if self._on:
+            t = self._now()
+            self.totals[phase] = self.totals.get(phase, 0.0) + t - self._t
+            self._t = t
+
+    def shares(self) -> dict[str, float]:
+        total = sum(self.totals.values())
+        return {f"share_{k}": round(v / total, 3) for k, v in self.totals.items()} if total else {}
 
 
 class Trainer:
@@ -142,8 +197,9 @@ class Trainer:
         torch.backends.cudnn.benchmark = self.device.type == "cuda"
         seed_everything(args.seed)
 
-        self.data_roots: list[Path] = args.data or [default_dataset()]
-        data = load_train_set(self.data_roots, args.val_ids, seed=args.seed)
+        pack = load_pack(args.pack) if args.pack else None
+        self.data_roots: list[Path] = [Path(n) for n in pack.names] if pack else (args.data or [default_dataset()])
+        data = pack.train_set() if pack else load_train_set(self.data_roots, args.val_ids, seed=args.seed)
         train = data.train
         if args.num_ids:
             keep = train.labels < args.num_ids
@@ -152,10 +208,18 @@ class Trainer:
         self.num_classes = int(train.labels.max()) + 1
         log.info("data %s\n%s", ", ".join(map(str, self.data_roots)), data.summary())
         t0 = time.perf_counter()
-        self.images = load_images(train.samples).to(self.device)
+        if pack is not None:  # rows of the training part, in the pack's order (train.samples follows it)
+            rows = pack.rows(TRAIN)
+            rows = rows[pack.label[rows] < args.num_ids] if args.num_ids else rows
+            self.images = pack.images(rows, self.device)
+            self.evalsets = {name: EvalSet(q, g, pack.images(pack.rows(QUERY, d)), pack.images(pack.rows(GALLERY, d)))
+                             for d, (name, (q, g)) in enumerate(data.val.items())} if args.eval_every > 0 else {}
+        else:
+            self.images = load_images(train.samples).to(self.device)
+            self.evalsets = build_evalsets(self.data_roots, data) if args.eval_every > 0 else {}
         self.labels = torch.as_tensor(train.labels, device=self.device)
-        self.evalsets = build_evalsets(self.data_roots, data) if args.eval_every > 0 else {}
-        log.info("decoded %d training images in %.1f s", len(self.images), time.perf_counter() - t0)
+        log.info("decoded %d training images onto %s in %.1f s", len(self.images), self.device,
+                 time.perf_counter() - t0)
 
         if args.sampler == "identity":
             groups = data.groups[: self.num_classes]
@@ -163,14 +227,17 @@ class Trainer:
                                            groups=groups)
         else:
             self.sampler = RandomBatchSampler(len(train.labels), args.batch_size, seed=args.seed)
-        self.aug_gen = torch.Generator().manual_seed(args.seed)
+        self.aug_gen = torch.Generator(device=self.device).manual_seed(args.seed)  # augmentation on the device
         self.augment = TrainAugment(args.flip_p, args.pad, args.erase_p, generator=self.aug_gen)
 
         self.model = HACNN(self.num_classes).to(self.device)
+        if args.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.init_card: dict | None = None  # the card of the --init weights: the new card keeps the lineage
         if args.init:
             self._load_init(args.init)
         self.optimizer = make_optimizer(args, self.model)
+        self.step_model = torch.compile(self.model) if args.compile else self.model
         spe = len(self.sampler)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(args, s, spe))
         self.start_epoch = 0
@@ -239,29 +306,39 @@ class Trainer:
         bar = tqdm(self.sampler, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, mininterval=2.0,
                    disable=None, file=sys.stderr)
         amp = args.amp and self.device.type == "cuda"
-        for batch in bar:
+        phases = PhaseTimer(self.device)
+        for step, batch in enumerate(bar):
+            phases.start(sample=step % PHASE_SAMPLE_EVERY == 1)  # step 0 warms up (cuDNN, compile)
             idx = torch.as_tensor(batch, device=self.device)
             x = self.augment(self.images[idx])
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = self.labels[idx]
+            phases.mark("data")
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                out = self.model(x)
+                out = self.step_model(x)
             loss = F.cross_entropy(out.logits_global.float(), y, label_smoothing=args.label_smoothing)
             loss = loss + F.cross_entropy(out.logits_local.float(), y, label_smoothing=args.label_smoothing)
             if args.triplet_weight > 0:
                 tri = batch_hard_triplet(out.feat_global, y, args.margin)
                 tri = tri + batch_hard_triplet(out.feat_local, y, args.margin)
                 loss = loss + args.triplet_weight * tri
+            phases.mark("forward")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            phases.mark("backward")
             n = len(batch)
-            loss_sum += loss.item() * n
-            correct += (out.logits_global.argmax(1) == y).sum().item()
+            loss_sum += loss.detach() * n  # summed on the device: no sync per step
+            correct += (out.logits_global.argmax(1) == y).sum()
             seen += n
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
-        return {"epoch": epoch + 1, "loss": loss_sum / seen, "acc": 100 * correct / seen,
-                "lr": self.optimizer.param_groups[0]["lr"], "time_s": time.perf_counter() - t0}
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{100 * float(correct) / seen:.1f}%")
+        wall = time.perf_counter() - t0
+        return {"epoch": epoch + 1, "loss": float(loss_sum) / seen, "acc": 100 * float(correct) / seen,
+                "lr": self.optimizer.param_groups[0]["lr"], "time_s": wall, "images_per_s": round(seen / wall, 1),
+                **phases.shares()}
 
     def evaluate(self) -> dict:
         """Scores in percent; with several sets, each under ``name/`` and their mean unprefixed."""
@@ -292,12 +369,26 @@ class Trainer:
             **({"init_card": self.init_card} if self.init_card is not None else {}),
         }
 
+    def fit_budget(self, done: int, spent_s: float) -> None:
+        """Cut the number of epochs to what ``--time-budget-s`` allows at the measured epoch time (evaluation
+        included); the cosine schedule follows ``args.epochs``, step milestones are scaled with it."""
+        args = self.args
+        per_epoch = spent_s / max(done, 1)
+        fits = done + int((args.time_budget_s - spent_s) // per_epoch)
+        if fits < args.epochs:
+            new = max(done, fits)
+            args.milestones = [max(1, round(m * new / args.epochs)) for m in args.milestones]
+            log.info("time budget %.0f s at %.1f s per epoch: %d epochs instead of %d", args.time_budget_s,
+                     per_epoch, new, args.epochs)
+            args.epochs = new
+
     def fit(self) -> Path:
         args = self.args
         if args.resume and self.last_path.exists():
             self.load_checkpoint()
         t_start = time.perf_counter() - sum(h.get("time_s", 0) for h in self.history)
-        for epoch in range(self.start_epoch, args.epochs):
+        epoch = self.start_epoch
+        while epoch < args.epochs:
             stats = self.train_epoch(epoch)
             final = epoch + 1 == args.epochs
             evaluated = bool(self.evalsets) and ((epoch + 1) % args.eval_every == 0 or final)
@@ -311,6 +402,12 @@ class Trainer:
             log.info("epoch %d/%d  %s", epoch + 1, args.epochs,
                      "  ".join(f"{k}={v:.4g}" for k, v in stats.items() if k != "epoch"))
             self.save_checkpoint(epoch)
+            (args.out / "history.json").write_text(json.dumps(self.history, indent=1))
+            epoch += 1
+            if args.time_budget_s is not None:
+                self.fit_budget(epoch, time.perf_counter() - t_start)
+        if self.evalsets and self.history and "mAP" not in self.history[-1]:  # a budget ended it off the eval grid
+            self.history[-1].update(self.evaluate())
             (args.out / "history.json").write_text(json.dumps(self.history, indent=1))
         wall = time.perf_counter() - t_start
         path = save_weights(self.model, args.out / "model.pt", self.card(args.epochs, wall))
@@ -328,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(logging.INFO)
     try:
         Trainer(args).fit()
-    except (DatasetError, WeightsError) as e:
+    except (DatasetError, WeightsError, PackError) as e:
         log.error("%s", e)
         return 2
     return 0

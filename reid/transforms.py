@@ -62,7 +62,8 @@ class TrainAugment:
 
     Random horizontal flip, zero-pad by ``pad`` pixels then crop back at a random offset (the misalignment
     a detector produces), and random erasing (Zhong et al., AAAI 2020) filled with the dataset mean so an
-    erased patch normalises to zero.
+    erased patch normalises to zero. Batched tensor ops only, so it runs where the images are (the GPU, with a
+    generator on the GPU).
     """
 
     def __init__(
@@ -79,7 +80,8 @@ class TrainAugment:
         self.g = generator
 
     def _rand(self, *shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=self.g)
+        # On the generator's device: with a CUDA generator the whole augmentation stays on the GPU, no copies.
+        return torch.rand(*shape, generator=self.g, device=self.g.device if self.g is not None else "cpu")
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = to_float(images)
@@ -113,8 +115,8 @@ class TrainAugment:
         y0 = (self._rand(b) * (h - eh + 1)).floor()
         x0 = (self._rand(b) * (w - ew + 1)).floor()
         apply = self._rand(b) < self.erase_p
-        ys = torch.arange(h).view(1, h, 1)
-        xs = torch.arange(w).view(1, 1, w)
+        ys = torch.arange(h, device=apply.device).view(1, h, 1)
+        xs = torch.arange(w, device=apply.device).view(1, 1, w)
         mask = (
             (ys >= y0.view(b, 1, 1)) & (ys < (y0 + eh).view(b, 1, 1))
             & (xs >= x0.view(b, 1, 1)) & (xs < (x0 + ew).view(b, 1, 1))
