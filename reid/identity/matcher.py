@@ -449,8 +449,9 @@ class Matcher:
         self.sync()
         t0 = time.perf_counter()
         linked = sorted({k for t in tracks for k, v in t.links.items() if v in POSITIVE})
-        link_owners = {k: g for k, g in zip(linked, self.store.lookup_tracks(linked), strict=True) if g is not None}
-        decisions = self.plan(tracks, self.store.lookup_tracks(keys), link_owners, running)
+        found = self.store.lookup_tracks(keys + linked)  # one round trip for both
+        link_owners = {k: g for k, g in zip(linked, found[len(keys):], strict=True) if g is not None}
+        decisions = self.plan(tracks, found[: len(keys)], link_owners, running)
         t1 = time.perf_counter()
         results = self._commit(tracks, decisions)
         self.stats.plan_s += t1 - t0

@@ -292,21 +292,23 @@ class IdentityStore:
     def changes_since(self, cursor: str) -> tuple[str, dict[int, int] | None]:
         """(new cursor, {gid: rev, -1 when deleted}) since ``cursor``; None when the log no longer reaches back
         that far (trimmed, or the database was flushed), so the caller must reload everything."""
-        first = self.client.xrange(self._log, "-", "+", count=1)
+        start = "-" if cursor == "0-0" else f"({cursor}"
+        with self.client.pipeline(transaction=False) as pipe:  # one round trip: this runs before every decision
+            pipe.xrange(self._log, "-", "+", count=1)
+            pipe.xrange(self._log, start, "+", count=10_000)
+            first, entries = pipe.execute()
         if not first:
             return cursor, ({} if cursor == "0-0" else None)
         if cursor != "0-0" and _stream_id(first[0][0]) > _stream_id(cursor):
             return cursor, None
         changed: dict[int, int] = {}
-        start = "-" if cursor == "0-0" else f"({cursor}"
         while True:
-            entries = self.client.xrange(self._log, start, "+", count=10_000)
             for entry_id, fields in entries:
                 changed[int(fields[b"gid"])] = int(fields[b"rev"])
                 cursor = entry_id.decode()
             if len(entries) < 10_000:
                 return cursor, changed
-            start = f"({cursor}"
+            entries = self.client.xrange(self._log, f"({cursor}", "+", count=10_000)
 
     # -- writes -----------------------------------------------------------------------------------------------------
     def create_identity(self, ident: Identity, track: TrackRef) -> Identity | None:

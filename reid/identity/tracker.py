@@ -17,8 +17,8 @@ identity and makes no outcome. A placed track is matched again when it ends (wit
 identity's prototypes learn from the whole track) and every ``refresh_every_s`` while it runs.
 
 **Deferral.** A first match that is ambiguous (two identities within the matcher's margin) gives no identity yet:
-the track is tried again at its next sightings (at most every :data:`RETRY_GAP_S` of video time), jointly with the
-other tracks due then, until the evidence settles it or ``ambiguous_wait_s`` has passed.
+the track is tried again at each of its next reports, jointly with the other tracks due then, until the evidence
+settles it or ``ambiguous_wait_s`` has passed.
 
 **Links.** For a track not placed yet, the tracks of other cameras standing at the same ground place (AGREE) or
 far away (DISAGREE) at the same time, and the track of the same camera it continues after an occlusion
@@ -31,8 +31,9 @@ something must survive a restart: a first match, a refresh, an end.
 
 **Bounds on a live stream.** A track not sighted for ``lost_timeout_s + max_lateness_s`` behind the decision time
 is ended (its end was lost with a dead stage); a camera whose tracks come from a new id range (a restarted detector
-numbers its tracks from ``instance * track_id_stride``) has its older tracks ended; ended tracks are kept only as
-long as the continuity and walking-speed links can use them (the site's measured extent over the walking speed).
+numbers its tracks from ``instance * track_id_stride``) has its older tracks ended; the latest ended tracks are
+kept for the continuity and walking-speed links (:data:`RECENT_TRACKS`), and each decision reads only those that
+can matter.
 """
 
 from __future__ import annotations
@@ -57,8 +58,7 @@ from reid.identity.records import ENDED, MOVED, NEW, SEEN, TrackRef
 
 log = logging.getLogger(__name__)
 
-RETRY_GAP_S = 1.0  # a deferred track is tried again at its sightings, at most this often (video time)
-RECENT_TRACKS = 256  # ended tracks kept at most for continuity and walking-speed links (see _recent_window_s)
+RECENT_TRACKS = 256  # ended placed tracks kept for continuity and walking-speed links (the latest ones)
 PATH_LENGTH = 600  # sightings kept per track without a geometry section (2 minutes at 5 detections per second)
 TRACK_ID_STRIDE = 1_000_000  # a restarted detector numbers its tracks from instance * stride
 
@@ -136,7 +136,6 @@ class _Track:
     matched_crops: int = 0  # crops in the summary of its latest write
     queued: bool = False  # its first match is due (or done)
     deferred_ts: float | None = None  # when its first match was deferred as ambiguous
-    next_retry_ts: float = -math.inf
     next_refresh_ts: float = math.inf
     lost_ts: float | None = None
     ended: bool = False
@@ -215,7 +214,6 @@ class IdentityTracker:
         self.started = clock()  # a live camera never heard from counts as silent since then
         self.live = False
         self._last_prune = -math.inf
-        self._ground_box = (math.inf, math.inf, -math.inf, -math.inf)  # every ground position seen: the site
 
     # -- input ------------------------------------------------------------------------------------------------------
     def observe(self, camera_id: str, ts: float, sightings: Iterable[Sighting], embeddings: np.ndarray | None = None,
@@ -276,12 +274,10 @@ class IdentityTracker:
             self._finish(t, ts)
         elif not t.queued and t.embs and t.last_ts - t.start_ts >= self.config.min_age_s:
             t.queued = True
-            t.next_retry_ts = ts + RETRY_GAP_S
             self._enqueue(ts, t)
-        elif t.global_id is None and t.queued and self.config.ambiguous_wait_s > 0 and ts >= t.next_retry_ts:
+        elif t.global_id is None and t.queued and self.config.ambiguous_wait_s > 0:
             # Queued but not placed: a try at its sightings, so that if the first match is deferred, the next try
             # falls at video times that do not depend on when the deferral happened (message timing).
-            t.next_retry_ts = ts + RETRY_GAP_S
             self._enqueue(ts, t, retry=True)
         elif t.global_id is not None and ts >= t.next_refresh_ts:
             t.next_refresh_ts = ts + self.config.refresh_every_s
@@ -315,8 +311,6 @@ class IdentityTracker:
             if g is not None:
                 gx, gy = g
                 t.ground.add(ts, g)  # type: ignore[union-attr]
-                b = self._ground_box
-                self._ground_box = (min(b[0], gx), min(b[1], gy), max(b[2], gx), max(b[3], gy))
             else:  # a box whose feet are above the horizon: a false detection or a bad calibration
                 self.counters["ground_skipped"] += 1
         t.path.add(ts, (*box, gx, gy))
@@ -424,7 +418,7 @@ class IdentityTracker:
             return []
         self.counters["matched_tracks"] += 1
         t.next_refresh_ts = as_of + self.config.refresh_every_s
-        kind, from_cam = self._kind(r)
+        kind, from_cam = self._kind(r, as_of)
         crop = None
         if self.keep_crops and kind in (NEW, MOVED):
             best = t.best_crop(d.num_crops)
@@ -432,11 +426,18 @@ class IdentityTracker:
         return [Outcome(kind, t.camera_id, t.track_id, t.global_id, d.last_ts, d.frame_index, d.box, r.similarity,
                         from_cam, r.reason, t.ground_xy(d.last_ts), crop)]
 
-    def _kind(self, result: MatchResult) -> tuple[str, str | None]:
+    def _kind(self, result: MatchResult, as_of: float) -> tuple[str, str | None]:
         if result.is_new:
             return NEW, None
         ident = self.matcher.get(result.global_id)  # type: ignore[arg-type]
-        earlier = [r for r in (ident.tracks if ident else []) if r.key != (result.camera_id, result.track_id)]
+        # The identity's other tracks with the spans of those still running as of now (their records hold the
+        # span of their last write): the latest sighting decides between MOVED and SEEN.
+        me = (result.camera_id, result.track_id)
+        spans = {r.key: r for r in (ident.tracks if ident else []) if r.key != me}
+        for r in self._running(as_of, {me}).get(result.global_id, []):  # type: ignore[arg-type]
+            if r.key not in spans or r.end_ts > spans[r.key].end_ts:
+                spans[r.key] = r
+        earlier = list(spans.values())
         # Ties (tracks still running are all seen "until now") are broken by start, then camera and track, so the
         # outcome does not depend on the order in which the identity's record lists its tracks.
         latest = max(earlier, key=lambda r: (r.end_ts, r.start_ts, r.camera_id, r.track_id), default=None)
@@ -463,17 +464,6 @@ class IdentityTracker:
                     TrackRef(t.camera_id, t.track_id, t.start_ts, max(last, t.start_ts), t.matched_crops))
         return out
 
-    def _recent_window_s(self) -> float:
-        """How long an ended track can still be evidence: continuity within ``max_gap_s``; on the ground, the
-        walking-speed rule can only say DISAGREE while ``max_speed * gap + same_place`` is shorter than the
-        largest distance on the site (the diagonal of every ground position seen so far, a measured quantity)."""
-        window = self.config.continuity.max_gap_s
-        if self.geometry is not None and self._ground_box[0] <= self._ground_box[2]:
-            x0, y0, x1, y1 = self._ground_box
-            extent = math.hypot(x1 - x0, y1 - y0)
-            window = max(window, (extent - self.geometry.same_place) / self.geometry.max_speed)
-        return window
-
     def _evidence(self, as_of: float, batch: list[tuple[_Track, _Due]],
                   new: list[tuple[_Track, TrackSummary]]) -> tuple[list[TrackMotion], set[tuple[str, int]]]:
         """The tracks to link the batch's unplaced tracks with, as of ``as_of``, and those whose verdicts are wanted.
@@ -481,14 +471,12 @@ class IdentityTracker:
         The matcher uses a link only through an identity the track could join - one within
         ``min(link_min_similarity, threshold - margin)`` cosine of it, below which no link or rival counts - or
         with a track decided in the same batch: the verdicts on those tracks are wanted. Every running track
-        stays in as a possible rival of an AGREE (and for continuity), as do the ended tracks that were seen
-        while the unplaced ones were (or up to ``continuity.max_gap_s`` before they started); ended tracks of
-        other identities are left out. So a decision costs the live tracks, not the site's history.
+        stays in as a possible rival of an AGREE (and for continuity), as do the ended tracks last seen no
+        earlier than ``continuity.max_gap_s`` before an unplaced track started (the only ones that can continue
+        it, or be seen with it); other ended tracks of other identities cannot change the decision and are left
+        out. So a decision costs the live tracks, not the site's history.
         """
         c = self.config
-        window = self._recent_window_s()
-        while self.recent and self.recent[0].last_seen_ts < as_of - window:
-            self.recent.popleft()
         # Only identities of running or recently ended tracks can have a wanted track: score those, not the gallery.
         gallery, floor = self.matcher.gallery, min(c.link_min_similarity, c.threshold - c.margin)
         embs = np.stack([s.emb for _, s in new])
