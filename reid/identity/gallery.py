@@ -170,6 +170,17 @@ class Gallery:
             s[:, self._owner[: self._n] < 0] = -np.inf
         return gids, np.maximum.reduceat(s, starts, axis=1)
 
+    def within(self, global_ids: set[int], embs: np.ndarray, min_sim: float) -> set[int]:
+        """Those of ``global_ids`` (absent ones skipped) with a prototype at cosine >= ``min_sim`` to any of ``embs``
+        (one product over their rows, not a search of the whole gallery)."""
+        held = sorted(g for g in global_ids if g in self._rows)
+        if not held:
+            return set()
+        rows = np.concatenate([np.arange(s, s + k) for s, k in (self._rows[g] for g in held)])
+        best = (self._protos[rows] @ np.atleast_2d(embs).T).max(axis=1)
+        owners = self._owner[rows]
+        return {int(g) for g in np.unique(owners[best >= min_sim])}
+
     def similarity(self, global_id: int, emb: np.ndarray) -> float:
         ident = self.identities.get(global_id)
         return float(np.max(ident.prototypes @ emb)) if ident is not None else math.nan

@@ -173,6 +173,15 @@ class TimeWindow:
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return self.ts, self.values
 
+    def count_until(self, as_of: float) -> int:
+        """How many samples are at or before ``as_of`` (the view :meth:`until` would hold, without making it)."""
+        return int(np.searchsorted(self.ts, as_of, side="right"))
+
+    def last_ts(self, as_of: float) -> float | None:
+        """The time of the latest sample at or before ``as_of``."""
+        n = self.count_until(as_of)
+        return float(self._ts[self._lo + n - 1]) if n else None
+
     def until(self, as_of: float) -> TimeWindow:
         """A view of the samples at or before ``as_of``."""
         view = object.__new__(type(self))

@@ -146,8 +146,9 @@ class _Track:
         return (self.camera_id, self.track_id)
 
     def last_seen(self, as_of: float) -> float | None:
-        seen = self.path.until(as_of).ts
-        return float(seen[-1]) if len(seen) else None
+        if as_of >= self.last_seen_ts:  # the common case: a decision after the latest sighting
+            return self.last_seen_ts if math.isfinite(self.last_seen_ts) else None
+        return self.path.last_ts(as_of)
 
     def motion(self, as_of: float) -> TrackMotion | None:
         """The track as it was at ``as_of`` (None if not seen yet): what the link rules compare."""
@@ -480,9 +481,8 @@ class IdentityTracker:
         # Only identities of running or recently ended tracks can have a wanted track: score those, not the gallery.
         gallery, floor = self.matcher.gallery, min(c.link_min_similarity, c.threshold - c.margin)
         embs = np.stack([s.emb for _, s in new])
-        local = {t.global_id for t in self.tracks.values()} | {t.global_id for t in self.recent}
-        gids = {g for g in local if g is not None and g in gallery
-                and float((gallery.identities[g].prototypes @ embs.T).max()) >= floor}
+        local = ({t.global_id for t in self.tracks.values()} | {t.global_id for t in self.recent}) - {None}
+        gids = gallery.within(local, embs, floor)
         since = min(t.start_ts for t, _ in new) - c.continuity.max_gap_s
         wanted = {t.key for t, _ in batch} | {k for k, t in self.tracks.items() if t.global_id in gids}
         recent = [t for t in self.recent if t.global_id in gids or t.last_seen_ts >= since]

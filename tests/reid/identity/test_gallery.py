@@ -33,6 +33,10 @@ def test_gallery_matches_brute_force_through_updates_and_compaction():
     cands, best = gallery.candidates(probes, 0.05)
     assert all(all(s >= 0.05 for s in c.values()) for c in cands)
     assert best[0] == pytest.approx(sims[0].max())
+    # A subset's identities close to the probes: the same as the full search says, absent ids skipped.
+    subset = set(list(truth)[:50]) | {10_000}
+    expected = {g for g in subset if g in truth and (probes @ truth[g].prototypes.T).max() >= 0.05}
+    assert gallery.within(subset, probes, 0.05) == expected
 
 
 def test_faiss_index_finds_what_brute_force_finds():
