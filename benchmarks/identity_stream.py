@@ -1,7 +1,7 @@
 """The identity tracker's cost over a long crowded stream: milliseconds per message at its start and its end, and
 Redis writes per second.
 
-    python benchmarks/identity_stream.py [--minutes 10] [--baseline-minutes 2] [--json]
+    python benchmarks/identity_stream.py [--minutes 10] [--baseline-minutes 2] [--repeats 3] [--json]
 
 The stream is built from real detections: the crowded terrace1 clip (``$REID_SHARED/video/epfl_terrace1_crowd``, two
 calibrated views, 30 s) goes once through the pipeline's own detector and ByteTrack at 25 detections per second
@@ -248,13 +248,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python benchmarks/identity_stream.py", description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=10.0, help="video minutes through the tracker")
     p.add_argument("--baseline-minutes", type=float, default=2.0, help="video minutes through the baseline (0: none)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per row; the table shows their medians")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     msgs = stream(args.minutes)
-    rows = [run(IdentityTracker, msgs, args.minutes, "IdentityTracker")]
+    plan = [(IdentityTracker, args.minutes, "IdentityTracker")]
     if args.baseline_minutes > 0:
-        rows.append(run(RewritingTracker, msgs, min(args.baseline_minutes, args.minutes),
-                        "baseline: refresh at every decision"))
+        plan.append((RewritingTracker, min(args.baseline_minutes, args.minutes), "baseline: refresh at every decision"))
+    rows = []
+    for cls, minutes, label in plan:
+        runs = [run(cls, msgs, minutes, label) for _ in range(args.repeats)]
+        rows.append({k: statistics.median(r[k] for r in runs) if isinstance(v, float) else v
+                     for k, v in runs[0].items()})
     for r in rows:
         r["last_over_first"] = r["last_min_mean_ms"] / r["first_min_mean_ms"]
         r["ratio_to_baseline"] = r["first_min_mean_ms"] / rows[-1]["first_min_mean_ms"]
@@ -263,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"Identity tracker over {len(VIEWS)} cameras x {FPS:.0f} messages/s, real detections of {CLIP} in a loop "
           f"({rows[0]['rows_per_message']} track rows per message), embedded Redis (appendfsync always), "
-          f"{os.cpu_count()} CPUs; baseline in the same run")
+          f"{os.cpu_count()} CPUs; medians of {args.repeats} runs per row; baseline in the same run")
     print(f"{'tracker':<37}{'video':>6}{'msgs':>7}{'1st min ms':>14}{'last min ms':>14}{'last/1st':>9}"
           f"{'vs base':>8}{'writes/s':>9}{'cmds/s':>8}{'ids':>5}")
     for r in rows:
