@@ -125,7 +125,8 @@ class DetectorConfig(_Section):
     lost_timeout_s: float = Field(1.5, gt=0, description="a track not seen for this long ends")
     crop_pad_frac: float = Field(0.0, ge=0, le=0.5, description="context padding around each crop, share of its size")
     min_crop_height_px: int = Field(48, ge=8, description="crops lower than this are too small to embed")
-    max_crops_per_track: int = Field(4, ge=1, description="best crops kept per track for embedding")
+    max_crops_per_track: int = Field(4, ge=1, le=16, description="best crops of a track sent for embedding; the "
+                                     "matcher averages them all (weighted by quality) into the track's embedding")
 
 
 class ReidConfig(_Section):
@@ -404,7 +405,8 @@ def _resolve_paths(data: dict, path: Path, loader: _LineLoader) -> None:
     data["run_dir"] = _abs(data["run_dir"], base) if isinstance(data.get("run_dir"), str) else (
         data.get("run_dir") or str(PROJECT_ROOT / "runs" / str(name)))
     for keys, fields in ((("detector",), ("weights",)), (("reid",), ("weights", "int8_onnx")),
-                         (("matcher", "redis"), ("embedded_dir",)),
+                         (("matcher", "redis"), ("embedded_dir", "embedded_binary", "tls_ca_file", "tls_cert_file",
+                                                 "tls_key_file")),
                          (("endpoints", "curve"), ("server_secret_key", "authorized_keys_dir", "client_secret_key"))):
         section = _section(data, *keys)
         for f in fields:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 class SourceStage(Stage):
     name = "source"
     output = "detect"
+    drain_on_stop = True  # a stopped source ends its stream: the detect stage must still read that end
 
     def __init__(self, config, instance: int = 0, camera_id: str = "", replay: bool = False,
                  speed: float | None = 1.0, duration_s: float | None = None, start_frame: int = 0, **options) -> None:

@@ -13,7 +13,8 @@ receiver has queued but not read yet when their sender disconnects (seen here: 8
 stream among them, when the match stage was seconds behind), whatever the sender's linger. So a stage that
 finishes keeps its connection until every end of stream it sent was acknowledged - by then the next stage has
 read everything before it, however far behind it was - sending unacknowledged ones again now and then (a
-restarted next stage lost them). Told to stop, it waits no longer than 2 s.
+restarted next stage lost them). Told to stop, it waits no longer than 2 s, except a source, whose stop ends its
+stream (the run drains); a second stop signal ends any wait.
 """
 
 from __future__ import annotations
@@ -103,7 +104,10 @@ class Stage:
     name = "stage"
     input: str | None = None  # endpoint name this stage binds a PULL socket to
     max_drain = 256  # messages taken from the input per turn; small where messages are big (frames)
-    output: str | None = None  # endpoint name this stage connects a PUSH socket to
+    output: str | None = None  # endpoint name this stage connects its output (DEALER) to
+    # A stop still waits for the next stage to read this stage's ends of stream (a source told to stop ends its
+    # stream: that is how a run drains); a second stop signal gives up waiting.
+    drain_on_stop = False
 
     def __init__(self, config: PipelineConfig, instance: int = 0, log_every_s: float = LOG_EVERY_S,
                  **options: Any) -> None:
@@ -111,6 +115,8 @@ class Stage:
         self.instance = instance
         self.options = options
         self.stop = threading.Event()
+        self.abandon = threading.Event()  # a second stop signal: stop waiting for anything
+        self.failed = False  # set when the stage ends with an error: nothing more is waited for
         self.counters: dict[str, int] = defaultdict(int)
         self.ended: set[str] = set()  # cameras whose END this stage has passed on
         self.ends_sent: set[str] = set()  # cameras whose END this stage sent downstream ...
@@ -156,12 +162,13 @@ class Stage:
 
     def close_sockets(self) -> None:
         if self.out_sock is not None:
-            if not self.stop.is_set():
+            if not self.failed:
                 self._await_end_acks()
             self.out_sock.close(linger=STOP_LINGER_MS)
-        for sock in (self.in_sock, self.control):
-            if sock is not None:
-                sock.close()
+        if self.in_sock is not None:  # the acknowledgements of the last ends of stream still go out
+            self.in_sock.close(linger=0 if self.failed or self.abandon.is_set() else STOP_LINGER_MS)
+        if self.control is not None:
+            self.control.close()
         if self.guard is not None:
             self.guard.stop()
         if self.ctx is not None:
@@ -172,7 +179,8 @@ class Stage:
         docstring), or until told to stop."""
         assert self.out_sock is not None
         t0 = last_send = last_log = time.monotonic()
-        while not self.ends_sent <= self.ends_acked and not self.stop.is_set():
+        while not self.ends_sent <= self.ends_acked and not self.abandon.is_set() and (
+                self.drain_on_stop or not self.stop.is_set()):
             if self.out_sock.poll(POLL_MS, zmq.POLLIN):
                 frames = self.out_sock.recv_multipart()
                 if len(frames) == 2 and frames[0] == END_ACK:
@@ -330,8 +338,11 @@ def run_stage(stage: Stage, log_level: int | None = None) -> int:
         log_level = logging.getLevelName(os.environ.get(LOG_LEVEL_ENV, "INFO"))
         log_level = log_level if isinstance(log_level, int) else logging.INFO
     setup_logging(log_level)
-    signal.signal(signal.SIGTERM, lambda *_: stage.stop.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN if stage.options.get("supervised") else lambda *_: stage.stop.set())
+    def on_stop(*_: object) -> None:
+        (stage.abandon if stage.stop.is_set() else stage.stop).set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if stage.options.get("supervised") else on_stop)
     t0 = time.monotonic()
     try:
         stage.open_sockets()
@@ -344,6 +355,7 @@ def run_stage(stage: Stage, log_level: int | None = None) -> int:
         log.info("%s finished in %.1f s: %s", stage.label, time.monotonic() - t0, dict(stage.counters))
         return 0
     except Exception as e:
+        stage.failed = True
         log.exception("%s failed", stage.label)
         stage.notify("error", error=f"{type(e).__name__}: {e}")
         return 1

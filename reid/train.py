@@ -200,6 +200,10 @@ class Trainer:
         pack = load_pack(args.pack) if args.pack else None
         self.data_roots: list[Path] = [Path(n) for n in pack.names] if pack else (args.data or [default_dataset()])
         data = pack.train_set() if pack else load_train_set(self.data_roots, args.val_ids, seed=args.seed)
+        if pack is not None and args.val_ids:
+            raise PackError(f"{args.pack}: a pack's validation identities are chosen when it is written "
+                            "(python -m reid.pack --val-ids N); drop --val-ids here")
+        self.held_out = bool(data.val)  # evaluated on identities held out of training, not on a test split
         train = data.train
         if args.num_ids:
             keep = train.labels < args.num_ids
@@ -273,6 +277,7 @@ class Trainer:
             "sampler_rng": self.sampler.rng.bit_generator.state,
             "aug_rng": self.aug_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
         }
         tmp = self.last_path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -285,8 +290,11 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.history = state["history"]
         self.sampler.rng.bit_generator.state = state["sampler_rng"]
-        self.aug_gen.set_state(state["aug_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        # RNG states load back as CPU byte tensors (map_location moved them to the device)
+        self.aug_gen.set_state(state["aug_rng"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda_rng"]])
         self.start_epoch = state["epoch"] + 1
         log.info("resumed from %s at epoch %d", self.last_path, self.start_epoch + 1)
 
@@ -355,7 +363,7 @@ class Trainer:
         return {
             "architecture": "HA-CNN (Li, Zhu, Gong, CVPR 2018)",
             "data": ", ".join(map(str, self.data_roots)),
-            "evaluated_on": "validation identities held out of training" if self.args.val_ids else "test split",
+            "evaluated_on": "validation identities held out of training" if self.held_out else "test split",
             "train_images": len(self.images),
             "train_ids": self.num_classes,
             "epochs": epoch,
@@ -369,17 +377,17 @@ class Trainer:
             **({"init_card": self.init_card} if self.init_card is not None else {}),
         }
 
-    def fit_budget(self, done: int, spent_s: float) -> None:
-        """Cut the number of epochs to what ``--time-budget-s`` allows at the measured epoch time (evaluation
-        included); the cosine schedule follows ``args.epochs``, step milestones are scaled with it."""
+    def fit_budget(self, done: int, spent_s: float, last_epoch_s: float) -> None:
+        """Fit the number of epochs to ``--time-budget-s`` at the latest epoch's time (evaluation included; the
+        first epoch's compilation and warm-up are not what the others cost), never above the requested number;
+        the cosine schedule follows ``args.epochs`` and step milestones are scaled from the requested ones."""
         args = self.args
-        per_epoch = spent_s / max(done, 1)
-        fits = done + int((args.time_budget_s - spent_s) // per_epoch)
-        if fits < args.epochs:
-            new = max(done, fits)
-            args.milestones = [max(1, round(m * new / args.epochs)) for m in args.milestones]
-            log.info("time budget %.0f s at %.1f s per epoch: %d epochs instead of %d", args.time_budget_s,
-                     per_epoch, new, args.epochs)
+        fits = done + int(max(args.time_budget_s - spent_s, 0.0) // max(last_epoch_s, 1e-9))
+        new = max(done, min(self.requested_epochs, fits))
+        if new != args.epochs:
+            args.milestones = [max(1, round(m * new / self.requested_epochs)) for m in self.requested_milestones]
+            log.info("time budget %.0f s at %.1f s per epoch: %d epochs (requested %d)", args.time_budget_s,
+                     last_epoch_s, new, self.requested_epochs)
             args.epochs = new
 
     def fit(self) -> Path:
@@ -388,7 +396,9 @@ class Trainer:
             self.load_checkpoint()
         t_start = time.perf_counter() - sum(h.get("time_s", 0) for h in self.history)
         epoch = self.start_epoch
+        self.requested_epochs, self.requested_milestones = args.epochs, list(args.milestones)
         while epoch < args.epochs:
+            t_epoch = time.perf_counter()
             stats = self.train_epoch(epoch)
             final = epoch + 1 == args.epochs
             evaluated = bool(self.evalsets) and ((epoch + 1) % args.eval_every == 0 or final)
@@ -405,14 +415,14 @@ class Trainer:
             (args.out / "history.json").write_text(json.dumps(self.history, indent=1))
             epoch += 1
             if args.time_budget_s is not None:
-                self.fit_budget(epoch, time.perf_counter() - t_start)
+                self.fit_budget(epoch, time.perf_counter() - t_start, time.perf_counter() - t_epoch)
         if self.evalsets and self.history and "mAP" not in self.history[-1]:  # a budget ended it off the eval grid
             self.history[-1].update(self.evaluate())
             (args.out / "history.json").write_text(json.dumps(self.history, indent=1))
         wall = time.perf_counter() - t_start
         path = save_weights(self.model, args.out / "model.pt", self.card(args.epochs, wall))
         if any("mAP" in h for h in self.history):
-            split = "validation identities" if args.val_ids else "test split"
+            split = "validation identities" if self.held_out else "test split"
             names = " + ".join(d.name for d in self.data_roots)
             plot_learning_curve({"mAP": self.history}, args.out / "learning_curve.png",
                                 title=f"HA-CNN on {names} ({split})")

@@ -211,8 +211,9 @@ class MatcherConfig(BaseModel):
         "new crops and its span so far, so its identity's record and expiry follow a person who stays in view"
     )
     max_lateness_s: float = Field(
-        2.0, gt=0, description="live only: a camera silent this long (wall time) no longer holds back the others' "
-        "decisions; a track not seen for detector.lost_timeout_s plus this, behind the decision time, is ended"
+        2.0, gt=0, description="live: a camera silent this long (wall time) no longer holds back the others' "
+        "decisions. Live and replay: a track not sighted for detector.lost_timeout_s plus this (video time) behind "
+        "the decision time is ended (its end was lost)"
     )
     continuity: ContinuityConfig = Field(
         default_factory=ContinuityConfig, description="a person the tracker lost and found again keeps the identity"

@@ -114,6 +114,7 @@ class _Due:
     ended: bool
     last_seen_ts: float
     retry: bool = False  # a deferred track's next try: dropped if the track was placed meanwhile
+    refresh: bool = False  # a placed track's periodic write: dropped if the track is not placed by then
 
 
 @dataclass(eq=False)
@@ -275,14 +276,18 @@ class IdentityTracker:
             self._finish(t, ts)
         elif not t.queued and t.embs and t.last_ts - t.start_ts >= self.config.min_age_s:
             t.queued = True
+            # Refreshes fall on a grid fixed now, from the sightings alone: had it started at the placement, a
+            # camera running ahead of the others would have put them wherever its next message happened to be.
+            t.next_refresh_ts = ts + self.config.refresh_every_s
             self._enqueue(ts, t)
         elif t.global_id is None and t.queued and self.config.ambiguous_wait_s > 0:
             # Queued but not placed: a try at its sightings, so that if the first match is deferred, the next try
             # falls at video times that do not depend on when the deferral happened (message timing).
             self._enqueue(ts, t, retry=True)
-        elif t.global_id is not None and ts >= t.next_refresh_ts:
-            t.next_refresh_ts = ts + self.config.refresh_every_s
-            self._enqueue(ts, t)
+        if state != TRACK_ENDED and t.queued and ts >= t.next_refresh_ts:
+            while ts >= t.next_refresh_ts:
+                t.next_refresh_ts += self.config.refresh_every_s
+            self._enqueue(ts, t, refresh=True)
 
     def _new_range(self, cam: str, track_id: int, ts: float) -> None:
         """A track id from a newer range than the camera's: its detector restarted, and the tracks of the old range
@@ -320,10 +325,10 @@ class IdentityTracker:
         t.ended = True
         self._enqueue(ts, t)
 
-    def _enqueue(self, ts: float, t: _Track, retry: bool = False) -> None:
+    def _enqueue(self, ts: float, t: _Track, retry: bool = False, refresh: bool = False) -> None:
         self._n += 1
         due = _Due(t.last_ts, t.frame_index, t.box, len(t.embs), t.ended,
-                   t.lost_ts if t.lost_ts is not None else t.last_ts, retry)
+                   t.lost_ts if t.lost_ts is not None else t.last_ts, retry, refresh)
         heapq.heappush(self._ready, (ts, t.camera_id, t.track_id, self._n, due))
 
     # -- decisions --------------------------------------------------------------------------------------------------
@@ -350,8 +355,10 @@ class IdentityTracker:
             while self._ready and self._ready[0][0] == ts0:
                 _, cam, tid, _, d = heapq.heappop(self._ready)
                 t = self.tracks.get((cam, tid))
-                if t is not None and (not d.retry or (t.global_id is None and t.deferred_ts is not None)):
-                    due[(cam, tid)] = d
+                if t is None or (d.retry and (t.global_id is not None or t.deferred_ts is None)) or (
+                        d.refresh and t.global_id is None):
+                    continue
+                due[(cam, tid)] = d
             if due:
                 out += self._decide_at(ts0, [(self.tracks[k], d) for k, d in sorted(due.items())])
         return out
@@ -418,7 +425,6 @@ class IdentityTracker:
             self.counters["refreshed_tracks"] += not d.ended
             return []
         self.counters["matched_tracks"] += 1
-        t.next_refresh_ts = as_of + self.config.refresh_every_s
         kind, from_cam = self._kind(r, as_of)
         crop = None
         if self.keep_crops and kind in (NEW, MOVED):
@@ -473,9 +479,9 @@ class IdentityTracker:
         ``min(link_min_similarity, threshold - margin)`` cosine of it, below which no link or rival counts - or
         with a track decided in the same batch: the verdicts on those tracks are wanted. Every running track
         stays in as a possible rival of an AGREE (and for continuity), as do the ended tracks last seen no
-        earlier than ``continuity.max_gap_s`` before an unplaced track started (the only ones that can continue
-        it, or be seen with it); other ended tracks of other identities cannot change the decision and are left
-        out. So a decision costs the live tracks, not the site's history.
+        earlier than ``continuity.max_gap_s`` (or the geometry's ``max_dt_s``) before an unplaced track started
+        (the only ones that can continue it, or be seen with it); other ended tracks of other identities cannot
+        change the decision and are left out. So a decision costs the live tracks, not the site's history.
         """
         c = self.config
         # Only identities of running or recently ended tracks can have a wanted track: score those, not the gallery.
@@ -483,7 +489,8 @@ class IdentityTracker:
         embs = np.stack([s.emb for _, s in new])
         local = ({t.global_id for t in self.tracks.values()} | {t.global_id for t in self.recent}) - {None}
         gids = gallery.within(local, embs, floor)
-        since = min(t.start_ts for t, _ in new) - c.continuity.max_gap_s
+        reach = max(c.continuity.max_gap_s, self.geometry.max_dt_s if self.geometry is not None else 0.0)
+        since = min(t.start_ts for t, _ in new) - reach
         wanted = {t.key for t, _ in batch} | {k for k, t in self.tracks.items() if t.global_id in gids}
         recent = [t for t in self.recent if t.global_id in gids or t.last_seen_ts >= since]
         wanted |= {t.key for t in recent if t.global_id in gids}
