@@ -13,8 +13,8 @@ receiver has queued but not read yet when their sender disconnects (seen here: 8
 stream among them, when the match stage was seconds behind), whatever the sender's linger. So a stage that
 finishes keeps its connection until every end of stream it sent was acknowledged - by then the next stage has
 read everything before it, however far behind it was - sending unacknowledged ones again now and then (a
-restarted next stage lost them). Told to stop, it waits no longer than 2 s, except a source, whose stop ends its
-stream (the run drains); a second stop signal ends any wait.
+restarted next stage lost them). Told to stop, it waits no longer than 2 s, except a supervised source, whose stop
+ends its stream (the run drains, within the supervisor's deadline); a second stop signal ends any wait.
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ class Stage:
     input: str | None = None  # endpoint name this stage binds a PULL socket to
     max_drain = 256  # messages taken from the input per turn; small where messages are big (frames)
     output: str | None = None  # endpoint name this stage connects its output (DEALER) to
-    # A stop still waits for the next stage to read this stage's ends of stream (a source told to stop ends its
-    # stream: that is how a run drains); a second stop signal gives up waiting.
+    # Supervised, a stop still waits for the next stage to read this stage's ends of stream (a source told to stop
+    # ends its stream: that is how a run drains); a second stop signal gives up waiting. Alone, a stop is a stop.
     drain_on_stop = False
 
     def __init__(self, config: PipelineConfig, instance: int = 0, log_every_s: float = LOG_EVERY_S,
@@ -179,8 +179,10 @@ class Stage:
         docstring), or until told to stop."""
         assert self.out_sock is not None
         t0 = last_send = last_log = time.monotonic()
+        # A supervised source told to stop is draining: the supervisor bounds that wait (a second SIGTERM).
+        drain = self.drain_on_stop and bool(self.options.get("supervised"))
         while not self.ends_sent <= self.ends_acked and not self.abandon.is_set() and (
-                self.drain_on_stop or not self.stop.is_set()):
+                drain or not self.stop.is_set()):
             if self.out_sock.poll(POLL_MS, zmq.POLLIN):
                 frames = self.out_sock.recv_multipart()
                 if len(frames) == 2 and frames[0] == END_ACK:
