@@ -84,16 +84,18 @@ class Pack:
         return np.flatnonzero(keep)
 
     def images(self, rows: np.ndarray, device: torch.device | str = "cpu", chunk: int = 4096) -> torch.Tensor:
-        """Decode ``rows`` into uint8 (N, 3, 160, 64) on ``device`` (nvJPEG on a GPU, in chunks)."""
-        from torchvision.io import decode_jpeg
-
+        """Decode ``rows`` into uint8 RGB (N, 3, 160, 64) on ``device`` (nvJPEG on a GPU, OpenCV on the CPU)."""
         device = torch.device(device)
         out = []
         for start in range(0, len(rows), chunk):
-            blobs = [torch.from_numpy(self.jpegs[self.offsets[i]: self.offsets[i + 1]])
-                     for i in rows[start:start + chunk]]
-            decoded = decode_jpeg(blobs, device=device) if device.type == "cuda" else [decode_jpeg(b) for b in blobs]
-            out.append(torch.stack(decoded))
+            blobs = [self.jpegs[self.offsets[i]: self.offsets[i + 1]] for i in rows[start:start + chunk]]
+            if device.type == "cuda":  # nvJPEG, batched: the images land in GPU memory
+                from torchvision.io import decode_jpeg
+
+                out.append(torch.stack(decode_jpeg([torch.from_numpy(b) for b in blobs], device=device)))
+            else:
+                rgb = np.stack([cv2.imdecode(b, cv2.IMREAD_COLOR)[:, :, ::-1] for b in blobs])
+                out.append(torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous())
         if not out:
             return torch.zeros((0, 3, INPUT_HEIGHT, INPUT_WIDTH), dtype=torch.uint8, device=device)
         images = torch.cat(out)
