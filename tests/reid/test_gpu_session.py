@@ -35,9 +35,11 @@ def test_pack_round_trip_keeps_images_and_labels(tmp_path, shared):
 
 
 @pytest.mark.slow
-def test_gpu_session_smoke_runs_every_step_on_the_cpu(tmp_path, capsys):
-    assert gpu_session(["--smoke", "--out", str(tmp_path)]) == 0
-    summary = json.loads((tmp_path / "session.json").read_text())
+def test_gpu_session_smoke_runs_every_step_on_the_cpu(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("REID_ENGINE_CACHE", str(tmp_path / "engines"))  # its freshly trained model's ONNX export
+    out = tmp_path / "out"
+    assert gpu_session(["--smoke", "--out", str(out)]) == 0
+    summary = json.loads((out / "session.json").read_text())
     assert summary["smoke"] and summary["epochs"] == 1
     last = summary["last_epoch"]
     assert last["images_per_s"] > 0 and {"share_data", "share_forward", "share_backward"} <= set(last)
@@ -46,6 +48,6 @@ def test_gpu_session_smoke_runs_every_step_on_the_cpu(tmp_path, capsys):
     (row,) = summary["embedders"]  # no GPU here: the CPU path only
     assert row["embedder"] == "cpu onnxruntime fp32" and row["cosine_min"] > 0.999
     assert all(row[f"crops_per_s_b{b}"] > 0 for b in (1, 8, 32))
-    model = load_model(tmp_path / "model.pt")
-    assert next(model.parameters()).dtype == torch.float32 and (tmp_path / "history.json").is_file()
+    model = load_model(out / "model.pt")
+    assert next(model.parameters()).dtype == torch.float32 and (out / "history.json").is_file()
     assert np.isfinite(summary["wall_s"]) and "GPU session on cpu" in capsys.readouterr().out
