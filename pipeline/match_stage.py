@@ -13,7 +13,7 @@ import time
 import numpy as np
 import zmq
 
-from pipeline.events import encode_event, make_event
+from pipeline.events import MOVED, NEW, encode_event, make_event
 from pipeline.messages import EmbeddingsMsg, EndMsg, Msg
 from pipeline.stage import Stage, bind_dir
 from reid.identity.tracker import Outcome
@@ -85,7 +85,7 @@ class MatchStage(Stage):
                 extra["reason"] = o.reason
             if self.tracker.homographies[o.camera_id] is not None:
                 extra["ground_xy"] = list(o.ground_xy) if o.ground_xy is not None else None
-            if self.config.events_include_crops and o.kind in ("identity.new", "identity.moved"):
+            if self.config.events_include_crops and o.kind in (NEW, MOVED):
                 extra["crop_jpeg"] = base64.b64encode(o.crop_jpeg).decode("ascii") if o.crop_jpeg else None
             if o.duration_s is not None:
                 extra.update(duration_s=o.duration_s, num_crops=o.num_crops, last_seen_ts=o.last_seen_ts)

@@ -44,7 +44,7 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -534,10 +534,7 @@ class IdentityTracker:
         return {
             "open_tracks": len(self.tracks), "queued_decisions": len(self._ready), "recent_tracks": len(self.recent),
             "identities": len(self.matcher.gallery), "counters": dict(self.counters),
-            "matcher": {"tracks": m.tracks, "matched": m.matched, "new": m.new, "known": m.known,
-                        "reloads": m.reloads, "expired": m.expired, "raced": m.raced,
-                        "plan_ms": round(1e3 * m.plan_s, 1), "write_ms": round(1e3 * m.write_s, 1),
-                        "reasons": dict(m.reasons)},
+            "matcher": {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(m).items()},
             "store": {"corrupt_records": store.corrupt_records,
                       "write_conflicts": store.write_conflicts},
         }
