@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from detectors._ultralytics import BOTSORT, TRACKER_CFG_DIR, BYTETracker, IterableSimpleNamespace
+from detectors.appearance import CLEAN_IOU, TWO_PEOPLE_MAX_IOU, AppearanceConfig, SimilarityScale, box_iou
 from detectors.crops import QualityConfig, assess_quality, crop_views
 from detectors.types import Detections, TrackCrop, TrackState
 
@@ -73,6 +74,84 @@ class _BotSort(_OwnIds, BOTSORT):
         super().__init__(args, **kwargs)
 
 
+class AppearanceByteTrack(BYTETracker):
+    """ultralytics' ByteTrack whose first and unconfirmed associations mix appearance into the IoU cost.
+
+    ``update(results, img, feats)`` takes one unit embedding per detection row (``feats``, ultralytics' own
+    argument for per-detection features). A track's appearance (``track.appearance``) starts from its first
+    detection and follows its clean detections (nothing else overlapping) with exponential smoothing, so the
+    person in front at a crossing does not leak into the track behind.
+    """
+
+    def __init__(self, args: Any, appearance: AppearanceConfig, **kwargs: Any):
+        super().__init__(args, **kwargs)
+        self.appearance = appearance
+        self.scale = SimilarityScale(appearance)
+        self._feats: np.ndarray | None = None
+
+    def update(self, results: Any, img: np.ndarray | None = None, feats: np.ndarray | None = None,
+               **kwargs: Any) -> np.ndarray:
+        if feats is None or len(feats) != len(results):
+            raise ValueError(f"appearance tracker: need one embedding per detection, got "
+                             f"{None if feats is None else len(feats)} for {len(results)}")
+        self._feats = np.asarray(feats, dtype=np.float32)
+        # ultralytics' native-ReID path would hand ``feats`` to init_track as features; ours keeps them aside.
+        out = super().update(results, img)
+        self._learn(np.asarray(results.xyxy, dtype=np.float64))
+        return out
+
+    def get_dists(self, tracks: list, detections: list) -> np.ndarray:
+        from ultralytics.trackers.utils import matching
+
+        dists = matching.iou_distance(tracks, detections)
+        if self.args.fuse_score:
+            dists = matching.fuse_score(dists, detections)
+        if not len(tracks) or not len(detections) or self._feats is None or self.appearance.weight == 0:
+            return dists
+        rows = [i for i, t in enumerate(tracks) if getattr(t, "appearance", None) is not None]
+        if not rows:
+            return dists
+        apps = np.stack([tracks[i].appearance for i in rows])
+        det_feats = self._feats[[int(d.idx) for d in detections]]
+        cost = self.scale.cost(apps @ det_feats.T)
+        w = self.appearance.weight
+        sub = dists[rows]
+        allowed = sub < 1.0  # appearance re-ranks the pairs IoU allows; it never creates a match from nothing
+        dists[rows] = np.where(allowed, (1 - w) * sub + w * cost, sub)
+        return dists
+
+    def _learn(self, xyxy: np.ndarray) -> None:
+        """Update the appearance of the tracks matched in this frame, and the similarity scale's samples."""
+        feats = self._feats
+        assert feats is not None
+        overlap = box_iou(xyxy, xyxy) if len(xyxy) else np.zeros((0, 0))
+        np.fill_diagonal(overlap, 0.0)
+        clean = overlap.max(axis=1) <= CLEAN_IOU if len(xyxy) > 1 else np.ones(len(xyxy), bool)
+        same = []
+        a = self.appearance.smoothing
+        for t in self.tracked_stracks:
+            if t.frame_id != self.frame_id:
+                continue
+            e = feats[int(t.idx)]
+            old = getattr(t, "appearance", None)
+            if old is None:
+                t.appearance = e.copy()
+            elif clean[int(t.idx)]:
+                same.append(float(old @ e))
+                mixed = a * old + (1 - a) * e
+                t.appearance = (mixed / max(float(np.linalg.norm(mixed)), 1e-12)).astype(np.float32)
+        iu = np.triu_indices(len(xyxy), k=1)
+        apart = overlap[iu] < TWO_PEOPLE_MAX_IOU
+        different = (feats @ feats.T)[iu][apart] if len(xyxy) > 1 else np.zeros(0)
+        self.scale.observe(np.asarray(same), different)
+
+
+class _AppearanceTrack(_OwnIds, AppearanceByteTrack):
+    def __init__(self, args: Any, appearance: AppearanceConfig, **kwargs: Any):
+        self._own_ids_init()
+        super().__init__(args, appearance, **kwargs)
+
+
 _TRACKERS: dict[str, type] = {"bytetrack": _ByteTrack, "botsort": _BotSort}
 _BASES: dict[str, type] = {"bytetrack": BYTETracker, "botsort": BOTSORT}
 
@@ -99,11 +178,18 @@ def tracker_args(kind: str, overrides: Mapping[str, Any] | None = None) -> Itera
     return IterableSimpleNamespace(**cfg)
 
 
-def build_tracker(kind: str, args: IterableSimpleNamespace) -> Any:
-    """A fresh tracker of ``kind`` whose tracks are numbered by the tracker itself (see ``_OwnIds``)."""
+def build_tracker(kind: str, args: IterableSimpleNamespace, appearance: AppearanceConfig | None = None) -> Any:
+    """A fresh tracker of ``kind`` whose tracks are numbered by the tracker itself (see ``_OwnIds``); with an
+    enabled ``appearance`` (ByteTrack only), the appearance-aware ByteTrack of :mod:`detectors.appearance`."""
     # Releases before 8.4.19x scale track_buffer by frame_rate / 30; 30 keeps it a plain frame count, as here.
     takes_rate = "frame_rate" in inspect.signature(_BASES[kind].__init__).parameters
-    return _TRACKERS[kind](args, **({"frame_rate": 30} if takes_rate else {}))
+    rate = {"frame_rate": 30} if takes_rate else {}
+    if appearance is not None and appearance.enabled:
+        if kind != "bytetrack":
+            raise TrackerConfigError(f"appearance in the association needs the bytetrack tracker, not {kind!r} "
+                                     "(BoT-SORT has its own ReID fusion); disable detector.appearance for it")
+        return _AppearanceTrack(args, appearance, **rate)
+    return _TRACKERS[kind](args, **rate)
 
 
 class _TrackerInput:
@@ -229,6 +315,19 @@ class _Track:
     conf: float
 
 
+def _unit_rows(embeddings: np.ndarray | None, n: int, camera_id: str) -> np.ndarray:
+    """Row-normalised float32 embeddings; a zero row (a crop that could not be embedded) stays zero, which makes
+    its detection look like nobody the tracker knows."""
+    if embeddings is None or len(embeddings) != n or (n and np.asarray(embeddings).ndim != 2):
+        got = None if embeddings is None else np.asarray(embeddings).shape
+        raise ValueError(f"{camera_id}: the appearance tracker needs one embedding per detection ({n}), got {got}")
+    e = np.asarray(embeddings, dtype=np.float32)
+    if n == 0:
+        return e.reshape(0, e.shape[-1] if e.ndim == 2 else 0)
+    norms = np.linalg.norm(e, axis=1, keepdims=True)
+    return np.where(norms > 1e-12, e / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+
+
 def _no_tracks() -> Detections:
     return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
@@ -237,9 +336,11 @@ class CameraTracker:
     """One camera's tracker: detections in, track events and selected crops out.
 
     ``kind`` is ``"bytetrack"`` (default) or ``"botsort"``; ``overrides`` change keys of its ultralytics yaml
-    (``track_buffer`` is in frames). ``lost_timeout_s``, when given, sets ``track_buffer`` to that many
-    seconds of ``frame_rate``. Crops are padded by ``pad_frac`` of the box on each side and judged with
-    ``quality``; ``selector`` (one per tracker) defaults to a ``BestCropSelector`` with a one-second gap.
+    (``track_buffer`` is in frames). With an enabled ``appearance`` (ByteTrack), :meth:`update` takes one HA-CNN
+    embedding per detection and mixes appearance into the association (:mod:`detectors.appearance`).
+    ``lost_timeout_s``, when given, sets ``track_buffer`` to that many seconds of ``frame_rate``. Crops are padded
+    by ``pad_frac`` of the box on each side and judged with ``quality``; ``selector`` (one per tracker) defaults to
+    a ``BestCropSelector`` with a one-second gap.
     """
 
     def __init__(
@@ -252,6 +353,7 @@ class CameraTracker:
         pad_frac: float = 0.0,
         quality: QualityConfig | None = None,
         selector: BestCropSelector | None = None,
+        appearance: AppearanceConfig | None = None,
     ):
         if frame_rate <= 0:
             raise TrackerConfigError(f"frame_rate must be > 0, got {frame_rate}")
@@ -268,16 +370,30 @@ class CameraTracker:
         self.quality = quality or QualityConfig()
         self.selector = selector or BestCropSelector(min_gap_frames=max(1, round(frame_rate)))
         self.tracks = _no_tracks()
-        self._tracker = build_tracker(kind, self.args)
+        self.appearance = appearance if appearance is not None and appearance.enabled else None
+        self._tracker = build_tracker(kind, self.args, self.appearance)
         self._ids = itertools.count(1)
         self._by_raw: dict[int, _Track] = {}
         self._last_frame_index = -1
         self._last_ts = 0.0
-        log.info("camera %s: %s tracker, track_buffer %d frames at %.1f fps", camera_id, kind,
-                 int(self.args.track_buffer), frame_rate)
+        log.info("camera %s: %s tracker%s, track_buffer %d frames at %.1f fps", camera_id, kind,
+                 " with appearance" if self.appearance else "", int(self.args.track_buffer), frame_rate)
 
-    def update(self, frame: np.ndarray, frame_index: int, ts: float, detections: Detections) -> list[TrackCrop]:
+    @property
+    def wants_embeddings(self) -> bool:
+        """True when :meth:`update` needs one embedding per detection."""
+        return self.appearance is not None
+
+    @property
+    def similarity_levels(self) -> tuple[float, float] | None:
+        """The appearance tracker's (same person, two people) typical cosines in use; None without appearance."""
+        return self._tracker.scale.levels if self.appearance is not None else None
+
+    def update(self, frame: np.ndarray, frame_index: int, ts: float, detections: Detections,
+               embeddings: np.ndarray | None = None) -> list[TrackCrop]:
         """Track ``detections`` of ``frame``; returns this frame's events, crops as views into ``frame``.
+
+        ``embeddings``: with appearance, one embedding per detection row (normalised here); else ignored.
 
         STARTED (with a crop) for a new confirmed track; ACTIVE with a crop when the selector picks one, and
         state-only when a LOST track is found again; LOST when the tracker loses a track; ENDED when it drops
@@ -286,7 +402,11 @@ class CameraTracker:
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"{self.camera_id}: frame must be a BGR uint8 (H, W, 3) array")
         self._last_frame_index, self._last_ts = frame_index, ts
-        out = self._tracker.update(_TrackerInput(detections.xyxy, detections.conf), frame)
+        tracker_input = _TrackerInput(detections.xyxy, detections.conf)
+        if self.appearance is not None:
+            out = self._tracker.update(tracker_input, frame, _unit_rows(embeddings, len(detections), self.camera_id))
+        else:
+            out = self._tracker.update(tracker_input, frame)
         out = np.asarray(out, dtype=np.float32).reshape(-1, 8) if len(out) else np.zeros((0, 8), np.float32)
         raw_ids = out[:, 4].astype(np.int64)
         det_idx = out[:, 7].astype(np.int64)
@@ -335,7 +455,10 @@ class CameraTracker:
         events = []
         for track in list(self._by_raw.values()):
             events.extend(self._end(track))
-        self._tracker = build_tracker(self.kind, self.args)
+        scale = getattr(self._tracker, "scale", None)
+        self._tracker = build_tracker(self.kind, self.args, self.appearance)
+        if scale is not None:
+            self._tracker.scale = scale  # what was learnt about the embedding outlives the tracks
         self.tracks = _no_tracks()
         return events
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from detectors.appearance import AppearanceConfig
 from pipeline.service.config import HttpConfig, parse_listen
 from reid.identity.config import GalleryConfig, MatcherConfig
 from reid.identity.geometry import CalibrationError, GeometryConfig, Homography
@@ -127,6 +128,17 @@ class DetectorConfig(_Section):
     min_crop_height_px: int = Field(48, ge=8, description="crops lower than this are too small to embed")
     max_crops_per_track: int = Field(4, ge=1, le=16, description="best crops of a track sent for embedding; the "
                                      "matcher averages them all (weighted by quality) into the track's embedding")
+    appearance: AppearanceConfig = Field(
+        default_factory=AppearanceConfig, description="HA-CNN appearance in the per-camera association, so tracks "
+        "survive crossings (detectors/appearance.py); the detect stage then embeds every detection"
+    )
+
+    @model_validator(mode="after")
+    def _appearance_tracker(self) -> DetectorConfig:
+        if self.appearance.enabled and self.tracker != "bytetrack":
+            raise ValueError(f"appearance.enabled needs tracker: bytetrack (BoT-SORT fuses appearance its own way); "
+                             f"set appearance: {{enabled: false}} to use {self.tracker}")
+        return self
 
 
 class ReidConfig(_Section):

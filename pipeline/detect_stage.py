@@ -5,6 +5,10 @@ that queued up behind a slow detector are skipped in favour of each camera's new
 Each processed frame produces one ``crops`` message: the camera's video time (which lets the matcher know how
 far each camera has got) plus the track events of that frame, with a crop for the few that were selected, and
 the box of every other track seen in it.
+With ``detector.appearance`` on (the default), every detection of the batch is embedded by HA-CNN here too, in one
+call, and the trackers mix that appearance into their association (``detectors.appearance``): that is what keeps
+tracks apart when people cross. It costs one crop per detection; the embed stage still embeds the few selected
+crops per track for the matcher (those are different crops: the best of a track, padded as the matcher wants).
 With ``track_log`` (``--save-video`` and ``--tracks-out``, which read it after the run), each recorded camera's
 tracks are logged per frame (frame, track id, box): bounded by the file's length; live cameras are never logged.
 With the HTTP service on, each camera's latest frame with its boxes and track ids is written every
@@ -20,11 +24,14 @@ from collections import defaultdict, deque
 
 import numpy as np
 
+from detectors.crops import crop_views
 from detectors.types import Detections, TrackState
+from pipeline.embed_stage import crop_problem
 from pipeline.messages import CropsMsg, EndMsg, FrameMsg, Msg, TrackEntry
 from pipeline.snapshots import SnapshotWriter, snapshot_folder
 from pipeline.stage import Stage
 from reid.identity.tracker import TRACK_ID_STRIDE
+from reid.model_spec import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +61,12 @@ class DetectStage(Stage):
                 cam.id, d.tracker, frame_rate=rate, lost_timeout_s=d.lost_timeout_s, pad_frac=d.crop_pad_frac,
                 quality=QualityConfig(min_height_px=d.min_crop_height_px),
                 selector=BestCropSelector(d.max_crops_per_track, min_gap_frames=max(1, round(rate))),
+                appearance=d.appearance,
             )
+        self.embedder = None
+        if any(t.wants_embeddings for t in self.trackers.values()):
+            self.embedder = self.config.reid.build_embedder()
+            log.info("appearance in the association: embedder %s", self.embedder.description)
         self.rois = {c.id: c.roi for c in self.config.cameras}
         self.pending: dict[str, deque[FrameMsg | EndMsg]] = defaultdict(deque)
         self.track_logs = {}
@@ -109,15 +121,11 @@ class DetectStage(Stage):
     def process(self, batch: list[FrameMsg]) -> None:
         t0 = time.perf_counter()
         frames = [m.frame for m in batch]
-        detections = self.detector.detect(frames)
-        for m, frame, dets in zip(batch, frames, detections, strict=True):
+        detections = [self.in_roi(m.camera_id, d) for m, d in zip(batch, self.detector.detect(frames), strict=True)]
+        embeddings = self.embed_detections(batch, detections)
+        for m, frame, dets, embs in zip(batch, frames, detections, embeddings, strict=True):
             cam = m.camera_id
-            roi = self.rois[cam]
-            if roi is not None and len(dets):
-                cx = (dets.xyxy[:, 0] + dets.xyxy[:, 2]) / 2
-                cy = (dets.xyxy[:, 1] + dets.xyxy[:, 3]) / 2
-                dets = dets[(cx >= roi[0]) & (cx < roi[2]) & (cy >= roi[1]) & (cy < roi[3])]
-            events = self.trackers[cam].update(frame, m.frame_index, m.ts, dets)
+            events = self.trackers[cam].update(frame, m.frame_index, m.ts, dets, embs)
             tracks = self.trackers[cam].tracks
             self.emit(cam, m.frame_index, m.ts, m.wall_ts, events, live=m.live, sightings=tracks)
             if self.snapshots is not None and self.snapshots.due(cam):
@@ -129,6 +137,47 @@ class DetectStage(Stage):
             self.counters["frames"] += 1
             self.counters["detections"] += len(dets)
         self.latency_ms.append(1e3 * (time.perf_counter() - t0) / len(batch))
+
+    def stats(self) -> dict:
+        """The stage's counters, and per camera with appearance the (same person, two people) cosine levels its
+        tracker has measured (docs: detectors/appearance.py)."""
+        base = super().stats()
+        levels = {c: t.similarity_levels for c, t in getattr(self, "trackers", {}).items() if t.wants_embeddings}
+        if levels:
+            base["appearance_levels"] = {c: [round(v, 3) for v in lv] for c, lv in levels.items() if lv}
+        return base
+
+    def in_roi(self, cam: str, dets: Detections) -> Detections:
+        roi = self.rois[cam]
+        if roi is None or not len(dets):
+            return dets
+        cx = (dets.xyxy[:, 0] + dets.xyxy[:, 2]) / 2
+        cy = (dets.xyxy[:, 1] + dets.xyxy[:, 3]) / 2
+        return dets[(cx >= roi[0]) & (cx < roi[2]) & (cy >= roi[1]) & (cy < roi[3])]
+
+    def embed_detections(self, batch: list[FrameMsg], detections: list[Detections]) -> list[np.ndarray | None]:
+        """One embedding per detection for the cameras whose tracker uses appearance (one embedder call for the
+        whole batch); a crop that cannot be embedded gets a zero row (its detection looks like nobody known)."""
+        out: list[np.ndarray | None] = [None] * len(batch)
+        if self.embedder is None:
+            return out
+        crops, owners = [], []
+        for i, (m, dets) in enumerate(zip(batch, detections, strict=True)):
+            if not self.trackers[m.camera_id].wants_embeddings:
+                continue
+            out[i] = np.zeros((len(dets), EMBEDDING_DIM), np.float32)
+            for j, crop in enumerate(crop_views(m.frame, dets.xyxy, self.config.detector.crop_pad_frac)):
+                if crop_problem(crop) is None:
+                    crops.append(crop)
+                    owners.append((i, j))
+        if crops:
+            t0 = time.perf_counter()
+            embs = self.embedder.embed(crops)
+            self.counters["association_crops"] += len(crops)
+            self.counters["association_embed_ms"] += round(1e3 * (time.perf_counter() - t0))
+            for (i, j), e in zip(owners, embs, strict=True):
+                out[i][j] = e  # type: ignore[index]
+        return out
 
     def log_tracks(self, cam: str, frame_index: int, ts: float, tracks: Detections) -> None:
         self.track_logs[cam].write(json.dumps({
