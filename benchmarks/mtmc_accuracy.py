@@ -1,14 +1,22 @@
-"""Cross-camera identity accuracy: the annotated EPFL terrace1 views, and the campus4 identity count at two speeds.
+"""Cross-camera identity accuracy on the annotated EPFL terrace1 clips, where it is lost, and campus4's identity count.
 
-    python benchmarks/mtmc_accuracy.py [--repeats 1] [--skip-campus]
+    python benchmarks/mtmc_accuracy.py [--repeats 1] [--skip-campus] [--skip-baseline] [--clips terrace1 crowd]
 
-Replays ``configs/terrace1.yaml`` (two overlapping, calibrated views, six people, 60 s) at full speed, writes its
-tracks (``--tracks-out``) and scores them with ``pipeline.evaluate_mtmc`` against the shared ground truth; then
-replays the three campus4 views of ``configs/cams.example.yaml`` (80 s, no calibration, about four people) at
-``--speed max`` and at recorded pace and counts the identities minted, which must not depend on the speed.
-Prints one table: per row the median over ``--repeats`` runs, each in a fresh run directory (a fresh Redis).
-The real-time factor (video seconds per wall second, from the sources' start to the last decision; model loading
-excluded) is the throughput; ratio = this row's / the first campus row's.
+For each annotated clip (``configs/terrace1.yaml``: two overlapping, calibrated views, six people, 60 s;
+``configs/terrace1_crowd.yaml``: the same views crowded, seven people, about six per view, 30 s) a replay at full
+speed writes its tracks (``--tracks-out``), scored with ``pipeline.evaluate_mtmc`` against the shared ground
+truth, and its per-camera tracks before linking, scored by ``pipeline.evaluate_mtmc.loss_breakdown``:
+
+- tracker alone: IDF1 of the raw per-camera track ids;
+- track bound: MTMC IDF1 if these tracks were linked perfectly (the gap to it: the linking's loss);
+- detection bound: MTMC IDF1 if these boxes were tracked perfectly (the gap to 1: the detector's loss).
+
+Each clip runs twice: the baseline without appearance in the per-camera association (``detector.appearance``
+off, the tracker before it) and the config as shipped. Then the three campus4 views of
+``configs/cams.example.yaml`` (80 s, no calibration, about four people) at ``--speed max`` and at recorded pace:
+the identities minted must not depend on the speed. One table: per row the median over ``--repeats`` runs, each
+in a fresh run directory (a fresh Redis). RT = video seconds per wall second, from the sources' start to the last
+decision (model loading excluded); ratio = this row's RT / the clip's baseline row's.
 """
 
 from __future__ import annotations
@@ -26,19 +34,31 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.evaluate_mtmc import evaluate, read_folder, read_frames  # noqa: E402
+from pipeline.evaluate_mtmc import evaluate, loss_breakdown, read_folder, read_frames  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
-from pipeline.tracks_out import write_tracks  # noqa: E402
+from pipeline.tracks_out import raw_tracks, write_tracks  # noqa: E402
 from reid.log import setup_logging  # noqa: E402
 from reid.paths import PROJECT_ROOT, shared_root  # noqa: E402
 
+CLIPS = {
+    "terrace1": ("terrace1.yaml", "epfl_terrace1"),
+    "crowd": ("terrace1_crowd.yaml", "epfl_terrace1_crowd"),
+}
 
-def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path | None = None) -> dict:
-    """One replay in a fresh run directory: identities, events (deterministic view), wall time, tracks."""
+
+def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path | None = None,
+           appearance: bool | None = None) -> dict:
+    """One replay in a fresh run directory: identities, events (deterministic view), wall time, tracks; with
+    ``tracks_out``, also the per-camera tracks before linking (``raw``). ``appearance`` overrides the config's
+    ``detector.appearance.enabled``."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config_path).with_run_dir(Path(tmp))
-        cfg = cfg.model_copy(update={"endpoints": cfg.endpoints.model_copy(
-            update={"events": f"tcp://127.0.0.1:{port}"})})
+        update: dict = {"endpoints": cfg.endpoints.model_copy(update={"events": f"tcp://127.0.0.1:{port}"})}
+        if appearance is not None:
+            det = cfg.detector
+            update["detector"] = det.model_copy(update={"appearance": det.appearance.model_copy(
+                update={"enabled": appearance})})
+        cfg = cfg.model_copy(update=update)
         sup = Supervisor(cfg, replay=True, speed=speed, status=False, track_log=tracks_out is not None)
         code = sup.run()
         match = next(p for p in sup.procs if p.kind == "match")
@@ -46,63 +66,91 @@ def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path |
         if code != 0:
             raise SystemExit(f"replay of {config_path} failed with exit code {code}")
         events = list(sup.recorder.spilled())
+        raw = None
         if tracks_out is not None:
             write_tracks(cfg.resolved_run_dir, [c.id for c in cfg.cameras], events, tracks_out)
+            raw = raw_tracks(cfg.resolved_run_dir, [c.id for c in cfg.cameras])
         duration = max(e["video_ts"] for e in events) if events else float("nan")
         decisions = sorted((e["camera_id"], e["track_id"], e["global_id"]) for e in events
                            if e["kind"] != "track.ended")
         return {"ids": len({e["global_id"] for e in events if e.get("global_id") is not None}),
-                "wall_s": wall, "rt": duration / wall, "decisions": decisions}
+                "wall_s": wall, "rt": duration / wall, "decisions": decisions, "raw": raw}
+
+
+def clip_rows(name: str, config: Path, gt_dir: Path, repeats: int, port: int, baseline: bool) -> list[dict]:
+    """The clip's rows: the baseline (no appearance in the association) when asked, then the config as shipped."""
+    rows = []
+    for label, appearance in ([("baseline", False)] if baseline else []) + [("", None)]:
+        scores = []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as tracks:
+                run = replay(config, None, port, Path(tracks), appearance)
+                frames = read_frames(Path(tracks))
+                gt = read_folder(gt_dir)
+                result = evaluate(read_folder(Path(tracks)), gt, frames)
+                bounds = loss_breakdown(run["raw"], gt, frames)
+            scores.append((run, result, bounds))
+        med = lambda f, scores=scores: statistics.median(f(*x) for x in scores)  # noqa: E731
+        cams = sorted(scores[0][1]["per_camera"])
+        rows.append({
+            "run": f"{name} {label}".strip(), "ids": med(lambda r, s, b: s["num_ids"]),
+            "people": scores[0][1]["num_gt_ids"], "mtmc_idf1": med(lambda r, s, b: s["mtmc_idf1"]),
+            "cameras": cams,
+            **{f"idf1_{c}": med(lambda r, s, b, c=c: s["per_camera"][c]["idf1"]) for c in cams},
+            **{f"alone_{c}": med(lambda r, s, b, c=c: b["tracker_alone"]["per_camera"][c]) for c in cams},
+            **{f"det_recall_{c}": med(lambda r, s, b, c=c: s["per_camera"][c]["det_recall"]) for c in cams},
+            "track_bound": med(lambda r, s, b: b["track_bound"]["mtmc_idf1"]),
+            "detection_bound": med(lambda r, s, b: b["detection_bound"]["mtmc_idf1"]),
+            "rt": med(lambda r, s, b: r["rt"]), "same_as_first": None})
+    base = rows[0]["rt"]
+    for r in rows:
+        r["ratio"] = r["rt"] / base
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python benchmarks/mtmc_accuracy.py", description=__doc__.split("\n")[0])
-    p.add_argument("--terrace", type=Path, default=PROJECT_ROOT / "configs" / "terrace1.yaml")
+    p.add_argument("--clips", nargs="+", choices=sorted(CLIPS), default=list(CLIPS), help="annotated clips to run")
     p.add_argument("--campus", type=Path, default=PROJECT_ROOT / "configs" / "cams.example.yaml")
-    p.add_argument("--gt", type=Path, default=shared_root() / "video" / "epfl_terrace1" / "gt")
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--skip-campus", action="store_true", help="terrace1 only")
+    p.add_argument("--skip-campus", action="store_true", help="the annotated clips only")
+    p.add_argument("--skip-baseline", action="store_true", help="no baseline row (appearance off) per clip")
     p.add_argument("--port", type=int, default=5597)
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON to this file")
     args = p.parse_args(argv)
     setup_logging(30)
     rows = []
-    scores = []
-    for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory() as tracks:
-            run = replay(args.terrace, None, args.port, Path(tracks))
-            result = evaluate(read_folder(Path(tracks)), read_folder(args.gt), read_frames(Path(tracks)))
-        scores.append((run, result))
-    med = lambda f: statistics.median(f(r, s) for r, s in scores)  # noqa: E731
-    cams = sorted(scores[0][1]["per_camera"])
-    rows.append({"run": "terrace1 max", "ids": med(lambda r, s: s["num_ids"]), "people": scores[0][1]["num_gt_ids"],
-                 "mtmc_idf1": med(lambda r, s: s["mtmc_idf1"]),
-                 **{f"idf1_{c}": med(lambda r, s, c=c: s["per_camera"][c]["idf1"]) for c in cams},
-                 **{f"det_recall_{c}": med(lambda r, s, c=c: s["per_camera"][c]["det_recall"]) for c in cams},
-                 "rt": med(lambda r, s: r["rt"]), "same_as_first": None})
+    for name in args.clips:
+        config, folder = CLIPS[name]
+        rows += clip_rows(name, PROJECT_ROOT / "configs" / config, shared_root() / "video" / folder / "gt",
+                          args.repeats, args.port, not args.skip_baseline)
     if not args.skip_campus:
-        first = None
+        first, base = None, None
         for speed in (None, 1.0):
             runs = [replay(args.campus, speed, args.port) for _ in range(args.repeats)]
             first = first or runs[0]["decisions"]
+            rt = statistics.median(r["rt"] for r in runs)
+            base = base or rt
             rows.append({"run": f"campus4 {'max' if speed is None else '1'}",
-                         "ids": statistics.median(r["ids"] for r in runs), "people": "~4",
-                         "rt": statistics.median(r["rt"] for r in runs),
-                         "same_as_first": all(r["decisions"] == first for r in runs)})
-    base = next((r["rt"] for r in rows if r["run"].startswith("campus4")), rows[0]["rt"])
+                         "ids": statistics.median(r["ids"] for r in runs), "people": "~4", "rt": rt,
+                         "ratio": rt / base, "same_as_first": all(r["decisions"] == first for r in runs)})
     print(f"Cross-camera identity accuracy, median of {args.repeats} run(s) per row; {platform.machine()} CPU "
-          f"x{os.cpu_count()}; IDF1 at IoU 0.5 on the frames the detector ran on; RT = video s per wall s; "
-          f"ratio = RT / first campus row's; same = every decision equal to the first campus run's")
-    head = f"{'run':<14}{'ids':>5}{'people':>7}{'MTMC IDF1':>10}"
-    head += "".join(f"{'IDF1 ' + c:>9}{'det rec ' + c:>11}" for c in cams)
-    print(head + f"{'RT':>7}{'ratio':>7}{'same':>6}")
+          f"x{os.cpu_count()}; IDF1 at IoU 0.5 on the frames the detector ran on; alone = the per-camera tracker's "
+          f"own ids; bounds = MTMC IDF1 with perfect linking of these tracks / perfect tracking of these boxes; "
+          f"RT = video s per wall s; ratio = RT / the clip's first row's; same = every decision equal to the first "
+          f"campus run's")
+    head = f"{'run':<20}{'ids':>5}{'people':>7}{'MTMC':>7}{'IDF1 c0/c1':>13}{'alone c0/c1':>13}{'det rec c0/c1':>15}"
+    print(head + f"{'track bnd':>10}{'det bnd':>9}{'RT':>7}{'ratio':>7}{'same':>6}")
     for r in rows:
-        line = f"{r['run']:<14}{r['ids']:>5.0f}{str(r['people']):>7}"
-        line += f"{r['mtmc_idf1']:>10.3f}" if "mtmc_idf1" in r else f"{'':>10}"
-        for c in cams:
-            line += (f"{r[f'idf1_{c}']:>9.3f}{r[f'det_recall_{c}']:>11.3f}" if f"idf1_{c}" in r else f"{'':>20}")
+        line = f"{r['run']:<20}{r['ids']:>5.0f}{str(r['people']):>7}"
+        if "mtmc_idf1" in r:
+            pair = lambda key, r=r: "/".join(f"{r[f'{key}_{c}']:.3f}" for c in r["cameras"])  # noqa: E731
+            line += f"{r['mtmc_idf1']:>7.3f}{pair('idf1'):>13}{pair('alone'):>13}{pair('det_recall'):>15}"
+            line += f"{r['track_bound']:>10.3f}{r['detection_bound']:>9.3f}"
+        else:
+            line += " " * 67
         same = {None: "-", True: "yes", False: "NO"}[r["same_as_first"]]
-        print(line + f"{r['rt']:>7.2f}{r['rt'] / base:>7.2f}{same:>6}")
+        print(line + f"{r['rt']:>7.2f}{r['ratio']:>7.2f}{same:>6}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 from trackeval.datasets._base_dataset import _BaseDataset
 from trackeval.metrics import CLEAR, HOTA, Identity
 
@@ -182,6 +183,65 @@ def evaluate(
         "mtmc_idf1": mtmc["idf1"], "mtmc_idp": mtmc["idp"], "mtmc_idr": mtmc["idr"],
         "num_ids": mtmc["num_ids"], "num_gt_ids": mtmc["num_gt_ids"], "iou": iou, "per_camera": per_camera,
     }
+
+
+def _gt_labels(pred: MotSequence, gt: MotSequence, frame: int, iou: float) -> np.ndarray:
+    """The ground-truth id of each predicted box of ``frame`` (one-to-one, best IoU first, at least ``iou``); -1
+    for a box that matches nobody."""
+    p_ids, p_box = pred.at(frame)
+    g_ids, g_box = gt.at(frame)
+    out = np.full(len(p_ids), -1, dtype=np.int64)
+    if len(p_box) and len(g_box):
+        sim = _BaseDataset._calculate_box_ious(g_box, p_box, box_format="xywh")
+        rows, cols = linear_sum_assignment(-sim)
+        for r, c in zip(rows, cols, strict=True):
+            if sim[r, c] >= iou:
+                out[c] = g_ids[r]
+    return out
+
+
+def loss_breakdown(
+    raw: dict[str, MotSequence], gt: dict[str, MotSequence], frames: dict[str, list[int]] | None = None,
+    iou: float = 0.5,
+) -> dict:
+    """Where identity is lost, from the per-camera tracks before any cross-camera linking (``raw``: each camera's
+    tracked boxes labelled with its own track ids, unique across cameras, e.g. from
+    :func:`pipeline.tracks_out.raw_tracks`):
+
+    - ``tracker_alone``: IDF1 of the raw track ids (what the per-camera tracker delivers by itself);
+    - ``track_bound``: each track labelled with the person most of its boxes belong to - perfect linking of these
+      tracks; the gap to it is the linking's loss, and its gap to the next is the tracker's (swaps inside tracks);
+    - ``detection_bound``: every box labelled with its own person - perfect tracking of these boxes; its gap to
+      1 is the detector's loss (missed people, false boxes).
+
+    Returns ``{name: {"mtmc_idf1": .., "per_camera": {cam: idf1}}}``.
+    """
+    det_bound: dict[str, MotSequence] = {}
+    track_bound: dict[str, MotSequence] = {}
+    for cam, g in gt.items():
+        seq = raw.get(cam, MotSequence())
+        cam_frames = frames[cam] if frames is not None and cam in frames else sorted(seq.ids)
+        labels = {f: _gt_labels(seq, g, f, iou) for f in cam_frames if f in seq.ids}
+        votes: dict[int, dict[int, int]] = {}
+        for f, lab in labels.items():
+            for t, person in zip(seq.ids[f].tolist(), lab.tolist(), strict=True):
+                votes.setdefault(t, {}).setdefault(person, 0)
+                votes[t][person] += 1
+        owner = {t: max(v, key=lambda p, v=v: (v[p], p >= 0)) for t, v in votes.items()}
+        # A false box or a track of false boxes keeps an id of its own, which no person shares.
+        unique = iter(range(-2, -(10**9), -1))
+        det_bound[cam] = MotSequence(
+            {f: np.array([p if p >= 0 else next(unique) for p in lab.tolist()], np.int64) for f, lab in labels.items()},
+            {f: seq.boxes[f] for f in labels})
+        own = {t: (p if p >= 0 else next(unique)) for t, p in owner.items()}
+        track_bound[cam] = MotSequence({f: np.array([own[t] for t in seq.ids[f].tolist()], np.int64) for f in labels},
+                                       {f: seq.boxes[f] for f in labels})
+    out = {"tracker_alone": {"mtmc_idf1": None, "per_camera": {
+        cam: r["idf1"] for cam, r in evaluate(raw, gt, frames, iou)["per_camera"].items()}}}
+    for name, seqs in (("track_bound", track_bound), ("detection_bound", det_bound)):
+        r = evaluate(seqs, gt, frames, iou)
+        out[name] = {"mtmc_idf1": r["mtmc_idf1"], "per_camera": {c: v["idf1"] for c, v in r["per_camera"].items()}}
+    return out
 
 
 def format_table(result: dict) -> str:

@@ -14,7 +14,9 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from pipeline.evaluate_mtmc import FRAMES_FILE, frame_ranges
+import numpy as np
+
+from pipeline.evaluate_mtmc import FRAMES_FILE, MotSequence, frame_ranges
 from pipeline.events import track_identities
 from pipeline.render import read_track_log
 
@@ -46,3 +48,20 @@ def write_tracks(run_dir: Path, camera_ids: Iterable[str], events: Iterable[dict
         frames[cam] = frame_ranges([i + 1 for i in sorted(boxes)])
     (out_dir / FRAMES_FILE).write_text(json.dumps(frames))
     return [*written, out_dir / FRAMES_FILE]
+
+
+def raw_tracks(run_dir: Path, camera_ids: Iterable[str]) -> dict[str, MotSequence]:
+    """Every camera's tracked boxes labelled with the per-camera track ids, before any cross-camera linking (ids
+    made unique across cameras: camera k's track t is ``k * 10**9 + t``), by 1-based frame; for
+    :func:`pipeline.evaluate_mtmc.loss_breakdown`."""
+    out = {}
+    for k, cam in enumerate(camera_ids, 1):
+        seq = MotSequence()
+        for index, rows in read_track_log(run_dir, cam).items():
+            if not rows:
+                continue
+            a = np.asarray([r[:5] for r in rows], dtype=np.float64)
+            seq.ids[index + 1] = a[:, 0].astype(np.int64) + k * 10**9
+            seq.boxes[index + 1] = np.concatenate([a[:, 1:3], a[:, 3:5] - a[:, 1:3]], axis=1)
+        out[cam] = seq
+    return out

@@ -198,3 +198,15 @@ def test_detector_device_is_checked(tmp_path):
     p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\ndetector:\n  device: gpu0\n")
     with pytest.raises(ConfigError, match=r"cams.yaml:5 detector.device: String should match pattern"):
         load_config(p)
+
+
+def test_appearance_in_the_association_needs_bytetrack(tmp_path):
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\ndetector:\n  tracker: botsort\n")
+    with pytest.raises(ConfigError, match=r"cams.yaml:\d+ detector: .*appearance.enabled needs tracker: bytetrack"):
+        load_config(p)
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\ndetector:\n  tracker: botsort\n"
+                         "  appearance:\n    enabled: false\n")
+    assert load_config(p).detector.appearance.enabled is False
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\ndetector:\n  appearance:\n    weight: 2\n")
+    with pytest.raises(ConfigError, match=r"cams.yaml:6 detector.appearance.weight: .*less than or equal to 1"):
+        load_config(p)

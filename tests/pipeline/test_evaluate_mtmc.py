@@ -11,6 +11,7 @@ from pipeline.evaluate_mtmc import (
     MotFileError,
     evaluate,
     frame_ranges,
+    loss_breakdown,
     main,
     read_folder,
     read_frames,
@@ -103,3 +104,21 @@ def test_cli_json(scene, capsys):
     out = json.loads(capsys.readouterr().out)
     assert {"mtmc_idf1", "num_ids", "num_gt_ids", "per_camera"} <= set(out)
     assert {"idf1", "mota", "hota", "id_switches"} <= set(out["per_camera"]["c0"])
+
+
+def test_loss_breakdown_separates_detector_tracker_and_linking_losses(tmp_path):
+    """c0: two people whose tracks swap half-way, plus a false box; c1: one person in two fragments."""
+    gt, raw = tmp_path / "gt", tmp_path / "raw"
+    write(gt, "c0", [(f, 0, 0, 0) for f in range(1, 11)] + [(f, 1, 100, 0) for f in range(1, 11)])
+    write(gt, "c1", [(f, 0, 50, 50) for f in range(1, 11)])
+    write(raw, "c0", [(f, 1, 0 if f <= 5 else 100, 0) for f in range(1, 11)]
+          + [(f, 2, 100 if f <= 5 else 0, 0) for f in range(1, 11)] + [(f, 3, 300, 0) for f in range(1, 11)])
+    write(raw, "c1", [(f, 11 if f <= 5 else 12, 50, 50) for f in range(1, 11)])
+    out = loss_breakdown(read_folder(raw), read_folder(gt))
+    # Tracker alone: each swapped track is right half the time; the fragments are half each.
+    assert out["tracker_alone"]["per_camera"] == pytest.approx({"c0": 20 / 50, "c1": 10 / 20})
+    # Perfect linking mends the fragments, not the swap.
+    assert out["track_bound"]["per_camera"] == pytest.approx({"c0": 20 / 50, "c1": 1.0})
+    # Perfect tracking of these boxes: only the false box is lost (2 * 20 true / (2 * 20 + 10 false)).
+    assert out["detection_bound"]["per_camera"] == pytest.approx({"c0": 40 / 50, "c1": 1.0})
+    assert out["detection_bound"]["mtmc_idf1"] == pytest.approx(60 / 70)
