@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from reid.identity.records import ENDED, MOVED, NEW, SEEN
+from reid.identity.records import CORRECTED, ENDED, MOVED, NEW, SEEN
 
 SCHEMA = "reid.identity_event/1"
-KINDS = (NEW, SEEN, MOVED, ENDED)
+KINDS = (NEW, SEEN, MOVED, CORRECTED, ENDED)
 
 
 def track_identities(events: Iterable[dict]) -> dict[tuple[str, int], int]:

@@ -215,6 +215,11 @@ class MatcherConfig(BaseModel):
         "decisions. Live and replay: a track not sighted for detector.lost_timeout_s plus this (video time) behind "
         "the decision time is ended (its end was lost)"
     )
+    audit_every_s: float = Field(
+        2.0, ge=0, description="calibrated cameras: every placed running track (and each one at its end) is checked "
+        "this often against the ground: standing at one place with a track of another identity, or far from a "
+        "track of its own seen at the same time, it is moved (an identity.corrected event). 0: off"
+    )
     continuity: ContinuityConfig = Field(
         default_factory=ContinuityConfig, description="a person the tracker lost and found again keeps the identity"
     )

@@ -458,6 +458,26 @@ class Matcher:
         self.stats.write_s += time.perf_counter() - t1
         return results
 
+    def move(self, track: TrackSummary, to_global_id: int | None) -> tuple[Identity, int] | None:
+        """Correct a placed track's identity: move it to ``to_global_id`` (None: a new identity of its own).
+        Returns (its new identity, the former one's id), or None when the store could not (the track has no owner,
+        or the target expired meanwhile). The local gallery follows, a former identity left empty is deleted."""
+        moved = self.store.move_track(track.ref, to_global_id,
+                                      lambda cur, gid: absorb(cur, gid, track, self.config),
+                                      lambda old: detach(old, track.ref.key))
+        if moved is None:
+            return None
+        ident, old_gid, deleted = moved
+        self.gallery.upsert(ident)
+        if deleted:
+            self.gallery.remove(old_gid)
+        else:
+            rest = self.store.get(old_gid)
+            if rest is not None:
+                self.gallery.upsert(rest)
+        self.stats.reasons["corrected"] = self.stats.reasons.get("corrected", 0) + 1
+        return ident, old_gid
+
     def _commit(self, tracks: Sequence[TrackSummary], decisions: Sequence[Decision]) -> list[MatchResult]:
         minted: dict[int, int] = {}
         results: list[MatchResult | None] = [None] * len(tracks)
@@ -508,6 +528,19 @@ class Matcher:
             sim = d.similarity if ident.global_id == gid else self.gallery.similarity(ident.global_id, t.emb)
             done(i, ident, sim, d.reason if ident.global_id == gid else "raced")
         return results  # type: ignore[return-value]
+
+
+def detach(ident: Identity, key: tuple[str, int]) -> Identity | None:
+    """The identity without track ``key`` (None when no other track remains). Its prototypes keep that track's
+    evidence: a running weighted mean cannot give it back, and the identity's next tracks outweigh it."""
+    rest = [t for t in ident.tracks if t.key != key]
+    if not rest:
+        return None
+    out = ident.copy()
+    out.tracks = rest
+    out.num_tracks = max(1, out.num_tracks - 1)
+    out.rev += 1
+    return out
 
 
 @contextmanager

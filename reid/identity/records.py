@@ -16,6 +16,7 @@ RECORD_FORMAT = "1"
 # What a decision about a track says (reid.identity.tracker), and the kinds of the events the product publishes:
 # an identity founded, joined where it was last seen, joined after it was last seen in another camera; a track ended.
 NEW, SEEN, MOVED, ENDED = "identity.new", "identity.seen", "identity.moved", "track.ended"
+CORRECTED = "identity.corrected"  # a placed track moved to another identity: later evidence proved the first wrong
 
 
 class CorruptRecord(ValueError):

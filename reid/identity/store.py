@@ -124,6 +124,8 @@ class IdentityBackend(Protocol):
     def lookup_tracks(self, keys: Sequence[tuple[str, int]]) -> list[int | None]: ...
     def create_identity(self, ident: Identity, track: TrackRef) -> Identity | None: ...
     def attach_track(self, global_id: int, track: TrackRef, update: UpdateFn) -> Identity | None: ...
+    def move_track(self, track: TrackRef, to_global_id: int | None, update: UpdateFn,
+                   detach: Callable[[Identity], Identity | None]) -> tuple[Identity, int, bool] | None: ...
     def get(self, global_id: int) -> Identity | None: ...
     def get_many(self, global_ids: Iterable[int]) -> dict[int, Identity]: ...
     def load_all(self) -> list[Identity]: ...
@@ -382,6 +384,58 @@ class IdentityStore:
         pipe.xadd(self._log, {"gid": gid, "rev": ident.rev, "op": "set"}, maxlen=self.change_log_max_len,
                   approximate=True)
 
+    def move_track(self, track: TrackRef, to_global_id: int | None, update: UpdateFn,
+                   detach: Callable[[Identity], Identity | None]) -> tuple[Identity, int, bool] | None:
+        """Move ``track`` from the identity that owns it to ``to_global_id`` (None: a new identity), atomically:
+        the target is written as ``update(current, gid)``, the former owner as ``detach(record)``, or deleted with
+        its album when ``detach`` returns None (it had no other track). A correction, when later evidence shows
+        the track was given the wrong identity. Returns (the target record, the former owner's id, whether it was
+        deleted); None when the track has no owner or the target no longer exists.
+        """
+        tkey = self.track_key(*track.key)
+        new_gid = int(self.client.incr(self.key("counter", "global_id"))) if to_global_id is None else to_global_id
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(tkey)
+                    owner = pipe.get(tkey)
+                    if owner is None or int(owner) == new_gid:
+                        pipe.unwatch()
+                        return None
+                    old_gid = int(owner)
+                    old_key, new_key = self.key("identity", old_gid), self.key("identity", new_gid)
+                    pipe.watch(old_key, new_key)
+                    raw_old = pipe.hgetall(old_key)
+                    old = self._decode(old_gid, raw_old) if raw_old else None
+                    raw_new = pipe.hgetall(new_key)
+                    current = self._decode(new_gid, raw_new) if raw_new else None
+                    if old is None or (current is None and to_global_id is not None):
+                        pipe.unwatch()
+                        return None
+                    target = update(current, new_gid)
+                    rest = detach(old)
+                    pipe.multi()
+                    pipe.srem(self.key("tracks", old_gid), tkey)
+                    if rest is None:
+                        pipe.delete(old_key, self.key("tracks", old_gid), self.key(TIMELINE, old_gid),
+                                    self.key(THUMBS, old_gid))
+                        pipe.zrem(self._time_index, old_gid)
+                        pipe.zrem(self.key("index", ALBUM_INDEX), old_gid)
+                        pipe.xadd(self._log, {"gid": old_gid, "rev": -1, "op": "del"},
+                                  maxlen=self.change_log_max_len, approximate=True)
+                    else:
+                        pipe.delete(old_key)
+                        pipe.hset(old_key, mapping=encode_identity(rest))
+                        pipe.xadd(self._log, {"gid": old_gid, "rev": rest.rev, "op": "set"},
+                                  maxlen=self.change_log_max_len, approximate=True)
+                    self._queue_write(pipe, target, track)
+                    pipe.execute()
+                    return target, old_gid, rest is None
+                except WatchError:
+                    self.write_conflicts += 1
+                    pipe.reset()
+                    continue
+
     def next_event_seq(self) -> int:
         """The next number of the deployment's identity events (kept here, so it continues across restarts)."""
         return int(self.client.incr(self.key("events", "seq")))
@@ -441,6 +495,26 @@ class MemoryStore:
         if current is None and owner is None:
             return None
         return self._write(update(current.copy() if current else None, gid), track)
+
+    def move_track(self, track: TrackRef, to_global_id: int | None, update: UpdateFn,
+                   detach: Callable[[Identity], Identity | None]) -> tuple[Identity, int, bool] | None:
+        old_gid = self.owners.get(track.key)
+        new_gid = to_global_id if to_global_id is not None else self.next_id
+        if old_gid is None or old_gid == new_gid or old_gid not in self.records:
+            return None
+        current = self.records.get(new_gid)
+        if current is None and to_global_id is not None:
+            return None
+        if to_global_id is None:
+            self.next_id += 1
+        rest = detach(self.records[old_gid].copy())
+        if rest is None:
+            del self.records[old_gid]
+            self.log.append((old_gid, -1))
+        else:
+            self.records[old_gid] = rest.copy()
+            self.log.append((old_gid, rest.rev))
+        return self._write(update(current.copy() if current else None, new_gid), track), old_gid, rest is None
 
     def get(self, global_id: int) -> Identity | None:
         ident = self.records.get(global_id)

@@ -51,10 +51,11 @@ import numpy as np
 
 from reid.identity.album import Album, Appearance
 from reid.identity.config import MatcherConfig
-from reid.identity.geometry import AGREE, CONTINUES, GeometryConfig, GroundTrack, Homography, TimeWindow
-from reid.identity.links import TrackMotion, links_for
+from reid.identity.geometry import AGREE, CONTINUES, DISAGREE, GeometryConfig, GroundTrack, Homography, TimeWindow
+from reid.identity.links import ContinuityConfig, TrackMotion, links_for
 from reid.identity.matcher import Matcher, MatchResult, TrackSummary
-from reid.identity.records import ENDED, MOVED, NEW, SEEN, TrackRef
+from reid.identity.records import CORRECTED, ENDED, MOVED, NEW, SEEN, TrackRef
+from reid.identity.rules import admissible
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Outcome:
     duration_s: float | None = None
     num_crops: int | None = None
     last_seen_ts: float | None = None
+    from_global_id: int | None = None  # CORRECTED: the identity the track was moved out of
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class _Due:
     last_seen_ts: float
     retry: bool = False  # a deferred track's next try: dropped if the track was placed meanwhile
     refresh: bool = False  # a placed track's periodic write: dropped if the track is not placed by then
+    audit: bool = False  # a placed track's periodic check against the ground: no write unless it corrects
 
 
 @dataclass(eq=False)
@@ -138,7 +141,8 @@ class _Track:
     queued: bool = False  # its first match is due (or done)
     deferred_ts: float | None = None  # when its first match was deferred as ambiguous
     next_refresh_ts: float = math.inf
-    lost_ts: float | None = None
+    next_audit_ts: float = math.inf
+    placed_ts: float = math.inf  # decision time of its first identity (the later of two placements is suspect)
     ended: bool = False
     final: TrackMotion | None = None  # its motion once ended (what every later decision sees)
 
@@ -261,10 +265,11 @@ class IdentityTracker:
         t.box = tuple(float(v) for v in s.xyxy)
         state = str(s.state)
         if state in (STARTED, ACTIVE):
+            # A track's last crop can come with its ENDED row, dated when it was taken: its path and last sighting
+            # keep only what is newer (TimeWindow ignores older samples), so a lost track's end is when it was last
+            # seen, not when the detector gave it up - else its successor, started meanwhile, would seem to be
+            # seen at the same time in the same camera and could never continue its identity.
             self._add_path(t, ts, t.box)
-            t.lost_ts = None
-        elif state == LOST and t.lost_ts is None:
-            t.lost_ts = ts
         k = int(s.row)
         if 0 <= k < len(embs) and np.isfinite(embs[k]).all() and np.linalg.norm(embs[k]) > 0:
             t.ts.append(ts)
@@ -279,6 +284,7 @@ class IdentityTracker:
             # Refreshes fall on a grid fixed now, from the sightings alone: had it started at the placement, a
             # camera running ahead of the others would have put them wherever its next message happened to be.
             t.next_refresh_ts = ts + self.config.refresh_every_s
+            t.next_audit_ts = ts + self.config.audit_every_s if self._audits(t) else math.inf
             self._enqueue(ts, t)
         elif t.global_id is None and t.queued and self.config.ambiguous_wait_s > 0:
             # Queued but not placed: a try at its sightings, so that if the first match is deferred, the next try
@@ -288,6 +294,15 @@ class IdentityTracker:
             while ts >= t.next_refresh_ts:
                 t.next_refresh_ts += self.config.refresh_every_s
             self._enqueue(ts, t, refresh=True)
+        if state != TRACK_ENDED and t.queued and ts >= t.next_audit_ts:
+            while ts >= t.next_audit_ts:
+                t.next_audit_ts += self.config.audit_every_s
+            self._enqueue(ts, t, audit=True)
+
+    def _audits(self, t: _Track) -> bool:
+        """Are ``t``'s identity decisions checked against the ground (a calibrated camera among others)?"""
+        return self.config.audit_every_s > 0 and self.geometry is not None and t.ground is not None \
+            and sum(h is not None for h in self.homographies.values()) >= 2
 
     def _new_range(self, cam: str, track_id: int, ts: float) -> None:
         """A track id from a newer range than the camera's: its detector restarted, and the tracks of the old range
@@ -325,10 +340,10 @@ class IdentityTracker:
         t.ended = True
         self._enqueue(ts, t)
 
-    def _enqueue(self, ts: float, t: _Track, retry: bool = False, refresh: bool = False) -> None:
+    def _enqueue(self, ts: float, t: _Track, retry: bool = False, refresh: bool = False, audit: bool = False) -> None:
         self._n += 1
         due = _Due(t.last_ts, t.frame_index, t.box, len(t.embs), t.ended,
-                   t.lost_ts if t.lost_ts is not None else t.last_ts, retry, refresh)
+                   t.last_seen_ts if math.isfinite(t.last_seen_ts) else t.last_ts, retry, refresh, audit)
         heapq.heappush(self._ready, (ts, t.camera_id, t.track_id, self._n, due))
 
     # -- decisions --------------------------------------------------------------------------------------------------
@@ -352,15 +367,20 @@ class IdentityTracker:
         while self._ready and self._ready[0][0] < mark:
             ts0 = self._ready[0][0]
             due: dict[tuple[str, int], _Due] = {}
+            audits: set[tuple[str, int]] = set()
             while self._ready and self._ready[0][0] == ts0:
                 _, cam, tid, _, d = heapq.heappop(self._ready)
                 t = self.tracks.get((cam, tid))
                 if t is None or (d.retry and (t.global_id is not None or t.deferred_ts is None)) or (
-                        d.refresh and t.global_id is None):
+                        (d.refresh or d.audit) and t.global_id is None):
                     continue
-                due[(cam, tid)] = d
-            if due:
-                out += self._decide_at(ts0, [(self.tracks[k], d) for k, d in sorted(due.items())])
+                if d.audit:
+                    audits.add((cam, tid))
+                else:
+                    due[(cam, tid)] = d
+            if due or audits:
+                out += self._decide_at(ts0, [(self.tracks[k], d) for k, d in sorted(due.items())],
+                                       [self.tracks[k] for k in sorted(audits)])
         return out
 
     def _end_stale(self, mark: float) -> None:
@@ -374,7 +394,8 @@ class IdentityTracker:
                 self.counters["stale_tracks_ended"] += 1
                 self._finish(t, max(t.last_ts, t.start_ts))
 
-    def _decide_at(self, as_of: float, batch: list[tuple[_Track, _Due]]) -> list[Outcome]:
+    def _decide_at(self, as_of: float, batch: list[tuple[_Track, _Due]],
+                   audits: Sequence[_Track] = ()) -> list[Outcome]:
         # A track that ended younger than min_age_s without an identity is a fragment: no identity, no outcome.
         short = {t.key for t, d in batch if d.ended and t.global_id is None
                  and d.last_seen_ts - t.start_ts < self.config.min_age_s}
@@ -400,6 +421,10 @@ class IdentityTracker:
         out: list[Outcome] = []
         for (t, d), r in zip(with_embs, results, strict=True):
             out += self._placed(t, d, r, as_of)
+        # Checked against the ground: the tracks whose check is due, and every placed track at its end.
+        for t in sorted({*audits, *(t for t, d in batch if d.ended and t.global_id is not None and self._audits(t))},
+                        key=lambda t: t.key):
+            out += self._audit(t, as_of)
         self._update_albums(batch, as_of)
         for t, d in batch:
             if d.ended:
@@ -420,6 +445,7 @@ class IdentityTracker:
             return []
         first = t.global_id is None
         t.global_id = r.global_id
+        t.placed_ts = min(t.placed_ts, as_of)
         t.matched_crops = d.num_crops
         if not first:
             self.counters["refreshed_tracks"] += not d.ended
@@ -432,6 +458,71 @@ class IdentityTracker:
             crop = t.jpegs[best] if best is not None else None
         return [Outcome(kind, t.camera_id, t.track_id, t.global_id, d.last_ts, d.frame_index, d.box, r.similarity,
                         from_cam, r.reason, t.ground_xy(d.last_ts), crop)]
+
+    def _audit(self, t: _Track, as_of: float) -> list[Outcome]:
+        """Correct ``t``'s identity when the ground now proves it wrong (deterministic: as of ``as_of``).
+
+        - It stands at one place, at the same time, with a track of one other identity A and with none of its own
+          (a unique AGREE, :func:`reid.identity.links.links_for`): it joins A.
+        - It stands far from a track of its own identity seen at the same time (DISAGREE) and it was placed after
+          that one: it leaves, for the identity it agrees with if there is one, else a new one.
+
+        Either move also needs what a first match needs: the target's appearance at least
+        ``link_min_similarity``, its history admitting the track, and no DISAGREE with any of its tracks.
+        """
+        me = t.motion(as_of)
+        if me is None or t.global_id is None or not t.embs:
+            return []
+        owner = {k: o.global_id for k, o in self.tracks.items() if o.global_id is not None}
+        owner.update({o.key: o.global_id for o in self.recent})
+        others = [m for k, o in self.tracks.items() if o.global_id is not None and o.ground is not None
+                  and k != t.key and (m := o.motion(as_of)) is not None]
+        others += [o.final for o in self.recent if o.final is not None and o.final.last_seen_ts >= me.start_ts]
+        motions = {m.key: m for m in others}
+        links = links_for(me, others, ContinuityConfig(max_gap_s=0), self.geometry)
+        agree = {owner[k] for k, v in links.items() if v == AGREE and k in owner}
+        if t.global_id in agree:
+            return []
+        together = lambda m: me.start_ts <= m.last_seen_ts and m.start_ts <= me.last_seen_ts  # noqa: E731
+        apart = [k for k, v in links.items() if v == DISAGREE and owner.get(k) == t.global_id and together(motions[k])
+                 and self.tracks.get(k, t).placed_ts <= t.placed_ts]
+        if len(agree) == 1:
+            target: int | None = next(iter(agree))
+            reason = "corrected:same_place"
+        elif apart:
+            target, reason = None, "corrected:apart"
+        else:
+            return []
+        summary = t.summary(len(t.embs))
+        if target is not None and not self._may_join(t, summary, target, links, owner, as_of):
+            if not apart:
+                return []
+            target = None
+        moved = self.matcher.move(summary, target)
+        if moved is None:
+            return []
+        ident, old = moved
+        t.global_id = ident.global_id
+        self.counters["corrected_tracks"] += 1
+        log.info("%s/%s moved from identity %s to %s (%s)", t.camera_id, t.track_id, old, ident.global_id, reason)
+        sim = self.matcher.gallery.similarity(ident.global_id, summary.emb)
+        return [Outcome(CORRECTED, t.camera_id, t.track_id, ident.global_id, min(as_of, t.last_ts), t.frame_index,
+                        t.box, round(float(sim), 4), None, reason, t.ground_xy(as_of), from_global_id=old)]
+
+    def _may_join(self, t: _Track, summary: TrackSummary, gid: int, links: Mapping[tuple[str, int], int],
+                  owner: Mapping[tuple[str, int], int], as_of: float) -> bool:
+        """Would a first match let ``t`` join identity ``gid``: appearance, co-occurrence, no ground veto."""
+        if gid not in self.matcher.gallery or \
+                self.matcher.gallery.similarity(gid, summary.emb) < self.config.link_min_similarity:
+            return False
+        ident = self.matcher.get(gid)
+        history = {r.key: r for r in (ident.tracks if ident else [])}
+        for r in self._running(as_of, {t.key}).get(gid, []):
+            history[r.key] = r
+        if any(v == DISAGREE and owner.get(k) == gid for k, v in links.items()):
+            return False
+        ref = TrackRef(t.camera_id, t.track_id, t.start_ts, max(t.last_seen(as_of) or t.start_ts, t.start_ts))
+        return admissible(ref, list(history.values()), self.config.topology)
 
     def _kind(self, result: MatchResult, as_of: float) -> tuple[str, str | None]:
         if result.is_new:
