@@ -63,6 +63,17 @@ redis.call('HSET', KEYS[3], tostring(slot), ARGV[8], 'q:' .. slot, ARGV[7], 't:'
 return 1
 """
 
+_FORGET_LUA = """
+-- KEYS: 1 timeline, 2 thumbnails; ARGV: 1 track field, 2 max thumbnails
+redis.call('HDEL', KEYS[1], ARGV[1])
+for s = 0, tonumber(ARGV[2]) - 1 do
+  if redis.call('HGET', KEYS[2], 't:' .. s) == ARGV[1] then
+    redis.call('HDEL', KEYS[2], tostring(s), 'q:' .. s, 't:' .. s)
+  end
+end
+return 1
+"""
+
 _PRUNE_LUA = """
 -- KEYS: 1 album index; ARGV: 1 cutoff (exclusive), 2 max identities, 3 timeline prefix, 4 thumbnails prefix
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
@@ -110,6 +121,7 @@ class Album:
         self.max_thumbnails = max_thumbnails
         self._record = self.client.register_script(_RECORD_LUA)
         self._prune = self.client.register_script(_PRUNE_LUA)
+        self._forget = self.client.register_script(_FORGET_LUA)
 
     @classmethod
     def from_config(cls, store: IdentityStore, config: GalleryConfig) -> Album:
@@ -127,6 +139,12 @@ class Album:
             keys=[k("identity", global_id), k(TIMELINE, global_id), k(THUMBS, global_id), k("index", ALBUM_INDEX)],
             args=[global_id, field, json.dumps(appearance.to_json()), repr(float(appearance.last_seen_ts)),
                   self.max_appearances, self.max_thumbnails, repr(float(quality)), jpeg]))
+
+    def forget(self, global_id: int, camera_id: str, track_id: int) -> None:
+        """Take a track's appearance and thumbnail out of an identity's album (the track was moved elsewhere)."""
+        k = self.store.key
+        self._forget(keys=[k(TIMELINE, global_id), k(THUMBS, global_id)],
+                     args=[f"{camera_id}:{track_id}", self.max_thumbnails])
 
     def timeline(self, global_id: int) -> list[Appearance]:
         """The identity's appearances, earliest first."""

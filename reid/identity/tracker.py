@@ -504,6 +504,12 @@ class IdentityTracker:
         ident, old = moved
         t.global_id = ident.global_id
         self.counters["corrected_tracks"] += 1
+        if self.album is not None:
+            self.album.forget(old, t.camera_id, t.track_id)
+            best = t.best_crop(len(t.embs)) if self.keep_crops else None
+            jpeg, quality = (t.jpegs[best], t.quality[best]) if best is not None else (b"", 0.0)
+            self.album.record(t.global_id, Appearance(t.camera_id, t.track_id, t.start_ts, max(
+                t.last_seen(as_of) or t.start_ts, t.start_ts), t.ground_xy(as_of)), jpeg, quality)
         log.info("%s/%s moved from identity %s to %s (%s)", t.camera_id, t.track_id, old, ident.global_id, reason)
         sim = self.matcher.gallery.similarity(ident.global_id, summary.emb)
         return [Outcome(CORRECTED, t.camera_id, t.track_id, ident.global_id, min(as_of, t.last_ts), t.frame_index,

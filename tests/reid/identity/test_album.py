@@ -68,3 +68,14 @@ def test_an_expired_identity_leaves_nothing_behind(redis_url):
     assert not any(k.endswith(f":{old}") for k in left), left
     assert {k.decode() for k in before} - left >= {f"reid:timeline:{old}", f"reid:thumbs:{old}"}
     assert albums(album) == {new}
+
+
+def test_a_moved_track_leaves_the_album_of_its_former_identity(redis_url):
+    m = matcher(redis_url)
+    album = Album(m.store, max_thumbnails=2)
+    gid = m.match([track("c0", 1, 0, 5, unit(1))])[0].global_id
+    album.record(gid, Appearance("c0", 1, 0.0, 5.0), b"mine", 0.5)
+    album.record(gid, Appearance("c1", 2, 1.0, 4.0), b"wrong", 0.9)
+    album.forget(gid, "c1", 2)
+    assert [(a.camera_id, a.track_id) for a in album.timeline(gid)] == [("c0", 1)]
+    assert [album.thumbnail(gid, n) for n in album.thumbnail_numbers(gid)] == [b"mine"]

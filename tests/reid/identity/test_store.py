@@ -177,3 +177,27 @@ def test_redis_crash_and_restart_mid_run_loses_no_update(tmp_path):
         assert fresh.store.lookup_tracks([("c1", i) for i in range(10)]) == [gid] * 10
     finally:
         server.stop()
+
+
+def test_a_corrected_track_moves_atomically_and_another_matcher_follows(redis_url):
+    """A track moved to another identity (a correction): the track key, both records and the change log follow in
+    one transaction; an identity left without tracks is deleted; a second matcher sees the result."""
+    m, other = matcher(redis_url, redis={"namespace": "moves"}), matcher(redis_url, redis={"namespace": "moves"})
+    a, b, c = unit(1), unit(2), unit(3)
+    ga, gb = (r.global_id for r in m.match([track("c0", 1, 0, 5, a), track("c1", 1, 0, 5, b)]))
+    gc = m.match([track("c1", 2, 6, 9, unit(30, b, 0.2))])[0].global_id
+    assert gc == gb
+    moved_to, left = m.move(track("c1", 2, 6, 9, unit(30, b, 0.2)), ga)
+    assert (moved_to.global_id, left) == (ga, gb)
+    assert m.store.lookup_tracks([("c1", 2)]) == [ga]
+    assert [r.key for r in m.store.get(gb).tracks] == [("c1", 1)]  # kept: it still has a track
+    assert {r.key for r in m.store.get(ga).tracks} == {("c0", 1), ("c1", 2)}
+    moved_to, left = m.move(track("c0", 1, 0, 5, a), None)  # to a new identity of its own
+    assert left == ga and moved_to.global_id not in (ga, gb, gc)
+    assert m.move(track("c9", 9, 0, 1, c), ga) is None  # no owner: nothing to correct
+    other.sync()
+    assert set(other.gallery.identities) == {ga, gb, moved_to.global_id}
+    m.move(track("c1", 2, 6, 9, unit(30, b, 0.2)), gb)  # ga loses its last track: deleted
+    assert m.store.get(ga) is None and m.store.lookup_tracks([("c1", 2)]) == [gb]
+    other.sync()
+    assert set(other.gallery.identities) == {gb, moved_to.global_id}

@@ -3,6 +3,8 @@ deferral, links, outcomes, bounds on a live stream, and no record rewritten at e
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from pipeline.messages import EmbeddingsMsg
 from reid.identity.config import MatcherConfig
 from reid.identity.geometry import GeometryConfig, Homography
 from reid.identity.matcher import Matcher
-from reid.identity.records import ENDED, MOVED, NEW, SEEN
+from reid.identity.records import CORRECTED, ENDED, MOVED, NEW, SEEN
 from reid.identity.store import MemoryStore
 from reid.identity.tracker import IdentityTracker, Outcome
 from tests.scenes import frame, scene, unit
@@ -169,3 +171,75 @@ def test_seen_again_in_the_same_camera_is_seen():
              for t in np.arange(20.0, 23.01, 0.5)]
     out = feed(make()[0], msgs)
     assert first(out, "c0", 2).kind == SEEN and first(out, "c0", 2).global_id == first(out, "c0", 1).global_id
+
+
+def test_a_lost_track_ends_when_last_seen_so_its_successor_keeps_the_identity():
+    """Track 1 is lost after 3.0 s; the detector gives it up at 4.5 s, sending its best unsent crop (taken at 2.0 s)
+    with the end. Track 2 starts meanwhile (3.5 s), the same person: it continues the identity."""
+    rng = np.random.default_rng(8)
+    e = unit(rng.standard_normal(1024))
+    msgs = [frame("c0", t, [(1, TrackState.STARTED if t == 0 else TrackState.ACTIVE, e if t == 0 else None)])
+            for t in np.arange(0.0, 3.01, 0.5)]
+    msgs += [frame("c0", t, [(1, TrackState.LOST, None), (2, TrackState.STARTED if t == 3.5 else TrackState.ACTIVE,
+                                                          e if t == 3.5 else None)]) for t in (3.5, 4.0)]
+    end = frame("c0", 4.5, [(1, TrackState.ACTIVE, e), (1, TrackState.ENDED, None), (2, TrackState.ACTIVE, None)])
+    late_crop = replace(end.tracks[0], ts=2.0, frame_index=50)
+    msgs.append(replace(end, tracks=(late_crop, *end.tracks[1:])))
+    msgs += [frame("c0", t, [(2, TrackState.ACTIVE, None)]) for t in np.arange(5.0, 7.01, 0.5)]
+    out = feed(make()[0], msgs)
+    ended = next(o for o in out if o.kind == ENDED and o.track_id == 1)
+    assert ended.last_seen_ts == 3.0
+    assert first(out, "c0", 2).kind == SEEN and first(out, "c0", 2).global_id == first(out, "c0", 1).global_id
+
+
+def test_a_track_placed_apart_joins_the_identity_it_stands_with():
+    """c0/1 and c1/1 stand at one place from the start, but c0/1's first crop looks unlike c1/1 (cosine 0.3, below
+    link_min_similarity): it founds an identity of its own. Its next crops look like c1/1; the ground check then
+    moves it to c1/1's identity, and its own identity, left empty, is deleted."""
+    rng = np.random.default_rng(9)
+    q = unit(rng.standard_normal(1024))
+    w = unit(0.3 * q + np.sqrt(1 - 0.09) * unit(rng.standard_normal(1024)))
+    msgs = []
+    for t in np.arange(0.0, 6.01, 0.5):
+        state = TrackState.STARTED if t == 0 else TrackState.ACTIVE
+        msgs.append(frame("c1", t, [(1, state, q if t == 0 else None)]))
+        msgs.append(frame("c0", t, [(1, state, w if t == 0 else q if t in (2.5, 3.0, 3.5) else None)]))
+    tracker, store = make(calibrated=True)
+    out = feed(tracker, msgs)
+    a, b = first(out, "c1", 1), first(out, "c0", 1)
+    assert a.kind == NEW and b.kind == NEW and a.global_id != b.global_id
+    fix = next(o for o in out if o.kind == CORRECTED)
+    assert (fix.camera_id, fix.track_id, fix.global_id, fix.from_global_id) == ("c0", 1, a.global_id, b.global_id)
+    assert fix.reason == "corrected:same_place" and fix.ts == 4.0
+    assert store.lookup_tracks([("c0", 1)]) == [a.global_id] and store.get(b.global_id) is None
+    assert first([o for o in out if o.kind == ENDED], "c0", 1).global_id == a.global_id
+    assert sum(o.kind == CORRECTED for o in out) == 1
+
+
+def test_one_identity_at_two_places_at_once_loses_the_later_track():
+    """c0/1 is placed first (lost from 1 s); c1/2, the same look, 60 away, is placed while c0/1 is out of sight, so
+    nothing forbids it. From 4 s both are seen at once, 60 apart (different_place 40): c1/2, placed later, leaves
+    for a new identity at its next ground check."""
+    rng = np.random.default_rng(10)
+    p = unit(rng.standard_normal(1024))
+    msgs = []
+    for t in np.arange(0.0, 8.01, 0.5):
+        rows = []
+        if t < 1.0 or t >= 4.0:
+            rows.append((1, TrackState.STARTED if t == 0 else TrackState.ACTIVE, p if t == 0 else None))
+        else:
+            rows.append((1, TrackState.LOST, None))
+        msgs.append(frame("c0", t, rows))
+        if t >= 1.0:
+            msgs.append(frame("c1", t, [(2, TrackState.STARTED if t == 1.0 else TrackState.ACTIVE,
+                                         p if t == 1.0 else None)]))
+    tracker, store = make(calibrated=True)
+    out = feed(tracker, msgs)
+    a, b = first(out, "c0", 1), first(out, "c1", 2)
+    assert a.kind == NEW and b.kind == MOVED and b.global_id == a.global_id
+    fix = next(o for o in out if o.kind == CORRECTED)
+    assert (fix.camera_id, fix.track_id, fix.from_global_id, fix.reason) == ("c1", 2, a.global_id, "corrected:apart")
+    assert fix.ts == 5.0
+    assert fix.global_id not in (a.global_id, None)
+    assert store.lookup_tracks([("c0", 1), ("c1", 2)]) == [a.global_id, fix.global_id]
+    assert sum(o.kind == CORRECTED for o in out) == 1
