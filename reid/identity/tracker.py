@@ -462,64 +462,95 @@ class IdentityTracker:
     def _audit(self, t: _Track, as_of: float) -> list[Outcome]:
         """Correct ``t``'s identity when the ground now proves it wrong (deterministic: as of ``as_of``).
 
-        - It stands at one place, at the same time, with a track of one other identity A and with none of its own
-          (a unique AGREE, :func:`reid.identity.links.links_for`): it joins A.
-        - It stands far from a track of its own identity seen at the same time (DISAGREE) and it was placed after
-          that one: it leaves, for the identity it agrees with if there is one, else a new one.
+        - ``t`` stands at one place, at the same time, with a track P of one other identity A and with none of its
+          own identity B (a unique AGREE, :func:`reid.identity.links.links_for`): the two are one person, so one of
+          them moves. The track of the identity with fewer tracks joins the other's (the better-established
+          identity keeps its history): P joins B when A holds fewer tracks than B and P still runs, else ``t``
+          joins A.
+        - ``t`` stands far from a track of its own identity seen at the same time (DISAGREE) and was placed after
+          it: it leaves, for the identity it stands with if there is one, else a new one.
 
-        Either move also needs what a first match needs: the target's appearance at least
-        ``link_min_similarity``, its history admitting the track, and no DISAGREE with any of its tracks.
+        A move needs what a first match needs: the target's appearance at least ``link_min_similarity``, its history
+        admitting the track, and no DISAGREE with any of its tracks.
         """
-        me = t.motion(as_of)
-        if me is None or t.global_id is None or not t.embs:
+        if t.global_id is None or not t.embs:
             return []
-        owner = {k: o.global_id for k, o in self.tracks.items() if o.global_id is not None}
-        owner.update({o.key: o.global_id for o in self.recent})
-        others = [m for k, o in self.tracks.items() if o.global_id is not None and o.ground is not None
-                  and k != t.key and (m := o.motion(as_of)) is not None]
-        others += [o.final for o in self.recent if o.final is not None and o.final.last_seen_ts >= me.start_ts]
-        motions = {m.key: m for m in others}
-        links = links_for(me, others, ContinuityConfig(max_gap_s=0), self.geometry)
-        agree = {owner[k] for k, v in links.items() if v == AGREE and k in owner}
+        links = self._ground_links(t, as_of)
+        if links is None:
+            return []
+        owner = self._owners()
+        agree = {owner[k]: k for k, v in links.items() if v == AGREE and k in owner}
         if t.global_id in agree:
             return []
-        together = lambda m: me.start_ts <= m.last_seen_ts and m.start_ts <= me.last_seen_ts  # noqa: E731
-        apart = [k for k, v in links.items() if v == DISAGREE and owner.get(k) == t.global_id and together(motions[k])
-                 and self.tracks.get(k, t).placed_ts <= t.placed_ts]
+        me = t.motion(as_of)
+        assert me is not None
+        apart = [k for k, v in links.items() if v == DISAGREE and owner.get(k) == t.global_id
+                 and self._together(me, k, as_of) and self.tracks.get(k, t).placed_ts <= t.placed_ts]
         if len(agree) == 1:
-            target: int | None = next(iter(agree))
-            reason = "corrected:same_place"
-        elif apart:
-            target, reason = None, "corrected:apart"
-        else:
-            return []
+            (target, partner_key), = agree.items()
+            partner = self.tracks.get(partner_key)
+            if partner is not None and partner.embs and self._size(target) < self._size(t.global_id):
+                partner_links = self._ground_links(partner, as_of)
+                if partner_links is not None and self._may_join(partner, t.global_id, partner_links, owner, as_of):
+                    return self._move(partner, t.global_id, "corrected:same_place", as_of)
+            if self._may_join(t, target, links, owner, as_of):
+                return self._move(t, target, "corrected:same_place", as_of)
+        if apart:
+            return self._move(t, None, "corrected:apart", as_of)
+        return []
+
+    def _ground_links(self, t: _Track, as_of: float) -> dict[tuple[str, int], int] | None:
+        """``t``'s ground verdicts against the placed tracks of the other calibrated cameras, as of ``as_of``."""
+        me = t.motion(as_of)
+        if me is None:
+            return None
+        others = [m for k, o in self.tracks.items() if o.global_id is not None and o.ground is not None
+                  and k != t.key and (m := o.motion(as_of)) is not None]
+        others += [o.final for o in self.recent if o.final is not None and o.final.last_seen_ts >= me.start_ts
+                   and o.key != t.key]
+        return links_for(me, others, ContinuityConfig(max_gap_s=0), self.geometry)
+
+    def _owners(self) -> dict[tuple[str, int], int]:
+        owner = {k: o.global_id for k, o in self.tracks.items() if o.global_id is not None}
+        owner.update({o.key: o.global_id for o in self.recent if o.global_id is not None})
+        return owner
+
+    def _together(self, me: TrackMotion, key: tuple[str, int], as_of: float) -> bool:
+        o = self.tracks.get(key)
+        m = o.motion(as_of) if o is not None else next((r.final for r in self.recent if r.key == key), None)
+        return m is not None and me.start_ts <= m.last_seen_ts and m.start_ts <= me.last_seen_ts
+
+    def _size(self, gid: int) -> int:
+        ident = self.matcher.get(gid)
+        return ident.num_tracks if ident is not None else 0
+
+    def _move(self, t: _Track, target: int | None, reason: str, as_of: float) -> list[Outcome]:
+        """Move ``t`` to identity ``target`` (None: a new one) through the matcher; its album entry follows."""
         summary = t.summary(len(t.embs))
-        if target is not None and not self._may_join(t, summary, target, links, owner, as_of):
-            if not apart:
-                return []
-            target = None
+        sim = self.matcher.gallery.similarity(target, summary.emb) if target is not None else None
         moved = self.matcher.move(summary, target)
         if moved is None:
             return []
         ident, old = moved
         t.global_id = ident.global_id
         self.counters["corrected_tracks"] += 1
+        log.info("%s/%s moved from identity %s to %s (%s)", t.camera_id, t.track_id, old, ident.global_id, reason)
         if self.album is not None:
             self.album.forget(old, t.camera_id, t.track_id)
             best = t.best_crop(len(t.embs)) if self.keep_crops else None
             jpeg, quality = (t.jpegs[best], t.quality[best]) if best is not None else (b"", 0.0)
             self.album.record(t.global_id, Appearance(t.camera_id, t.track_id, t.start_ts, max(
                 t.last_seen(as_of) or t.start_ts, t.start_ts), t.ground_xy(as_of)), jpeg, quality)
-        log.info("%s/%s moved from identity %s to %s (%s)", t.camera_id, t.track_id, old, ident.global_id, reason)
-        sim = self.matcher.gallery.similarity(ident.global_id, summary.emb)
         return [Outcome(CORRECTED, t.camera_id, t.track_id, ident.global_id, min(as_of, t.last_ts), t.frame_index,
-                        t.box, round(float(sim), 4), None, reason, t.ground_xy(as_of), from_global_id=old)]
+                        t.box, None if sim is None else round(float(sim), 4), None, reason, t.ground_xy(as_of),
+                        from_global_id=old)]
 
-    def _may_join(self, t: _Track, summary: TrackSummary, gid: int, links: Mapping[tuple[str, int], int],
+    def _may_join(self, t: _Track, gid: int, links: Mapping[tuple[str, int], int],
                   owner: Mapping[tuple[str, int], int], as_of: float) -> bool:
         """Would a first match let ``t`` join identity ``gid``: appearance, co-occurrence, no ground veto."""
+        emb = t.summary(len(t.embs)).emb
         if gid not in self.matcher.gallery or \
-                self.matcher.gallery.similarity(gid, summary.emb) < self.config.link_min_similarity:
+                self.matcher.gallery.similarity(gid, emb) < self.config.link_min_similarity:
             return False
         ident = self.matcher.get(gid)
         history = {r.key: r for r in (ident.tracks if ident else [])}
