@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from detectors.appearance import box_intersections, box_iou  # noqa: E402
 from detectors.yolo import PersonDetector  # noqa: E402
 from pipeline.evaluate_mtmc import MotSequence, read_mot  # noqa: E402
 from reid.log import setup_logging  # noqa: E402
@@ -41,20 +42,11 @@ SMALL = 1 / 3  # box height under this share of the frame's height
 EDGE = 0.02  # box within this share of the frame's size from its border
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9), inter / area(a)[:, None]
-
-
 def hardness(gt: np.ndarray, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
     """Per ground-truth box (xyxy): occluded, small, edge, clear."""
     h, w = shape[:2]
-    _, covered = _iou(gt, gt)
+    inter, area, _ = box_intersections(gt, gt)
+    covered = inter / np.maximum(area[:, None], 1e-9)
     np.fill_diagonal(covered, 0.0)
     occluded = covered.max(axis=1, initial=0.0) > OCCLUDED
     small = (gt[:, 3] - gt[:, 1]) < SMALL * h
@@ -68,7 +60,7 @@ def found(gt: np.ndarray, det: np.ndarray, iou: float = 0.5) -> np.ndarray:
 
     hit = np.zeros(len(gt), bool)
     if len(gt) and len(det):
-        sim, _ = _iou(gt, det)
+        sim = box_iou(gt, det)
         rows, cols = linear_sum_assignment(-sim)
         hit[rows[sim[rows, cols] >= iou]] = True
     return hit

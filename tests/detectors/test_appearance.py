@@ -68,9 +68,8 @@ def test_appearance_needs_one_embedding_per_detection_and_bytetrack():
 @pytest.fixture(scope="module")
 def crowd_c1(shared, detector_320):
     """The crowded clip's second view at 5 detections/s (every 5th frame of 30 s): detections and embeddings."""
-    from trt_engines.embedder import build_embedder
-
     from detectors.crops import crop_views
+    from trt_engines.embedder import build_embedder
 
     path = shared / CROWD_C1
     if not path.is_file():

@@ -38,9 +38,10 @@ def test_identity_events_carry_the_best_crop_only_when_asked(tmp_path, shared, i
     inputs = [
         CropsMsg("c0", 0, 0.0, (track(1, TrackState.STARTED, 0, 0.0, 0.3, row=0),), (low,)),
         CropsMsg("c0", 5, 0.2, (track(1, TrackState.ACTIVE, 5, 0.2, 0.9, row=0),), (high,)),
-        CropsMsg("c0", 62, 2.5, (track(1, TrackState.ENDED, 62, 2.5),)),  # tracked 2.5 s: longer than min_age_s
+        # seen for 2.5 s: longer than min_age_s (a track's age is until its last sighting, not its end)
+        CropsMsg("c0", 62, 2.5, (track(1, TrackState.ACTIVE, 62, 2.5), track(1, TrackState.ENDED, 62, 2.5))),
         CropsMsg("c1", 125, 5.0, (track(2, TrackState.STARTED, 125, 5.0, 0.5, row=0),), (low,)),
-        CropsMsg("c1", 187, 7.5, (track(2, TrackState.ENDED, 187, 7.5),)),
+        CropsMsg("c1", 187, 7.5, (track(2, TrackState.ACTIVE, 187, 7.5), track(2, TrackState.ENDED, 187, 7.5))),
     ]
     embed = EmbedStage(cfg)
     with running(embed, "match") as (push, (out,)):

@@ -59,8 +59,9 @@ def test_match_stage_writes_timelines_and_thumbnails(tmp_path, store_crops):
         thumbs = [album.thumbnail(ids[0], n) for n in album.thumbnail_numbers(ids[0])]
         images = [k for k in store.client.keys("*") if b"thumbs" in k]
         store.close()
+    # last seen: each track's last sighting (3 s, 8 s), not its end row half a second later
     assert [(a.camera_id, a.track_id, a.first_seen_ts, a.last_seen_ts) for a in timeline] == [
-        ("c0", 1, 0.0, 3.5), ("c1", 2, 5.0, 8.5)]
+        ("c0", 1, 0.0, 3.0), ("c1", 2, 5.0, 8.0)]
     if store_crops:  # each track's best crop (the last, quality 0.8), best first; ties: the earliest track
         assert thumbs == [b"c0-3", b"c1-3"]
     else:
