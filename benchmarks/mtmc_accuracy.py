@@ -16,7 +16,7 @@ off, the tracker before it) and the config as shipped. Then the three campus4 vi
 ``configs/cams.example.yaml`` (80 s, no calibration, about four people) at ``--speed max`` and at recorded pace:
 the identities minted must not depend on the speed. One table: per row the median over ``--repeats`` runs, each
 in a fresh run directory (a fresh Redis). RT = video seconds per wall second, from the sources' start to the last
-decision (model loading excluded); ratio = this row's RT / the clip's baseline row's.
+decision (model loading excluded); ratio = this row's RT / the clip's first row's (its baseline, unless skipped).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CLEAN_IOU = 0.1  # a detection overlapping another one more than this is not used to learn a track's appearance
 TWO_PEOPLE_MAX_IOU = 0.3  # two detections of one frame overlapping less than this are two people (NMS leaves 0.7)
@@ -35,8 +35,9 @@ class AppearanceConfig(BaseModel):
 
     enabled: bool = Field(True, description="embed every detection and mix appearance into the association "
                           "(costs one HA-CNN crop per detection in the detect stage)")
-    weight: float = Field(0.5, ge=0, le=1, description="share of appearance in the association cost of a pair "
-                          "IoU allows (the rest: ByteTrack's IoU cost)")
+    weight: float = Field(0.5, gt=0, le=1, description="share of appearance in the association cost of a pair "
+                          "whose boxes overlap (the rest: ByteTrack's IoU cost); to leave appearance out, set "
+                          "enabled: false")
     smoothing: float = Field(0.9, ge=0, lt=1, description="a track's appearance is this much of the old one plus the "
                              "rest of each new clean detection (no other detection overlapping it)")
     same_prior: float = Field(0.95, gt=-1, le=1, description="typical cosine of one person's next detection, until "
@@ -45,6 +46,14 @@ class AppearanceConfig(BaseModel):
                                    "measured")
     calibration_samples: int = Field(200, ge=10, le=100_000, description="samples of each kind before the measured "
                                      "medians replace the priors; the latest 10x this many are kept")
+
+
+    @model_validator(mode="after")
+    def _levels_apart(self) -> AppearanceConfig:
+        if self.same_prior - self.different_prior < 0.05:
+            raise ValueError(f"same_prior ({self.same_prior}) must exceed different_prior ({self.different_prior}) "
+                             "by at least 0.05")
+        return self
 
 
 class SimilarityScale:

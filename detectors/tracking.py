@@ -116,7 +116,8 @@ class AppearanceByteTrack(BYTETracker):
         cost = self.scale.cost(apps @ det_feats.T)
         w = self.appearance.weight
         sub = dists[rows]
-        allowed = sub < 1.0  # appearance re-ranks the pairs IoU allows; it never creates a match from nothing
+        # Appearance re-ranks the pairs whose boxes overlap at all; it never matches boxes that do not touch.
+        allowed = sub < 1.0
         dists[rows] = np.where(allowed, (1 - w) * sub + w * cost, sub)
         return dists
 
@@ -130,9 +131,9 @@ class AppearanceByteTrack(BYTETracker):
         same = []
         a = self.appearance.smoothing
         for t in self.tracked_stracks:
-            if t.frame_id != self.frame_id:
-                continue
             e = feats[int(t.idx)]
+            if t.frame_id != self.frame_id or not e.any():  # a zero row: a crop that could not be embedded
+                continue
             old = getattr(t, "appearance", None)
             if old is None:
                 t.appearance = e.copy()
@@ -141,7 +142,8 @@ class AppearanceByteTrack(BYTETracker):
                 mixed = a * old + (1 - a) * e
                 t.appearance = (mixed / max(float(np.linalg.norm(mixed)), 1e-12)).astype(np.float32)
         iu = np.triu_indices(len(xyxy), k=1)
-        apart = overlap[iu] < TWO_PEOPLE_MAX_IOU
+        embedded = feats.any(axis=1)
+        apart = (overlap[iu] < TWO_PEOPLE_MAX_IOU) & embedded[iu[0]] & embedded[iu[1]]
         different = (feats @ feats.T)[iu][apart] if len(xyxy) > 1 else np.zeros(0)
         self.scale.observe(np.asarray(same), different)
 

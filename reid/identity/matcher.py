@@ -531,14 +531,19 @@ class Matcher:
 
 
 def detach(ident: Identity, key: tuple[str, int]) -> Identity | None:
-    """The identity without track ``key`` (None when no other track remains). Its prototypes keep that track's
-    evidence: a running weighted mean cannot give it back, and the identity's next tracks outweigh it."""
-    rest = [t for t in ident.tracks if t.key != key]
-    if not rest:
+    """The identity without track ``key``; None when it held no other track (by its count, not its capped list).
+    Its last sighting and camera come from the tracks it keeps. Its prototypes keep that track's evidence: a running
+    weighted mean cannot give it back, and the identity's next tracks outweigh it."""
+    if ident.num_tracks <= 1:
         return None
+    gone = next((r for r in ident.tracks if r.key == key), None)
     out = ident.copy()
-    out.tracks = rest
-    out.num_tracks = max(1, out.num_tracks - 1)
+    out.tracks = [r for r in ident.tracks if r.key != key]
+    out.num_tracks -= 1
+    out.num_crops = max(0, out.num_crops - (gone.num_crops if gone else 0))
+    if out.tracks:
+        last = max(out.tracks, key=lambda r: r.end_ts)
+        out.last_seen_ts, out.last_camera = last.end_ts, last.camera_id
     out.rev += 1
     return out
 

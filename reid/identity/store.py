@@ -393,7 +393,7 @@ class IdentityStore:
         deleted); None when the track has no owner or the target no longer exists.
         """
         tkey = self.track_key(*track.key)
-        new_gid = int(self.client.incr(self.key("counter", "global_id"))) if to_global_id is None else to_global_id
+        new_gid = to_global_id
         with self.client.pipeline() as pipe:
             while True:
                 try:
@@ -402,6 +402,8 @@ class IdentityStore:
                     if owner is None or int(owner) == new_gid:
                         pipe.unwatch()
                         return None
+                    if new_gid is None:  # minted once: a retried transaction keeps it
+                        new_gid = int(self.client.incr(self.key("counter", "global_id")))
                     old_gid = int(owner)
                     old_key, new_key = self.key("identity", old_gid), self.key("identity", new_gid)
                     pipe.watch(old_key, new_key)
@@ -426,6 +428,7 @@ class IdentityStore:
                     else:
                         pipe.delete(old_key)
                         pipe.hset(old_key, mapping=encode_identity(rest))
+                        pipe.zadd(self._time_index, {old_gid: rest.last_seen_ts})
                         pipe.xadd(self._log, {"gid": old_gid, "rev": rest.rev, "op": "set"},
                                   maxlen=self.change_log_max_len, approximate=True)
                     self._queue_write(pipe, target, track)

@@ -38,6 +38,7 @@ can matter.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import math
@@ -125,7 +126,7 @@ class _Track:
     camera_id: str
     track_id: int
     start_ts: float
-    path: TimeWindow  # per sighting: x1, y1, x2, y2, ground x, ground y (NaN without a ground position)
+    path: TimeWindow  # per sighting: x1, y1, x2, y2, ground x, ground y (NaN without a ground position), frame
     ground: GroundTrack | None  # the valid ground positions (calibrated cameras)
     last_ts: float = -math.inf  # latest report of any state
     last_seen_ts: float = -math.inf  # latest sighting (STARTED/ACTIVE)
@@ -133,6 +134,7 @@ class _Track:
     box: tuple[float, ...] | None = None
     first_box: tuple[float, ...] | None = None
     ts: list[float] = field(default_factory=list)  # per embedded crop (at most the detector's crops per track)
+    reported: list[float] = field(default_factory=list)  # per crop: the video time of the report that brought it
     embs: list[np.ndarray] = field(default_factory=list)
     quality: list[float] = field(default_factory=list)
     jpegs: list[bytes] = field(default_factory=list)  # kept in step with embs when crops are kept
@@ -232,7 +234,7 @@ class IdentityTracker:
         self.heard[camera_id] = self.clock()
         embs = np.zeros((0, 0), np.float32) if embeddings is None else embeddings
         for s in sightings:
-            self._sighting(camera_id, s, embs, jpegs)
+            self._sighting(camera_id, s, embs, jpegs, ts)
 
     def end_camera(self, camera_id: str) -> None:
         """The camera's stream ended: its running tracks end with it, and it no longer holds back decisions."""
@@ -252,13 +254,14 @@ class IdentityTracker:
         if camera_id not in self.homographies:
             raise KeyError(f"unknown camera {camera_id!r}; the tracker knows {sorted(self.homographies)}")
 
-    def _sighting(self, cam: str, s: Sighting, embs: np.ndarray, jpegs: Sequence[bytes] | None) -> None:
+    def _sighting(self, cam: str, s: Sighting, embs: np.ndarray, jpegs: Sequence[bytes] | None,
+                  report_ts: float) -> None:
         key, ts = (cam, int(s.track_id)), float(s.ts)
         self._new_range(cam, key[1], ts)
         t = self.tracks.get(key)
         if t is None:
             h = self.homographies[cam]
-            t = self.tracks[key] = _Track(cam, key[1], ts, TimeWindow(self.path_length, 6),
+            t = self.tracks[key] = _Track(cam, key[1], ts, TimeWindow(self.path_length, 7),
                                           GroundTrack(self.path_length) if h is not None else None)
         t.last_ts = max(t.last_ts, ts)
         t.frame_index = int(s.frame_index)
@@ -269,10 +272,11 @@ class IdentityTracker:
             # keep only what is newer (TimeWindow ignores older samples), so a lost track's end is when it was last
             # seen, not when the detector gave it up - else its successor, started meanwhile, would seem to be
             # seen at the same time in the same camera and could never continue its identity.
-            self._add_path(t, ts, t.box)
+            self._add_path(t, ts, t.box, t.frame_index)
         k = int(s.row)
         if 0 <= k < len(embs) and np.isfinite(embs[k]).all() and np.linalg.norm(embs[k]) > 0:
             t.ts.append(ts)
+            t.reported.append(max(report_ts, ts))
             t.embs.append(np.asarray(embs[k], np.float32))
             t.quality.append(float(s.quality))
             if self.keep_crops:
@@ -321,7 +325,7 @@ class IdentityTracker:
             log.warning("camera %s: tracks now come from id range %d; %d tracks of the older range ended", cam, r,
                         len(old))
 
-    def _add_path(self, t: _Track, ts: float, box: tuple[float, ...]) -> None:
+    def _add_path(self, t: _Track, ts: float, box: tuple[float, ...], frame_index: int) -> None:
         if t.first_box is None:
             t.first_box = box
         t.last_seen_ts = max(t.last_seen_ts, ts)
@@ -334,7 +338,7 @@ class IdentityTracker:
                 t.ground.add(ts, g)  # type: ignore[union-attr]
             else:  # a box whose feet are above the horizon: a false detection or a bad calibration
                 self.counters["ground_skipped"] += 1
-        t.path.add(ts, (*box, gx, gy))
+        t.path.add(ts, (*box, gx, gy, frame_index))
 
     def _finish(self, t: _Track, ts: float) -> None:
         t.ended = True
@@ -460,20 +464,20 @@ class IdentityTracker:
                         from_cam, r.reason, t.ground_xy(d.last_ts), crop)]
 
     def _audit(self, t: _Track, as_of: float) -> list[Outcome]:
-        """Correct ``t``'s identity when the ground now proves it wrong (deterministic: as of ``as_of``).
+        """Correct ``t``'s identity when the ground now proves it wrong. Everything is read as of ``as_of`` (paths,
+        and the crops reported by then), so a replay gives the same corrections at any speed.
 
         - ``t`` stands at one place, at the same time, with a track P of one other identity A and with none of its
-          own identity B (a unique AGREE, :func:`reid.identity.links.links_for`): the two are one person, so one of
-          them moves. The track of the identity with fewer tracks joins the other's (the better-established
-          identity keeps its history): P joins B when A holds fewer tracks than B and P still runs, else ``t``
-          joins A.
+          own identity B (a unique AGREE, :func:`reid.identity.links.links_for`; every running track, placed or
+          not, counts as a rival): the two are one person, so one of them moves. P joins B when A holds fewer
+          tracks than B and P still runs and may join B; otherwise ``t`` joins A.
         - ``t`` stands far from a track of its own identity seen at the same time (DISAGREE) and was placed after
-          it: it leaves, for the identity it stands with if there is one, else a new one.
+          it: it leaves, for the identity it stands with if it may join that one, else a new identity.
 
         A move needs what a first match needs: the target's appearance at least ``link_min_similarity``, its history
         admitting the track, and no DISAGREE with any of its tracks.
         """
-        if t.global_id is None or not t.embs:
+        if t.global_id is None or not self._num_crops(t, as_of):
             return []
         links = self._ground_links(t, as_of)
         if links is None:
@@ -484,28 +488,39 @@ class IdentityTracker:
             return []
         me = t.motion(as_of)
         assert me is not None
+        placed = {o.key: o.placed_ts for o in (*self.tracks.values(), *self.recent)}
         apart = [k for k, v in links.items() if v == DISAGREE and owner.get(k) == t.global_id
-                 and self._together(me, k, as_of) and self.tracks.get(k, t).placed_ts <= t.placed_ts]
+                 and self._together(me, k, as_of) and placed.get(k, math.inf) <= t.placed_ts]
+        if apart:
+            target = next(iter(agree)) if len(agree) == 1 else None
+            if target is not None and not self._may_join(t, target, links, owner, as_of):
+                target = None
+            return self._move(t, target, "corrected:apart", as_of)
         if len(agree) == 1:
             (target, partner_key), = agree.items()
             partner = self.tracks.get(partner_key)
-            if partner is not None and partner.embs and self._size(target) < self._size(t.global_id):
+            if partner is not None and self._num_crops(partner, as_of) \
+                    and self._size(target) < self._size(t.global_id):
                 partner_links = self._ground_links(partner, as_of)
                 if partner_links is not None and self._may_join(partner, t.global_id, partner_links, owner, as_of):
                     return self._move(partner, t.global_id, "corrected:same_place", as_of)
             if self._may_join(t, target, links, owner, as_of):
                 return self._move(t, target, "corrected:same_place", as_of)
-        if apart:
-            return self._move(t, None, "corrected:apart", as_of)
         return []
 
+    @staticmethod
+    def _num_crops(t: _Track, as_of: float) -> int:
+        """The crops of ``t`` reported by ``as_of`` (reports come in video-time order per camera)."""
+        return bisect.bisect_right(t.reported, as_of)
+
     def _ground_links(self, t: _Track, as_of: float) -> dict[tuple[str, int], int] | None:
-        """``t``'s ground verdicts against the placed tracks of the other calibrated cameras, as of ``as_of``."""
+        """``t``'s ground verdicts against the other calibrated cameras' tracks, as of ``as_of``: every running
+        track (an unplaced one can be the rival that makes an AGREE ambiguous) and the recently ended placed ones."""
         me = t.motion(as_of)
         if me is None:
             return None
-        others = [m for k, o in self.tracks.items() if o.global_id is not None and o.ground is not None
-                  and k != t.key and (m := o.motion(as_of)) is not None]
+        others = [m for k, o in self.tracks.items() if o.ground is not None and k != t.key
+                  and (m := o.motion(as_of)) is not None]
         others += [o.final for o in self.recent if o.final is not None and o.final.last_seen_ts >= me.start_ts
                    and o.key != t.key]
         return links_for(me, others, ContinuityConfig(max_gap_s=0), self.geometry)
@@ -526,29 +541,33 @@ class IdentityTracker:
 
     def _move(self, t: _Track, target: int | None, reason: str, as_of: float) -> list[Outcome]:
         """Move ``t`` to identity ``target`` (None: a new one) through the matcher; its album entry follows."""
-        summary = t.summary(len(t.embs))
+        num = self._num_crops(t, as_of)
+        summary = t.summary(num)
         sim = self.matcher.gallery.similarity(target, summary.emb) if target is not None else None
         moved = self.matcher.move(summary, target)
         if moved is None:
             return []
         ident, old = moved
         t.global_id = ident.global_id
+        t.placed_ts = as_of  # placed anew: the apart rule compares placements
         self.counters["corrected_tracks"] += 1
         log.info("%s/%s moved from identity %s to %s (%s)", t.camera_id, t.track_id, old, ident.global_id, reason)
+        seen = t.path.until(as_of)
+        last_ts, box, frame = float(seen.ts[-1]), tuple(float(v) for v in seen.values[-1, :4]), int(seen.values[-1, 6])
         if self.album is not None:
             self.album.forget(old, t.camera_id, t.track_id)
-            best = t.best_crop(len(t.embs)) if self.keep_crops else None
+            best = t.best_crop(num) if self.keep_crops else None
             jpeg, quality = (t.jpegs[best], t.quality[best]) if best is not None else (b"", 0.0)
-            self.album.record(t.global_id, Appearance(t.camera_id, t.track_id, t.start_ts, max(
-                t.last_seen(as_of) or t.start_ts, t.start_ts), t.ground_xy(as_of)), jpeg, quality)
-        return [Outcome(CORRECTED, t.camera_id, t.track_id, ident.global_id, min(as_of, t.last_ts), t.frame_index,
-                        t.box, None if sim is None else round(float(sim), 4), None, reason, t.ground_xy(as_of),
+            self.album.record(t.global_id, Appearance(t.camera_id, t.track_id, t.start_ts, max(last_ts, t.start_ts),
+                                                      t.ground_xy(as_of)), jpeg, quality)
+        return [Outcome(CORRECTED, t.camera_id, t.track_id, ident.global_id, last_ts, frame, box,
+                        None if sim is None else round(float(sim), 4), None, reason, t.ground_xy(as_of),
                         from_global_id=old)]
 
     def _may_join(self, t: _Track, gid: int, links: Mapping[tuple[str, int], int],
                   owner: Mapping[tuple[str, int], int], as_of: float) -> bool:
         """Would a first match let ``t`` join identity ``gid``: appearance, co-occurrence, no ground veto."""
-        emb = t.summary(len(t.embs)).emb
+        emb = t.summary(self._num_crops(t, as_of)).emb
         if gid not in self.matcher.gallery or \
                 self.matcher.gallery.similarity(gid, emb) < self.config.link_min_similarity:
             return False

@@ -243,3 +243,28 @@ def test_one_identity_at_two_places_at_once_loses_the_later_track():
     assert fix.global_id not in (a.global_id, None)
     assert store.lookup_tracks([("c0", 1), ("c1", 2)]) == [a.global_id, fix.global_id]
     assert sum(o.kind == CORRECTED for o in out) == 1
+
+
+def test_of_two_tracks_at_one_place_the_one_of_the_smaller_identity_moves():
+    """c0/2 continues identity 1 (two tracks by then); c1/2 stands at its place from the start but its first crop looks
+    unlike (cosine 0.3), so it founds identity 2 (one track). When its crops come to look like c0/2's, the check of
+    c0/2 moves c1/2 - the track of the smaller identity - into identity 1, not c0/2 into identity 2."""
+    rng = np.random.default_rng(11)
+    q = unit(rng.standard_normal(1024))
+    w = unit(0.3 * q + np.sqrt(1 - 0.09) * unit(rng.standard_normal(1024)))
+    msgs = [frame("c0", t, [(1, TrackState.STARTED if t == 0 else TrackState.ACTIVE, q if t == 0 else None)])
+            for t in np.arange(0.0, 3.01, 0.5)] + [frame("c0", 3.5, [(1, TrackState.ENDED, None)])]
+    for t in np.arange(4.0, 10.01, 0.5):
+        state = TrackState.STARTED if t == 4.0 else TrackState.ACTIVE
+        msgs.append(frame("c0", t, [(2, state, q if t == 4.0 else None)]))
+        msgs.append(frame("c1", t, [(2, state, w if t == 4.0 else q if t in (6.5, 7.0, 7.5) else None)]))
+    tracker, store = make(calibrated=True)
+    out = feed(tracker, msgs)
+    # Corrections read everything as of their time: one camera running far ahead changes nothing.
+    assert out == feed(make(calibrated=True)[0], sorted(msgs, key=lambda m: (m.camera_id != "c1", m.ts)))
+    assert out == feed(make(calibrated=True)[0], sorted(msgs, key=lambda m: (m.camera_id != "c0", m.ts)))
+    assert first(out, "c0", 2).kind == SEEN and first(out, "c1", 2).kind == NEW
+    one, two = first(out, "c0", 1).global_id, first(out, "c1", 2).global_id
+    fixes = [o for o in out if o.kind == CORRECTED]
+    assert [(o.camera_id, o.track_id, o.from_global_id, o.global_id) for o in fixes] == [("c1", 2, two, one)]
+    assert store.lookup_tracks([("c0", 2), ("c1", 2)]) == [one, one] and store.get(two) is None
