@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detectors.appearance import box_intersections, box_iou  # noqa: E402
+from detectors.appearance import box_intersections  # noqa: E402
 from detectors.yolo import PersonDetector  # noqa: E402
-from pipeline.evaluate_mtmc import MotSequence, read_mot  # noqa: E402
+from pipeline.evaluate_mtmc import MotSequence, match_boxes, read_mot  # noqa: E402
 from reid.log import setup_logging  # noqa: E402
 from reid.paths import shared_root  # noqa: E402
 from tests.detectors.clips import read_frames  # noqa: E402
@@ -55,14 +55,9 @@ def hardness(gt: np.ndarray, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
 
 
 def found(gt: np.ndarray, det: np.ndarray, iou: float = 0.5) -> np.ndarray:
-    """Which ground-truth boxes a detection matches (one-to-one, best IoU first)."""
-    from scipy.optimize import linear_sum_assignment
-
+    """Which ground-truth boxes (xyxy) a detection matches (one-to-one, best IoU first)."""
     hit = np.zeros(len(gt), bool)
-    if len(gt) and len(det):
-        sim = box_iou(gt, det)
-        rows, cols = linear_sum_assignment(-sim)
-        hit[rows[sim[rows, cols] >= iou]] = True
+    hit[match_boxes(gt, det, iou, box_format="x0y0x1y1")[0]] = True
     return hit
 
 

@@ -161,10 +161,10 @@ def _score(data: dict, iou: float, full: bool) -> dict:
 
 def evaluate(
     tracks: dict[str, MotSequence], gt: dict[str, MotSequence], frames: dict[str, list[int]] | None = None,
-    iou: float = 0.5,
+    iou: float = 0.5, full: bool = True,
 ) -> dict:
     """Per-camera and cross-camera scores (fractions). Cameras are the ground truth's; frames default to all
-    frames of the ground truth file."""
+    frames of the ground truth file. ``full=False``: identity scores only per camera (no CLEAR, no HOTA)."""
     missing = sorted(set(gt) - set(tracks))
     if missing:
         log.warning("no tracks for camera(s) %s: every ground-truth box there is missed", ", ".join(missing))
@@ -177,12 +177,25 @@ def evaluate(
         else:
             cam_frames = list(range(1, max([*g.ids, *pred.ids], default=0) + 1))
         pairs.append((g, pred, cam_frames))
-        per_camera[cam] = {**_score(_trackeval_data([pairs[-1]]), iou, full=True), "frames": len(cam_frames)}
+        per_camera[cam] = {**_score(_trackeval_data([pairs[-1]]), iou, full=full), "frames": len(cam_frames)}
     mtmc = _score(_trackeval_data(pairs), iou, full=False)
     return {
         "mtmc_idf1": mtmc["idf1"], "mtmc_idp": mtmc["idp"], "mtmc_idr": mtmc["idr"],
         "num_ids": mtmc["num_ids"], "num_gt_ids": mtmc["num_gt_ids"], "iou": iou, "per_camera": per_camera,
     }
+
+
+def match_boxes(gt: np.ndarray, pred: np.ndarray, iou: float = 0.5,
+                box_format: str = "xywh") -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of ground-truth and predicted boxes of one frame (the assignment of highest total IoU,
+    pairs under ``iou`` dropped): (ground-truth rows, predicted rows). ``box_format``: TrackEval's, ``xywh`` or
+    ``x0y0x1y1``."""
+    if not len(gt) or not len(pred):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    sim = _BaseDataset._calculate_box_ious(np.asarray(gt, float), np.asarray(pred, float), box_format=box_format)
+    rows, cols = linear_sum_assignment(-sim)
+    keep = sim[rows, cols] >= iou
+    return rows[keep], cols[keep]
 
 
 def _gt_labels(pred: MotSequence, gt: MotSequence, frame: int, iou: float) -> np.ndarray:
@@ -191,12 +204,8 @@ def _gt_labels(pred: MotSequence, gt: MotSequence, frame: int, iou: float) -> np
     p_ids, p_box = pred.at(frame)
     g_ids, g_box = gt.at(frame)
     out = np.full(len(p_ids), -1, dtype=np.int64)
-    if len(p_box) and len(g_box):
-        sim = _BaseDataset._calculate_box_ious(g_box, p_box, box_format="xywh")
-        rows, cols = linear_sum_assignment(-sim)
-        for r, c in zip(rows, cols, strict=True):
-            if sim[r, c] >= iou:
-                out[c] = g_ids[r]
+    rows, cols = match_boxes(g_box, p_box, iou)
+    out[cols] = g_ids[rows]
     return out
 
 
@@ -237,9 +246,9 @@ def loss_breakdown(
         track_bound[cam] = MotSequence({f: np.array([own[t] for t in seq.ids[f].tolist()], np.int64) for f in labels},
                                        {f: seq.boxes[f] for f in labels})
     out = {"tracker_alone": {"mtmc_idf1": None, "per_camera": {
-        cam: r["idf1"] for cam, r in evaluate(raw, gt, frames, iou)["per_camera"].items()}}}
+        cam: r["idf1"] for cam, r in evaluate(raw, gt, frames, iou, full=False)["per_camera"].items()}}}
     for name, seqs in (("track_bound", track_bound), ("detection_bound", det_bound)):
-        r = evaluate(seqs, gt, frames, iou)
+        r = evaluate(seqs, gt, frames, iou, full=False)
         out[name] = {"mtmc_idf1": r["mtmc_idf1"], "per_camera": {c: v["idf1"] for c, v in r["per_camera"].items()}}
     return out
 

@@ -467,14 +467,12 @@ class Matcher:
                                       lambda old: detach(old, track.ref.key))
         if moved is None:
             return None
-        ident, old_gid, deleted = moved
+        ident, old_gid, rest = moved
         self.gallery.upsert(ident)
-        if deleted:
+        if rest is None:
             self.gallery.remove(old_gid)
         else:
-            rest = self.store.get(old_gid)
-            if rest is not None:
-                self.gallery.upsert(rest)
+            self.gallery.upsert(rest)
         self.stats.reasons["corrected"] = self.stats.reasons.get("corrected", 0) + 1
         return ident, old_gid
 

@@ -125,7 +125,7 @@ class IdentityBackend(Protocol):
     def create_identity(self, ident: Identity, track: TrackRef) -> Identity | None: ...
     def attach_track(self, global_id: int, track: TrackRef, update: UpdateFn) -> Identity | None: ...
     def move_track(self, track: TrackRef, to_global_id: int | None, update: UpdateFn,
-                   detach: Callable[[Identity], Identity | None]) -> tuple[Identity, int, bool] | None: ...
+                   detach: Callable[[Identity], Identity | None]) -> tuple[Identity, int, Identity | None] | None: ...
     def get(self, global_id: int) -> Identity | None: ...
     def get_many(self, global_ids: Iterable[int]) -> dict[int, Identity]: ...
     def load_all(self) -> list[Identity]: ...
@@ -385,12 +385,12 @@ class IdentityStore:
                   approximate=True)
 
     def move_track(self, track: TrackRef, to_global_id: int | None, update: UpdateFn,
-                   detach: Callable[[Identity], Identity | None]) -> tuple[Identity, int, bool] | None:
+                   detach: Callable[[Identity], Identity | None]) -> tuple[Identity, int, Identity | None] | None:
         """Move ``track`` from the identity that owns it to ``to_global_id`` (None: a new identity), atomically:
         the target is written as ``update(current, gid)``, the former owner as ``detach(record)``, or deleted with
         its album when ``detach`` returns None (it had no other track). A correction, when later evidence shows
-        the track was given the wrong identity. Returns (the target record, the former owner's id, whether it was
-        deleted); None when the track has no owner or the target no longer exists.
+        the track was given the wrong identity. Returns (the target record, the former owner's id, its record as
+        written, None when deleted); None when the track has no owner or the target no longer exists.
         """
         tkey = self.track_key(*track.key)
         new_gid = to_global_id
@@ -433,7 +433,7 @@ class IdentityStore:
                                   maxlen=self.change_log_max_len, approximate=True)
                     self._queue_write(pipe, target, track)
                     pipe.execute()
-                    return target, old_gid, rest is None
+                    return target, old_gid, rest
                 except WatchError:
                     self.write_conflicts += 1
                     pipe.reset()
@@ -500,7 +500,7 @@ class MemoryStore:
         return self._write(update(current.copy() if current else None, gid), track)
 
     def move_track(self, track: TrackRef, to_global_id: int | None, update: UpdateFn,
-                   detach: Callable[[Identity], Identity | None]) -> tuple[Identity, int, bool] | None:
+                   detach: Callable[[Identity], Identity | None]) -> tuple[Identity, int, Identity | None] | None:
         old_gid = self.owners.get(track.key)
         new_gid = to_global_id if to_global_id is not None else self.next_id
         if old_gid is None or old_gid == new_gid or old_gid not in self.records:
@@ -517,7 +517,7 @@ class MemoryStore:
         else:
             self.records[old_gid] = rest.copy()
             self.log.append((old_gid, rest.rev))
-        return self._write(update(current.copy() if current else None, new_gid), track), old_gid, rest is None
+        return self._write(update(current.copy() if current else None, new_gid), track), old_gid, rest
 
     def get(self, global_id: int) -> Identity | None:
         ident = self.records.get(global_id)

@@ -60,6 +60,7 @@ from reid.identity.rules import admissible
 
 log = logging.getLogger(__name__)
 
+_GROUND_ONLY = ContinuityConfig(max_gap_s=0)  # the corrections' links: the ground's verdicts, no continuity
 RECENT_TRACKS = 256  # ended placed tracks kept for continuity and walking-speed links (the latest ones)
 PATH_LENGTH = 600  # sightings kept per track without a geometry section (2 minutes at 5 detections per second)
 TRACK_ID_STRIDE = 1_000_000  # a restarted detector numbers its tracks from instance * stride
@@ -523,7 +524,7 @@ class IdentityTracker:
                   and (m := o.motion(as_of)) is not None]
         others += [o.final for o in self.recent if o.final is not None and o.final.last_seen_ts >= me.start_ts
                    and o.key != t.key]
-        return links_for(me, others, ContinuityConfig(max_gap_s=0), self.geometry)
+        return links_for(me, others, _GROUND_ONLY, self.geometry)
 
     def _owners(self) -> dict[tuple[str, int], int]:
         owner = {k: o.global_id for k, o in self.tracks.items() if o.global_id is not None}

@@ -192,13 +192,19 @@ def test_a_lost_track_ends_when_last_seen_so_its_successor_keeps_the_identity():
     assert first(out, "c0", 2).kind == SEEN and first(out, "c0", 2).global_id == first(out, "c0", 1).global_id
 
 
+def unlike_pair(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A person's embedding and a first crop of the same person that looks unlike it (cosine 0.3, below
+    link_min_similarity)."""
+    rng = np.random.default_rng(seed)
+    q = unit(rng.standard_normal(1024))
+    return q, unit(0.3 * q + np.sqrt(1 - 0.09) * unit(rng.standard_normal(1024)))
+
+
 def test_a_track_placed_apart_joins_the_identity_it_stands_with():
     """c0/1 and c1/1 stand at one place from the start, but c0/1's first crop looks unlike c1/1 (cosine 0.3, below
     link_min_similarity): it founds an identity of its own. Its next crops look like c1/1; the ground check then
     moves it to c1/1's identity, and its own identity, left empty, is deleted."""
-    rng = np.random.default_rng(9)
-    q = unit(rng.standard_normal(1024))
-    w = unit(0.3 * q + np.sqrt(1 - 0.09) * unit(rng.standard_normal(1024)))
+    q, w = unlike_pair(9)
     msgs = []
     for t in np.arange(0.0, 6.01, 0.5):
         state = TrackState.STARTED if t == 0 else TrackState.ACTIVE
@@ -249,9 +255,7 @@ def test_of_two_tracks_at_one_place_the_one_of_the_smaller_identity_moves():
     """c0/2 continues identity 1 (two tracks by then); c1/2 stands at its place from the start but its first crop looks
     unlike (cosine 0.3), so it founds identity 2 (one track). When its crops come to look like c0/2's, the check of
     c0/2 moves c1/2 - the track of the smaller identity - into identity 1, not c0/2 into identity 2."""
-    rng = np.random.default_rng(11)
-    q = unit(rng.standard_normal(1024))
-    w = unit(0.3 * q + np.sqrt(1 - 0.09) * unit(rng.standard_normal(1024)))
+    q, w = unlike_pair(11)
     msgs = [frame("c0", t, [(1, TrackState.STARTED if t == 0 else TrackState.ACTIVE, q if t == 0 else None)])
             for t in np.arange(0.0, 3.01, 0.5)] + [frame("c0", 3.5, [(1, TrackState.ENDED, None)])]
     for t in np.arange(4.0, 10.01, 0.5):
