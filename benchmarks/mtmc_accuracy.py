@@ -47,10 +47,10 @@ CLIPS = {
 
 
 def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path | None = None,
-           appearance: bool | None = None) -> dict:
+           appearance: bool | None = None, weights: Path | None = None) -> dict:
     """One replay in a fresh run directory: identities, events (deterministic view), wall time, tracks; with
     ``tracks_out``, also the per-camera tracks before linking (``raw``). ``appearance`` overrides the config's
-    ``detector.appearance.enabled``."""
+    ``detector.appearance.enabled``, ``weights`` its ``reid.weights``."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config_path).with_run_dir(Path(tmp))
         update: dict = {"endpoints": cfg.endpoints.model_copy(update={"events": f"tcp://127.0.0.1:{port}"})}
@@ -58,6 +58,8 @@ def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path |
             det = cfg.detector
             update["detector"] = det.model_copy(update={"appearance": det.appearance.model_copy(
                 update={"enabled": appearance})})
+        if weights is not None:
+            update["reid"] = cfg.reid.model_copy(update={"weights": weights})
         cfg = cfg.model_copy(update=update)
         sup = Supervisor(cfg, replay=True, speed=speed, status=False, track_log=tracks_out is not None)
         code = sup.run()

@@ -79,6 +79,14 @@ def _tensorrt_available() -> str | None:
     return None
 
 
+def _check_int8(path: Path, weights: Path) -> None:
+    """An int8 model stands for the weights it was quantised from: refuse one made from other weights."""
+    if path.is_file():
+        from trt_engines.quantize import check_int8
+
+        check_int8(path, weights)
+
+
 def build_embedder(
     backend: str = "auto",
     precision: str = "fp32",
@@ -128,6 +136,7 @@ def build_embedder(
                     "`python -m trt_engines.quantize --calib DIR --out model.int8.onnx` and pass it as int8_onnx"
                 )
             path = Path(int8_onnx_path)
+            _check_int8(path, weights)
         else:
             path = Path(onnx_path) if onnx_path else cached_onnx(weights)
         return OnnxRuntimeEmbedder(path, precision, max_batch, use_gpu=cuda)
@@ -140,4 +149,6 @@ def build_embedder(
         Path(onnx_path) if onnx_path else cached_onnx(weights))
     if precision == "int8" and not int8_onnx_path:
         raise BackendUnavailableError("int8 TensorRT engines are built from the Q/DQ model of trt_engines.quantize")
+    if precision == "int8":
+        _check_int8(src, weights)
     return TensorRTEmbedder(cached_engine(src, precision, max_batch), max_batch)

@@ -30,8 +30,13 @@ import numpy as np
 from reid.data import Sample, load_images
 from reid.log import setup_logging
 from reid.paths import DEFAULT_WEIGHTS, IMAGE_SUFFIXES
+from trt_engines.cache import cached_onnx, file_hash
 
 log = logging.getLogger("trt_engines.quantize")
+
+SOURCE_ONNX_KEY = "hacnn.source_onnx_sha256"  # the float32 model it was quantised from
+WEIGHTS_KEY = "hacnn.weights_sha256"  # the weights file that model was exported from (--weights)
+GATE_KEY = "hacnn.gate"  # the --evaluate result it passed
 
 
 def calibration_images(folder: Path, num_images: int, seed: int = 0) -> np.ndarray:
@@ -75,7 +80,48 @@ def quantize(onnx_path: Path, out: Path, calib: np.ndarray, method: str = "minma
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
         )
+    stamp(out, {SOURCE_ONNX_KEY: file_hash(onnx_path, None)})
     return out
+
+
+def stamp(model_path: Path, fields: dict[str, str]) -> None:
+    """Record ``fields`` in the ONNX model's metadata (what it was made from, whether it passed the gate)."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    kept = [p for p in model.metadata_props if p.key not in fields]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in fields.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(model_path))
+
+
+def provenance(model_path: Path) -> dict[str, str]:
+    """The ``hacnn.*`` metadata of a quantised model (empty for one made before it was recorded)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props if p.key.startswith("hacnn.")}
+
+
+def check_int8(int8_path: Path, weights: Path) -> None:
+    """Refuse an int8 model quantised from other weights than ``weights`` (an adapted model needs its own, checked
+    again against the gate); warn when its origin or its gate check is not recorded."""
+    from trt_engines.embedder import BackendUnavailableError
+
+    meta = provenance(int8_path)
+    recorded = meta.get(WEIGHTS_KEY)
+    fix = (f"python -m trt_engines.quantize --weights {weights} --calib DIR --evaluate DATASET --out "
+           f"{int8_path.name}")
+    if recorded is None:
+        log.warning("%s does not record the weights it was quantised from; if they are not %s, run %s", int8_path,
+                    weights, fix)
+    elif recorded != file_hash(weights, None):
+        raise BackendUnavailableError(f"{int8_path} was quantised from other weights than {weights} (reid.weights); "
+                                      f"quantise and check these: {fix}")
+    if GATE_KEY not in meta:
+        log.warning("%s was not checked against the int8 accuracy gate (quantize --evaluate)", int8_path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-map-drop", type=float, default=1.0)
     args = p.parse_args(argv)
     setup_logging(logging.INFO)
-    from trt_engines.cache import cached_onnx
-
     t0 = time.perf_counter()
     try:
         onnx_path = args.onnx or cached_onnx(args.weights)
@@ -102,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     quantize(onnx_path, args.out, calib, args.method)
+    if args.onnx is None:
+        stamp(args.out, {WEIGHTS_KEY: file_hash(args.weights, None)})
     log.info("wrote %s from %d calibration crops in %.0f s", args.out, len(calib), time.perf_counter() - t0)
     if args.evaluate:
         from trt_engines.accuracy import evaluate_embedder, load_evalset
@@ -116,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         if drop > args.max_map_drop:
             log.error("int8 loses %.2f mAP points (> %.2f): do not offer this model", drop, args.max_map_drop)
             return 1
+        stamp(args.out, {GATE_KEY: f"mAP {fp32['mAP']:.2f} -> {int8['mAP']:.2f} on {args.evaluate.name} "
+                                   f"(most {args.max_map_drop:.2f} lost)"})
     return 0
 
 

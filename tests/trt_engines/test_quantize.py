@@ -49,3 +49,21 @@ def test_int8_runs_in_onnxruntime_close_to_float(int8_model, cuhk03):
 
 def test_missing_calibration_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["--calib", str(tmp_path / "none"), "--out", str(tmp_path / "x.onnx")]) == 2
+
+
+def test_an_int8_model_stands_for_its_weights(int8_model, tiny_weights, tmp_path):
+    """A model quantised from the shipped weights is refused for other weights (an adapted model needs its own,
+    gated again), and accepted for its own."""
+    import shutil
+
+    from trt_engines.cache import file_hash
+    from trt_engines.embedder import BackendUnavailableError
+    from trt_engines.quantize import WEIGHTS_KEY, provenance, stamp
+
+    path = tmp_path / "stamped.int8.onnx"
+    shutil.copy(int8_model, path)
+    assert "hacnn.source_onnx_sha256" in provenance(path)
+    stamp(path, {WEIGHTS_KEY: file_hash(DEFAULT_WEIGHTS, None)})
+    build_embedder("onnxruntime", "int8", DEFAULT_WEIGHTS, device="cpu", int8_onnx_path=path)
+    with pytest.raises(BackendUnavailableError, match="quantised from other weights"):
+        build_embedder("onnxruntime", "int8", tiny_weights, device="cpu", int8_onnx_path=path)

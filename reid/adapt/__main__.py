@@ -1,0 +1,186 @@
+"""Adapt HA-CNN to a site from its own recorded video, without labels.
+
+    python -m reid.adapt --cameras cams.yaml [--cameras more.yaml ...] [--duration S] --out DIR
+                         [--weights W] [--time-budget-s 840] [--epochs 10] [--resume]
+
+1. Replays each config's recorded cameras through the pipeline's detector and tracker (:mod:`reid.adapt.harvest`).
+2. Builds pseudo-identities from what the video proves (:mod:`reid.adapt.pseudo`).
+3. Writes them as a Market-layout dataset in ``DIR/data`` (:mod:`reid.adapt.dataset`), the last 20 % of each
+   camera's video held out to check the result.
+4. Fine-tunes HA-CNN from the starting weights (the first config's ``reid.weights`` unless ``--weights``) with
+   ``reid.train``'s fine-tuning recipe, checkpointing every epoch in ``DIR/train`` (``--resume`` continues there).
+5. Guard rail: the pseudo-label consistency (held-out Rank-1 / mAP of finding a pseudo-identity in another
+   camera) is measured with the starting weights and after; adapted weights that score a lower mAP are not
+   written: the run says so and exits with status 3.
+6. Writes ``DIR/model.pt`` (use it as ``reid.weights`` in the config) with a model card, also as ``DIR/card.json``:
+   the video, the tracks and pseudo-identities, the schedule, the time, the figures and the starting weights'
+   SHA-256.
+
+Nothing here reads ground truth: only the configs, their videos and homographies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reid.adapt.dataset import MANIFEST, write_dataset
+from reid.adapt.harvest import HarvestError, Recording, harvest_all
+from reid.adapt.pseudo import Key, build_labels
+from reid.data import DatasetError, load_market
+from reid.log import setup_logging
+from reid.weights import WeightsError, load_model, read_weights
+
+log = logging.getLogger("reid.adapt")
+
+STATE = "adapt_state.json"  # what the harvest found; with --resume a run goes straight back to training
+REFUSED_EXIT = 3
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m reid.adapt", description=__doc__.split("\n")[0])
+    p.add_argument("--cameras", type=Path, action="append", required=True,
+                   help="pipeline config of recorded video of the site (repeat for several recordings)")
+    p.add_argument("--out", type=Path, required=True, help="folder of the adapted weights, data and checkpoints")
+    p.add_argument("--duration", type=float, default=None, help="use the first S seconds of each video")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="starting weights (default: the first config's reid.weights)")
+    p.add_argument("--epochs", type=int, default=10, help="most epochs (the first fits the fresh classifiers only)")
+    p.add_argument("--time-budget-s", type=float, default=840.0,
+                   help="training time budget; epochs are cut to fit it (reid.train --time-budget-s)")
+    p.add_argument("--holdout", type=float, default=0.2, help="share of each video kept out to check the result")
+    p.add_argument("--max-crops-per-track", type=int, default=40)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--resume", action="store_true", help="reuse DIR's harvest and continue DIR/train's checkpoint")
+    return p.parse_args(argv)
+
+
+def track_embeddings(recordings: list[Recording], weights: Path) -> dict[Key, np.ndarray]:
+    """Each track's unit mean embedding under the starting weights (for appearance merges of uncalibrated
+    cameras); empty when every camera is calibrated."""
+    if all(h is not None for r in recordings for h in r.cameras.values()):
+        return {}
+    from trt_engines.embedder import build_embedder
+
+    embedder = build_embedder("auto", "fp32", weights, device="cpu")
+    out = {}
+    for r in recordings:
+        for t in r.tracks:
+            if t.crops:
+                e = embedder.embed([c.image for c in t.crops]).mean(axis=0)
+                out[t.key] = e / max(float(np.linalg.norm(e)), 1e-12)
+    return out
+
+
+def consistency(weights: Path, root: Path) -> dict[str, float]:
+    """Held-out pseudo-label consistency of ``weights``: Rank-1 and mAP in percent (reid.evaluate's protocol)."""
+    from reid.evaluate import EvalSet, evaluate_model
+
+    result, _ = evaluate_model(load_model(weights), EvalSet.from_dataset(load_market(root)))
+    scores = result.as_percent()
+    return {"rank1": round(scores["rank1"], 2), "mAP": round(scores["mAP"], 2)}
+
+
+def train_args(args: argparse.Namespace, data: Path, weights: Path) -> argparse.Namespace:
+    """``reid.train``'s fine-tuning recipe (the one that made the shipped weights from their predecessor)."""
+    from reid.train import parse_args as train_parse
+
+    argv = ["--data", str(data), "--out", str(args.out / "train"), "--init", str(weights),
+            "--epochs", str(args.epochs), "--head-only-epochs", "1", "--lr", "1.5e-4", "--warmup-epochs", "0.3",
+            "--schedule", "cosine", "--label-smoothing", "0.1", "--triplet-weight", "1.0", "--pad", "10",
+            "--erase-p", "0.5", "--eval-every", "1", "--time-budget-s", str(args.time_budget_s),
+            "--seed", str(args.seed), "--device", "cpu"]
+    return train_parse(argv + (["--resume"] if args.resume else []))
+
+
+def prepare(args: argparse.Namespace, weights: Path, data: Path) -> dict:
+    """Harvest, label and write the dataset, and score the starting weights; or, with ``--resume`` after a
+    harvest, read back what it found."""
+    state_path = args.out / STATE
+    if args.resume and state_path.is_file() and (data / MANIFEST).is_file():
+        log.info("resuming: reusing the harvest in %s", data)
+        return json.loads(state_path.read_text())
+    t0 = time.perf_counter()
+    recordings = harvest_all(args.cameras, args.duration, args.max_crops_per_track)
+    labels = build_labels(recordings, track_embeddings(recordings, weights))
+    summary = write_dataset(recordings, labels, data, args.holdout)
+    state = {
+        "videos": {r.name: {"config": str(r.config_path), "sources": r.sources,
+                            "seconds": {c: round(d, 1) for c, d in r.duration_s.items()},
+                            "calibrated": [c for c, h in r.cameras.items() if h is not None]} for r in recordings},
+        "pseudo_labels": labels.summary(), "dataset": summary.as_dict(),
+        "harvest_s": round(time.perf_counter() - t0, 1),
+        "consistency_before": consistency(weights, data),
+    }
+    state_path.write_text(json.dumps(state, indent=1))
+    log.info("pseudo-identities: %s", json.dumps(state["pseudo_labels"]))
+    log.info("dataset: %d training crops of %d pseudo-identities, %d query / %d gallery held out",
+             summary.train_crops, summary.train_ids, summary.query_crops, summary.gallery_crops)
+    log.info("starting weights on the held-out part: Rank-1 %.1f mAP %.1f", state["consistency_before"]["rank1"],
+             state["consistency_before"]["mAP"])
+    return state
+
+
+def adapt(args: argparse.Namespace) -> int:
+    from reid.train import Trainer
+    from trt_engines.cache import file_hash
+
+    t0 = time.perf_counter()
+    if args.weights is None:
+        from pipeline.config import load_config
+
+        args.weights = load_config(args.cameras[0]).reid.weights
+    read_weights(args.weights)  # a clear error now, not after the harvest
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = args.out / "data" / "site"
+    state = prepare(args, args.weights, data)
+    trainer = Trainer(train_args(args, data, args.weights))
+    trained = trainer.fit()
+    after = next(h for h in reversed(trainer.history) if "mAP" in h)
+    before = state["consistency_before"]
+    figures = {"before": before, "after": {"rank1": round(after["rank1"], 2), "mAP": round(after["mAP"], 2)}}
+    log.info("pseudo-label consistency (held out): Rank-1 %.1f -> %.1f, mAP %.1f -> %.1f", before["rank1"],
+             after["rank1"], before["mAP"], after["mAP"])
+    if after["mAP"] < before["mAP"]:
+        (args.out / "refused.json").write_text(json.dumps(figures, indent=1))
+        log.error("adaptation made the pseudo-label consistency worse (mAP %.1f < %.1f with the starting weights): "
+                  "no weights written; keep %s", after["mAP"], before["mAP"], args.weights)
+        return REFUSED_EXIT
+    payload = read_weights(trained)
+    payload["card"]["adaptation"] = {
+        **{k: state[k] for k in ("videos", "pseudo_labels", "dataset", "harvest_s")},
+        "pseudo_label_consistency": figures,
+        "start_weights": str(args.weights), "start_weights_sha256": file_hash(args.weights, None),
+        "wall_s": round(time.perf_counter() - t0, 1),  # this invocation (a resumed run: since the resume)
+    }
+    out = args.out / "model.pt"
+    tmp = out.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(out)
+    (args.out / "card.json").write_text(json.dumps(payload["card"], indent=1, default=str))
+    log.info("wrote %s (use it as reid.weights); card in %s", out, args.out / "card.json")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.config import ConfigError
+    from pipeline.sources import SourceError
+
+    args = parse_args(argv)
+    setup_logging(logging.INFO)
+    try:
+        return adapt(args)
+    except (HarvestError, DatasetError, WeightsError, ConfigError, SourceError) as e:
+        log.error("%s", e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

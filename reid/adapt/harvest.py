@@ -1,0 +1,190 @@
+"""Replay a site's recorded video through the pipeline's own detector and tracker, and keep what learning needs:
+every track's sightings (time, box, ground position on calibrated cameras) and its clean crops.
+
+Why the pipeline's parts and not a separate tool: the adapted weights will embed the crops *this* detector cuts
+and *this* tracker groups, with their misalignment and their swaps; learning from anything else would learn
+another camera.
+
+A crop is kept only when it is *clean*: no other detection of the frame overlaps its box by more than
+:data:`detectors.appearance.CLEAN_IOU`, and it is tall enough to embed. In a crowd the person in front leaks into
+the crop of the one behind; a pseudo-label on such a crop would teach the network to confuse the two.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from detectors.appearance import CLEAN_IOU, box_iou
+from detectors.crops import crop_views
+from detectors.types import Detections
+from reid.identity.geometry import GeometryConfig, Homography, foot_points
+from reid.model_spec import EMBEDDING_DIM
+
+log = logging.getLogger(__name__)
+
+
+class HarvestError(ValueError):
+    """A config that cannot be learnt from (no recorded video, too little of it); the message says which."""
+
+
+@dataclass
+class Crop:
+    ts: float
+    frame_index: int
+    image: np.ndarray  # BGR uint8, the detector's box as the embed stage would cut it
+
+
+@dataclass
+class HarvestedTrack:
+    """One per-camera track: its sightings (video time, xyxy box, ground x/y or NaN) and its clean crops."""
+
+    recording: str
+    camera_id: str
+    track_id: int
+    ts: list[float] = field(default_factory=list)
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    ground: list[tuple[float, float]] = field(default_factory=list)
+    crops: list[Crop] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.recording, self.camera_id, self.track_id)
+
+    @property
+    def start_ts(self) -> float:
+        return self.ts[0]
+
+    @property
+    def end_ts(self) -> float:
+        return self.ts[-1]
+
+
+@dataclass
+class Recording:
+    """What one config's recorded video yielded: its cameras (id -> homography or None), its ground rules, its
+    tracks and the video time covered per camera."""
+
+    name: str
+    config_path: Path
+    cameras: dict[str, Homography | None]
+    geometry: GeometryConfig | None
+    tracks: list[HarvestedTrack]
+    duration_s: dict[str, float]
+    sources: dict[str, str]
+
+
+def _subsample(crops: list[Crop], most: int) -> list[Crop]:
+    """At most ``most`` crops spread evenly over the track: a long track must not outweigh many short ones."""
+    if len(crops) <= most:
+        return crops
+    keep = np.linspace(0, len(crops) - 1, most).round().astype(int)
+    return [crops[i] for i in sorted(set(keep.tolist()))]
+
+
+def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_per_track: int = 40,
+            progress: bool = True) -> Recording:
+    """Detect and track every recorded camera of the config at its ``detect_fps`` (the first ``duration_s``
+    seconds when given). Raises :class:`HarvestError` for a config with a live or image-folder camera only."""
+    from detectors import CameraTracker, PersonDetector
+    from detectors.crops import QualityConfig
+    from detectors.tracking import BestCropSelector
+    from pipeline.config import load_config
+    from pipeline.embed_stage import crop_problem
+    from pipeline.sources import camera_fps, camera_stride, is_video_file, probe_video, video_frames
+
+    config_path = Path(config_path)
+    cfg = load_config(config_path)
+    recorded = [c for c in cfg.cameras if is_video_file(c)]
+    if not recorded:
+        raise HarvestError(f"{config_path}: no camera plays a recorded video file; adaptation learns from recorded "
+                           "video (record the live cameras first, or give a config of recordings)")
+    skipped = [c.id for c in cfg.cameras if not is_video_file(c)]
+    if skipped:
+        log.warning("%s: cameras %s are not recorded video files and are left out", config_path, skipped)
+    d = cfg.detector
+    detector = PersonDetector(d.weights, imgsz=d.imgsz, conf=d.conf, iou=d.iou, device=d.device)
+    embedder = cfg.reid.build_embedder() if d.appearance.enabled and d.tracker == "bytetrack" else None
+    name = cfg.name or config_path.stem
+    tracks: list[HarvestedTrack] = []
+    durations: dict[str, float] = {}
+    for cam in recorded:
+        fps = camera_fps(cam)
+        stride = camera_stride(cam, fps)
+        _, count = probe_video(cam.source)
+        rate = fps / stride
+        tracker = CameraTracker(cam.id, d.tracker, frame_rate=rate, lost_timeout_s=d.lost_timeout_s,
+                                pad_frac=d.crop_pad_frac, quality=QualityConfig(min_height_px=d.min_crop_height_px),
+                                selector=BestCropSelector(1, min_gap_frames=10**9), appearance=d.appearance)
+        homography = cam.ground()
+        open_tracks: dict[int, HarvestedTrack] = {}
+        last_ts = 0.0
+        total = math.ceil((min(count, duration_s * fps) if duration_s else count) / stride) if count else None
+        frames = video_frames(cam.source, stride, fps=fps, max_ts=duration_s)
+        bar = tqdm(frames, total=total, desc=f"{name}/{cam.id}", unit="frame", leave=False,
+                   disable=None if progress else True)  # None: shown on a terminal only
+        for index, ts, frame in bar:
+            dets = detector.detect([frame])[0]
+            if cam.roi is not None and len(dets):
+                cx, cy = (dets.xyxy[:, 0] + dets.xyxy[:, 2]) / 2, (dets.xyxy[:, 1] + dets.xyxy[:, 3]) / 2
+                r = cam.roi
+                dets = dets[(cx >= r[0]) & (cx < r[2]) & (cy >= r[1]) & (cy < r[3])]
+            embs = None
+            if embedder is not None:
+                embs = np.zeros((len(dets), EMBEDDING_DIM), np.float32)
+                views = crop_views(frame, dets.xyxy, d.crop_pad_frac)
+                ok = [j for j, v in enumerate(views) if crop_problem(v) is None]
+                if ok:
+                    embs[ok] = embedder.embed([views[j] for j in ok])
+            tracker.update(frame, index, ts, Detections(dets.xyxy, dets.conf), embs)
+            _collect(tracker.tracks, dets.xyxy, frame, index, ts, name, cam.id, homography, open_tracks,
+                     d.crop_pad_frac, d.min_crop_height_px)
+            last_ts = ts
+        durations[cam.id] = last_ts
+        for t in open_tracks.values():
+            t.crops = _subsample(t.crops, max_crops_per_track)
+            tracks.append(t)
+    return Recording(name, config_path, {c.id: c.ground() for c in recorded}, cfg.geometry, tracks, durations,
+                     {c.id: str(c.source) for c in recorded})
+
+
+def _collect(tracked: Detections, all_boxes: np.ndarray, frame: np.ndarray, index: int, ts: float,
+             recording: str, camera_id: str, homography: Homography | None, open_tracks: dict[int, HarvestedTrack],
+             pad_frac: float, min_height: int) -> None:
+    """Add this frame's tracked boxes to their tracks, with a crop for each clean one."""
+    from pipeline.embed_stage import crop_problem
+
+    ids = tracked.track_id if tracked.track_id is not None else np.zeros(0, np.int64)
+    if not len(ids):
+        return
+    boxes = tracked.xyxy[: len(ids)].astype(np.float64)
+    overlap = box_iou(boxes, np.asarray(all_boxes, np.float64)) if len(all_boxes) else np.zeros((len(ids), 0))
+    # a tracked box is one of the frame's detections: its own IoU of 1 is not an overlap
+    overlap[overlap > 0.999] = 0.0
+    clean = overlap.max(axis=1) <= CLEAN_IOU if overlap.shape[1] else np.ones(len(ids), bool)
+    ground = homography.project(foot_points(boxes))[0] if homography is not None else None
+    views = crop_views(frame, boxes, pad_frac)
+    for i, tid in enumerate(ids.tolist()):
+        t = open_tracks.setdefault(int(tid), HarvestedTrack(recording, camera_id, int(tid)))
+        b = tuple(float(v) for v in boxes[i])
+        t.ts.append(ts)
+        t.boxes.append(b)  # type: ignore[arg-type]
+        t.ground.append((float(ground[i, 0]), float(ground[i, 1])) if ground is not None else (math.nan, math.nan))
+        if clean[i] and b[3] - b[1] >= min_height and crop_problem(views[i]) is None:
+            t.crops.append(Crop(ts, index, views[i].copy()))
+
+
+def harvest_all(configs: Sequence[str | Path], duration_s: float | None = None, max_crops_per_track: int = 40,
+                progress: bool = True) -> list[Recording]:
+    """:func:`harvest` of each config; recordings must have distinct names (the config's ``name``)."""
+    recordings = [harvest(c, duration_s, max_crops_per_track, progress) for c in configs]
+    names = [r.name for r in recordings]
+    if len(set(names)) != len(names):
+        raise HarvestError(f"configs need distinct names to be told apart, got {names}")
+    return recordings

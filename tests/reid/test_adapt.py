@@ -1,0 +1,150 @@
+"""Learning a site without labels, on real video: the pseudo-identities of the crowded terrace1 clip, their
+constraints, the guard rails, and a whole ``python -m reid.adapt`` run that never reads the ground truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.evaluate_mtmc import match_boxes, read_mot
+from reid.adapt.__main__ import main as adapt_main
+from reid.adapt.harvest import HarvestError, harvest
+from reid.adapt.pseudo import build_labels, overlapping
+from reid.paths import PROJECT_ROOT, shared_root
+from reid.weights import read_weights
+from trt_engines.cache import file_hash
+
+CROWD = shared_root() / "video" / "epfl_terrace1_crowd"
+SPARSE = shared_root() / "video" / "epfl_terrace1"
+
+
+def _needs(folder: Path) -> None:
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not in ../shared")
+
+
+def _site_config(tmp: Path, clip: Path, name: str) -> Path:
+    """The shipped config of ``clip`` pointing at a copy of its videos and homographies only: no ground truth
+    lies anywhere near what the adaptation is given."""
+    src = {"epfl_terrace1": "terrace1.yaml", "epfl_terrace1_crowd": "terrace1_crowd.yaml"}[clip.name]
+    data = yaml.safe_load((PROJECT_ROOT / "configs" / src).read_text())
+    folder = tmp / name
+    folder.mkdir()
+    for cam in data["cameras"]:
+        for key in ("source", "homography"):
+            f = clip / Path(cam[key]).name
+            shutil.copy(f, folder / f.name)
+            cam[key] = str(folder / f.name)
+    data["detector"]["weights"] = str(shared_root() / "weights" / Path(data["detector"]["weights"]).name)
+    data["name"] = name
+    path = folder / "cams.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def crowd_harvest():
+    _needs(CROWD)
+    return harvest(PROJECT_ROOT / "configs" / "terrace1_crowd.yaml", duration_s=12.0, progress=False)
+
+
+def _majority_person(track, gt) -> int | None:
+    """The ground-truth person most of a harvested track's boxes are (scoring only)."""
+    votes: Counter[int] = Counter()
+    for ts, box in zip(track.ts, track.boxes, strict=True):
+        ids, boxes = gt.at(round(ts * 25) + 1)
+        x1, y1, x2, y2 = box
+        rows, _ = match_boxes(boxes, np.array([[x1, y1, x2 - x1, y2 - y1]]))
+        if len(rows):
+            votes[int(ids[rows[0]])] += 1
+    return votes.most_common(1)[0][0] if votes else None
+
+
+def test_pseudo_identities_of_a_crowded_clip(crowd_harvest):
+    rec = crowd_harvest
+    labels = build_labels([rec])
+    assert labels.ground_links > 0, "overlapping calibrated views must give cross-camera pseudo-identities"
+    assert any(len(labels.cameras_of(lab)) == 2 for lab in set(labels.labels.values()))
+    # Co-visible tracks of one camera never share a label: the constraint holds for whole groups.
+    by_key = {t.key: t for t in rec.tracks}
+    for a in labels.labels:
+        for b in labels.labels:
+            if a < b and a[1] == b[1] and overlapping(by_key[a], by_key[b]):
+                assert labels.labels[a] != labels.labels[b], f"{a} and {b} are seen together yet share a label"
+    # Scored against the ground truth (the adaptation never sees it): the ground merges join the right people.
+    gt = {c: read_mot(CROWD / "gt" / f"{c}.txt") for c in rec.cameras}
+    person = {k: _majority_person(t, gt[t.camera_id]) for k, t in by_key.items() if k in labels.labels}
+    pairs = right = 0
+    for lab in set(labels.labels.values()):
+        members = [k for k, v in labels.labels.items() if v == lab]
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                if a[1] != b[1] and person[a] is not None and person[b] is not None:
+                    pairs += 1
+                    right += person[a] == person[b]
+    assert pairs >= 5 and right / pairs >= 0.8, f"{right} of {pairs} cross-camera pairs are one person"
+
+
+def test_clean_crops_only_and_bounded_per_track(crowd_harvest):
+    for t in crowd_harvest.tracks:
+        assert len(t.crops) <= 40
+        assert all(c.image.ndim == 3 and c.image.shape[0] >= 48 for c in t.crops)
+        assert len(t.ts) == len(t.boxes) == len(t.ground)
+
+
+def test_a_config_without_recorded_video_is_refused(tmp_path):
+    path = tmp_path / "live.yaml"
+    path.write_text(yaml.safe_dump({"cameras": [{"id": "door", "source": "rtsp://127.0.0.1:1/stream"}]}))
+    with pytest.raises(HarvestError, match="no camera plays a recorded video file"):
+        harvest(path, progress=False)
+
+
+def test_too_little_video_is_refused(tmp_path, capsys):
+    _needs(CROWD)
+    cfg = _site_config(tmp_path, CROWD, "short")
+    assert adapt_main(["--cameras", str(cfg), "--duration", "3", "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_adapt_end_to_end_without_ground_truth(tmp_path):
+    """A whole run on 10 s of both clips: the files it opens never include a ground-truth file, and it writes
+    weights whose card records the video, the pseudo-identities, the figures and the starting weights' hash."""
+    _needs(CROWD)
+    _needs(SPARSE)
+    configs = [_site_config(tmp_path, SPARSE, "sparse"), _site_config(tmp_path, CROWD, "crowd")]
+    opened: list[str] = []
+
+    def audit(event: str, args: tuple) -> None:
+        if event == "open" and isinstance(args[0], str | Path):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(audit)  # hooks cannot be removed: it only records, and the list is this test's
+    out = tmp_path / "adapted"
+    start = PROJECT_ROOT / "reid" / "weights" / "hacnn_joint.pt"
+    code = adapt_main(["--cameras", str(configs[0]), "--cameras", str(configs[1]), "--duration", "12",
+                       "--out", str(out), "--weights", str(start), "--epochs", "2", "--time-budget-s", "120"])
+    seen = list(opened)
+    assert not [p for p in seen if "/gt/" in p or p.endswith("gt")], "the adaptation read ground truth"
+    assert any(p.endswith("homography-c0.txt") for p in seen)
+    assert code in (0, 3)
+    if code == 3:  # the guard rail refused: it says why and writes no weights
+        refused = json.loads((out / "refused.json").read_text())
+        assert refused["after"]["mAP"] < refused["before"]["mAP"]
+        assert not (out / "model.pt").exists()
+        return
+    card = read_weights(out / "model.pt")["card"]
+    a = card["adaptation"]
+    assert a["start_weights_sha256"] == file_hash(start, None)
+    assert set(a["videos"]) == {"sparse", "crowd"}
+    assert a["pseudo_labels"]["pseudo_identities"] >= 8
+    after, before = a["pseudo_label_consistency"]["after"], a["pseudo_label_consistency"]["before"]
+    assert after["mAP"] >= before["mAP"]
+    assert card["recipe"]["init"] == str(start)
