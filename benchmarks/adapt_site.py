@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in keys:
             v = row[k]
             fmt = ".0f" if k.endswith(" ids") else (".3f" if "MTMC" in k else ".1f")
-            cells.append(f"{v:>{max(len(k) + 2, 9)}{'+' if label == 'Δ' else ''}{fmt}}")
+            cells.append(f"{v:>{'+' if label == 'Δ' else ''}{max(len(k) + 2, 9)}{fmt}}")
         print(f"{label:<10}" + "".join(cells))
     return 0
 

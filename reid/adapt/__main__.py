@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reid.adapt.dataset import MANIFEST, write_dataset
+from reid.adapt.dataset import MANIFEST, write_dataset, write_rehearsal
 from reid.adapt.harvest import HarvestError, Recording, harvest_all
 from reid.adapt.pseudo import Key, build_labels
 from reid.data import DatasetError, load_market
@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="training time budget; epochs are cut to fit it (reid.train --time-budget-s)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of each video kept out to check the result")
     p.add_argument("--max-crops-per-track", type=int, default=40)
+    p.add_argument("--rehearse", default=None,
+                   help="Market-layout dataset the starting weights learnt from, a sample of which is trained on "
+                        "beside the site so the rest of the world is not forgotten (default: "
+                        "$REID_SHARED/datasets/cuhk03_p1 when present; 'none': site only)")
+    p.add_argument("--rehearse-ids", type=int, default=150, help="identities sampled from --rehearse")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--resume", action="store_true", help="reuse DIR's harvest and continue DIR/train's checkpoint")
     return p.parse_args(argv)
@@ -88,11 +93,22 @@ def consistency(weights: Path, root: Path) -> dict[str, float]:
     return {"rank1": round(scores["rank1"], 2), "mAP": round(scores["mAP"], 2)}
 
 
-def train_args(args: argparse.Namespace, data: Path, weights: Path) -> argparse.Namespace:
+def rehearsal_source(args: argparse.Namespace) -> Path | None:
+    if args.rehearse == "none":
+        return None
+    if args.rehearse is None:
+        from reid.paths import default_dataset
+
+        found = default_dataset()
+        return found if found.is_dir() else None
+    return Path(args.rehearse)
+
+
+def train_args(args: argparse.Namespace, data: list[Path], weights: Path) -> argparse.Namespace:
     """``reid.train``'s fine-tuning recipe (the one that made the shipped weights from their predecessor)."""
     from reid.train import parse_args as train_parse
 
-    argv = ["--data", str(data), "--out", str(args.out / "train"), "--init", str(weights),
+    argv = ["--data", *map(str, data), "--out", str(args.out / "train"), "--init", str(weights),
             "--epochs", str(args.epochs), "--head-only-epochs", "1", "--lr", "1.5e-4", "--warmup-epochs", "0.3",
             "--schedule", "cosine", "--label-smoothing", "0.1", "--triplet-weight", "1.0", "--pad", "10",
             "--erase-p", "0.5", "--eval-every", "1", "--time-budget-s", str(args.time_budget_s),
@@ -100,9 +116,9 @@ def train_args(args: argparse.Namespace, data: Path, weights: Path) -> argparse.
     return train_parse(argv + (["--resume"] if args.resume else []))
 
 
-def prepare(args: argparse.Namespace, weights: Path, data: Path) -> dict:
-    """Harvest, label and write the dataset, and score the starting weights; or, with ``--resume`` after a
-    harvest, read back what it found."""
+def prepare(args: argparse.Namespace, weights: Path, data: Path, rehearse: Path | None) -> dict:
+    """Harvest, label and write the dataset (and the rehearsal sample), and score the starting weights; or, with
+    ``--resume`` after a harvest, read back what it found."""
     state_path = args.out / STATE
     if args.resume and state_path.is_file() and (data / MANIFEST).is_file():
         log.info("resuming: reusing the harvest in %s", data)
@@ -110,7 +126,13 @@ def prepare(args: argparse.Namespace, weights: Path, data: Path) -> dict:
     t0 = time.perf_counter()
     recordings = harvest_all(args.cameras, args.duration, args.max_crops_per_track)
     labels = build_labels(recordings, track_embeddings(recordings, weights))
+    log.info("pseudo-identities: %s", json.dumps(labels.summary()))
     summary = write_dataset(recordings, labels, data, args.holdout)
+    kept = None
+    if args.rehearse_source is not None:
+        sample = write_rehearsal(args.rehearse_source, rehearse, args.rehearse_ids, seed=args.seed)  # type: ignore
+        kept = {"source": str(args.rehearse_source), **sample.as_dict(),
+                "before": consistency(weights, rehearse)}  # type: ignore[arg-type]
     state = {
         "videos": {r.name: {"config": str(r.config_path), "sources": r.sources,
                             "seconds": {c: round(d, 1) for c, d in r.duration_s.items()},
@@ -118,9 +140,9 @@ def prepare(args: argparse.Namespace, weights: Path, data: Path) -> dict:
         "pseudo_labels": labels.summary(), "dataset": summary.as_dict(),
         "harvest_s": round(time.perf_counter() - t0, 1),
         "consistency_before": consistency(weights, data),
+        "rehearsal": kept,
     }
     state_path.write_text(json.dumps(state, indent=1))
-    log.info("pseudo-identities: %s", json.dumps(state["pseudo_labels"]))
     log.info("dataset: %d training crops of %d pseudo-identities, %d query / %d gallery held out",
              summary.train_crops, summary.train_ids, summary.query_crops, summary.gallery_crops)
     log.info("starting weights on the held-out part: Rank-1 %.1f mAP %.1f", state["consistency_before"]["rank1"],
@@ -140,12 +162,22 @@ def adapt(args: argparse.Namespace) -> int:
     read_weights(args.weights)  # a clear error now, not after the harvest
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / "data" / "site"
-    state = prepare(args, args.weights, data)
-    trainer = Trainer(train_args(args, data, args.weights))
+    args.rehearse_source = rehearsal_source(args)
+    rehearse = args.out / "data" / "rehearse" if args.rehearse_source is not None else None
+    state = prepare(args, args.weights, data, rehearse)
+    trainer = Trainer(train_args(args, [data] + ([rehearse] if rehearse is not None else []), args.weights))
     trained = trainer.fit()
-    after = next(h for h in reversed(trainer.history) if "mAP" in h)
+    last = next(h for h in reversed(trainer.history) if "mAP" in h)
+    # With a rehearsal set the trainer scores both ("site/..." and "rehearse/..."); the guard reads the site only.
+    site = {k: last.get(f"site/{k}", last[k]) for k in ("rank1", "mAP")} if rehearse else last
+    after = {"rank1": round(site["rank1"], 2), "mAP": round(site["mAP"], 2)}
     before = state["consistency_before"]
-    figures = {"before": before, "after": {"rank1": round(after["rank1"], 2), "mAP": round(after["mAP"], 2)}}
+    figures = {"before": before, "after": after}
+    if state.get("rehearsal"):
+        kept = state["rehearsal"]
+        kept["after"] = {k: round(last[f"rehearse/{k}"], 2) for k in ("rank1", "mAP")}
+        log.info("source domain kept (%s, %d query crops of people never trained on): mAP %.1f -> %.1f",
+                 Path(kept["source"]).name, kept["query_crops"], kept["before"]["mAP"], kept["after"]["mAP"])
     log.info("pseudo-label consistency (held out): Rank-1 %.1f -> %.1f, mAP %.1f -> %.1f", before["rank1"],
              after["rank1"], before["mAP"], after["mAP"])
     if after["mAP"] < before["mAP"]:
@@ -155,7 +187,7 @@ def adapt(args: argparse.Namespace) -> int:
         return REFUSED_EXIT
     payload = read_weights(trained)
     payload["card"]["adaptation"] = {
-        **{k: state[k] for k in ("videos", "pseudo_labels", "dataset", "harvest_s")},
+        **{k: state[k] for k in ("videos", "pseudo_labels", "dataset", "harvest_s", "rehearsal")},
         "pseudo_label_consistency": figures,
         "start_weights": str(args.weights), "start_weights_sha256": file_hash(args.weights, None),
         "wall_s": round(time.perf_counter() - t0, 1),  # this invocation (a resumed run: since the resume)

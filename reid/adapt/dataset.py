@@ -1,8 +1,9 @@
 """The pseudo-labelled crops as a Market-layout dataset, so ``reid.train`` fine-tunes on them unchanged.
 
-The last ``holdout`` share of each camera's video is kept out of training: its crops of pseudo-identities seen
-by at least two cameras form the query/gallery pair on which the *pseudo-label consistency* is measured (Rank-1 /
-mAP of finding a track's pseudo-identity in another camera), before and after adaptation. It is a different part
+The last ``holdout`` share of each camera's video is kept out of training: its crops of pseudo-identities held out
+in at least two tracks form the query/gallery pair on which the *pseudo-label consistency* is measured (Rank-1 /
+mAP of finding a crop's pseudo-identity in another of its tracks: another camera, or the person found again),
+before and after adaptation. It is a different part
 of the video from what the network trains on, so fitting the training crops alone does not raise it.
 """
 
@@ -41,8 +42,9 @@ def write_dataset(recordings: Sequence[Recording], labels: PseudoLabels, root: P
                   holdout: float = 0.2) -> DatasetSummary:
     """Write ``root/bounding_box_train``, ``query`` and ``bounding_box_test`` (replacing what was there).
 
-    Cameras are numbered across recordings (``c1``, ``c2``, ... in the order given), so the evaluation never
-    counts a match within one camera. Raises :class:`HarvestError` when there is too little to train or check on.
+    Training crops carry their camera, numbered across recordings (``c1``, ``c2``, ... in the order given); the
+    held-out pair numbers tracks instead (see the module docstring). Raises :class:`HarvestError` when there is
+    too little to train or check on.
     """
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be in (0, 1), got {holdout}")
@@ -51,13 +53,12 @@ def write_dataset(recordings: Sequence[Recording], labels: PseudoLabels, root: P
         for c in r.cameras:
             cam_no[(r.name, c)] = len(cam_no) + 1
     split_ts = {(r.name, c): (1 - holdout) * d for r in recordings for c, d in r.duration_s.items()}
-    multi = {lab for lab in set(labels.labels.values()) if len(labels.cameras_of(lab)) > 1}
     for sub in ("bounding_box_train", "query", "bounding_box_test"):
         shutil.rmtree(root / sub, ignore_errors=True)
         (root / sub).mkdir(parents=True)
     train_ids: set[int] = set()
     counts: defaultdict[str, int] = defaultdict(int)
-    held: list[tuple[str, np.ndarray]] = []
+    held: defaultdict[int, dict[tuple[str, str, int], list]] = defaultdict(dict)  # label -> track -> crops
     for rec in recordings:
         for t in rec.tracks:
             label = labels.labels.get(t.key)
@@ -65,27 +66,75 @@ def write_dataset(recordings: Sequence[Recording], labels: PseudoLabels, root: P
                 continue
             cam = cam_no[(rec.name, t.camera_id)]
             for k, crop in enumerate(t.crops):
-                name = f"{label:04d}_c{cam}s1_{crop.frame_index:06d}_{t.track_id % 100:02d}{k % 100:02d}.jpg"
                 if crop.ts < split_ts[(rec.name, t.camera_id)]:
+                    name = f"{label:04d}_c{cam}s1_{crop.frame_index:06d}_{t.track_id % 100:02d}{k % 100:02d}.jpg"
                     cv2.imwrite(str(root / "bounding_box_train" / name), crop.image)
                     train_ids.add(label)
                     counts["train"] += 1
-                elif label in multi:
-                    held.append((name, crop.image))
-    for i, (name, image) in enumerate(sorted(held, key=lambda h: h[0])):
-        cv2.imwrite(str(root / "bounding_box_test" / name), image)
-        counts["gallery"] += 1
-        if i % 2 == 0:  # every other held-out crop also asks: which crops of other cameras are this one?
-            cv2.imwrite(str(root / "query" / name), image)
-            counts["query"] += 1
+                else:
+                    held[label].setdefault(t.key, []).append(crop)
+    # Checked: the held-out crops of pseudo-identities held out in at least two tracks (two cameras, or one person
+    # found again). Each track counts as its own "camera" there, so a crop is never matched within its track.
+    checked = {lab: tracks for lab, tracks in held.items() if len(tracks) > 1}
+    track_no = {key: n for n, key in enumerate(sorted(k for tracks in checked.values() for k in tracks), 1)}
+    for label, tracks in sorted(checked.items()):
+        for key, crops in sorted(tracks.items()):
+            for i, crop in enumerate(crops):
+                name = f"{label:04d}_c{track_no[key]}s1_{crop.frame_index:06d}_{i % 100:02d}.jpg"
+                cv2.imwrite(str(root / "bounding_box_test" / name), crop.image)
+                counts["gallery"] += 1
+                if i % 2 == 0:  # every other held-out crop also asks: which crops of the other tracks are this one?
+                    cv2.imwrite(str(root / "query" / name), crop.image)
+                    counts["query"] += 1
     if len(train_ids) < 8:
         raise HarvestError(f"only {len(train_ids)} pseudo-identities to train on (at least 8 are needed): give more "
                            "or longer recorded video")
     if not counts["query"]:
-        raise HarvestError("no pseudo-identity is seen by two cameras in the held-out part of the video, so the "
-                           "adaptation could not be checked: give recordings whose views overlap (calibrated) or "
-                           "longer video")
+        raise HarvestError("no pseudo-identity is held out in two tracks (seen by two cameras, or found again in "
+                           "one) in the last part of the video, so the adaptation could not be checked: give longer "
+                           "video, or recordings whose views overlap (calibrated)")
     summary = DatasetSummary(root, counts["train"], len(train_ids), counts["query"], counts["gallery"])
     (root / MANIFEST).write_text(json.dumps({**summary.as_dict(), "cameras": {
         f"c{n}": f"{r}/{c}" for (r, c), n in cam_no.items()}}, indent=1))
     return summary
+
+
+def write_rehearsal(source: Path, root: Path, num_ids: int = 150, per_id: int = 8, eval_ids: int = 50,
+                    seed: int = 0) -> DatasetSummary:
+    """A sample of the source domain the starting weights learnt from, trained on beside the site (rehearsal):
+    without it, fine-tuning on a site's handful of people forgets how to tell everyone else apart. ``num_ids``
+    training identities (at most ``per_id`` images each) and, to measure what is kept, ``eval_ids`` identities of
+    its test split. The files are links to the source's images (its licence stays with them)."""
+    from reid.data import load_market
+
+    ds = load_market(source)
+    rng = np.random.default_rng(seed)
+    for sub in ("bounding_box_train", "query", "bounding_box_test"):
+        shutil.rmtree(root / sub, ignore_errors=True)
+        (root / sub).mkdir(parents=True)
+
+    def link(samples: list, sub: str) -> int:
+        for s in samples:
+            (root / sub / s.path.name).symlink_to(s.path.resolve())
+        return len(samples)
+
+    def pick(samples: list, ids: set[int], most: int | None) -> list:
+        by_id: dict[int, list] = defaultdict(list)
+        for s in samples:
+            if s.pid in ids:
+                by_id[s.pid].append(s)
+        out = []
+        for pid in sorted(by_id):
+            group = by_id[pid]
+            keep = rng.permutation(len(group))[:most] if most else range(len(group))
+            out += [group[i] for i in sorted(keep)]
+        return out
+
+    train_ids = sorted({s.pid for s in ds.train.samples})
+    chosen = set(rng.choice(train_ids, min(num_ids, len(train_ids)), replace=False).tolist())
+    test_ids = sorted({s.pid for s in ds.query.samples})
+    checked = set(rng.choice(test_ids, min(eval_ids, len(test_ids)), replace=False).tolist())
+    n_train = link(pick(ds.train.samples, chosen, per_id), "bounding_box_train")
+    n_query = link(pick(ds.query.samples, checked, None), "query")
+    n_gallery = link(pick(ds.gallery.samples, checked, None), "bounding_box_test")
+    return DatasetSummary(root, n_train, len(chosen), n_query, n_gallery)

@@ -115,7 +115,7 @@ def test_too_little_video_is_refused(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_adapt_end_to_end_without_ground_truth(tmp_path):
-    """A whole run on 10 s of both clips: the files it opens never include a ground-truth file, and it writes
+    """A whole run on 20 s of both clips: the files it opens never include a ground-truth file, and it writes
     weights whose card records the video, the pseudo-identities, the figures and the starting weights' hash."""
     _needs(CROWD)
     _needs(SPARSE)
@@ -129,8 +129,9 @@ def test_adapt_end_to_end_without_ground_truth(tmp_path):
     sys.addaudithook(audit)  # hooks cannot be removed: it only records, and the list is this test's
     out = tmp_path / "adapted"
     start = PROJECT_ROOT / "reid" / "weights" / "hacnn_joint.pt"
-    code = adapt_main(["--cameras", str(configs[0]), "--cameras", str(configs[1]), "--duration", "12",
-                       "--out", str(out), "--weights", str(start), "--epochs", "2", "--time-budget-s", "120"])
+    code = adapt_main(["--cameras", str(configs[0]), "--cameras", str(configs[1]), "--duration", "20",
+                       "--out", str(out), "--weights", str(start), "--epochs", "2", "--time-budget-s", "120",
+                       "--rehearse-ids", "20", "--max-crops-per-track", "12"])
     seen = list(opened)
     assert not [p for p in seen if "/gt/" in p or p.endswith("gt")], "the adaptation read ground truth"
     assert any(p.endswith("homography-c0.txt") for p in seen)
@@ -148,3 +149,5 @@ def test_adapt_end_to_end_without_ground_truth(tmp_path):
     after, before = a["pseudo_label_consistency"]["after"], a["pseudo_label_consistency"]["before"]
     assert after["mAP"] >= before["mAP"]
     assert card["recipe"]["init"] == str(start)
+    kept = a["rehearsal"]  # the source domain trained on beside the site, and measured before and after
+    assert kept["train_ids"] == 20 and {"before", "after"} <= set(kept)
