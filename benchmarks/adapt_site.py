@@ -9,7 +9,9 @@ Per weights file (the baseline first, then the adapted one), one row each of:
   25 frames, view c0 as queries, view c1 as gallery), embedded with the pipeline's embedder: Rank-1 / mAP of
   finding a person in the other view. Ground truth is used here only, to score; ``reid.adapt`` never reads it.
 - **MTMC IDF1** of each clip's replay with these weights (``benchmarks/mtmc_accuracy.py``'s replay and scoring),
-  and its ids against people;
+  and its ids against people; for the adapted weights also a row "matching only", where the per-camera tracker's
+  association keeps the baseline weights (``detector.appearance.weights``) and only the crops sent to the
+  matcher use the adapted ones;
 - **source domain**: cuhk03_p1 and Market-1501 test splits (``reid.evaluate``'s protocol), to show how much of
   what the weights learnt elsewhere is kept.
 
@@ -71,10 +73,11 @@ def site_scores(weights: Path, clip_dir: Path) -> dict[str, float]:
     return {"rank1": r["rank1"], "mAP": r["mAP"], "queries": len(qp), "gallery": len(gp)}
 
 
-def mtmc(weights: Path, clip: str, port: int) -> dict[str, float]:
+def mtmc(weights: Path, clip: str, port: int, tracker_weights: Path | None = None) -> dict[str, float]:
     config, folder = CLIPS[clip]
     with tempfile.TemporaryDirectory() as tracks:
-        run = replay(PROJECT_ROOT / "configs" / config, None, port, Path(tracks), weights=weights)
+        run = replay(PROJECT_ROOT / "configs" / config, None, port, Path(tracks), weights=weights,
+                     tracker_weights=tracker_weights)
         result = evaluate(read_folder(Path(tracks)), read_folder(shared_root() / "video" / folder / "gt"),
                           read_frames(Path(tracks)))
     return {"mtmc_idf1": result["mtmc_idf1"], "ids": run["ids"], "people": result["num_gt_ids"]}
@@ -110,19 +113,27 @@ def main(argv: list[str] | None = None) -> int:
                 s = source_scores(weights, ds)
                 row[f"{ds} R1"], row[f"{ds} mAP"] = s["rank1"], s["mAP"]
         rows[label] = row
+    if not args.skip_mtmc:
+        rows["matching only"] = {}
+        for clip in args.clips:
+            m = mtmc(args.weights, clip, args.port, tracker_weights=args.baseline)
+            rows["matching only"][f"{clip} MTMC"], rows["matching only"][f"{clip} ids"] = m["mtmc_idf1"], m["ids"]
     rows["Δ"] = {k: rows["adapted"][k] - rows["baseline"][k] for k in rows["baseline"]}
     print(f"Adaptation site check; {platform.machine()} CPU x{os.cpu_count()}; crops: ground-truth boxes every "
           f"{EVERY} frames, query c0 / gallery c1, Rank-1 and mAP in %; MTMC: IDF1 of the clip's replay; source: "
           f"test splits; baseline {args.baseline}, adapted {args.weights}")
     keys = list(rows["baseline"])
-    print(f"{'':<10}" + "".join(f"{k:>{max(len(k) + 2, 9)}}" for k in keys))
+    print(f"{'':<14}" + "".join(f"{k:>{max(len(k) + 2, 9)}}" for k in keys))
     for label, row in rows.items():
         cells = []
         for k in keys:
+            if k not in row:
+                cells.append(f"{'-':>{max(len(k) + 2, 9)}}")
+                continue
             v = row[k]
             fmt = ".0f" if k.endswith(" ids") else (".3f" if "MTMC" in k else ".1f")
             cells.append(f"{v:>{'+' if label == 'Δ' else ''}{max(len(k) + 2, 9)}{fmt}}")
-        print(f"{label:<10}" + "".join(cells))
+        print(f"{label:<14}" + "".join(cells))
     return 0
 
 

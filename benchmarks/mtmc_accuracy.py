@@ -47,17 +47,19 @@ CLIPS = {
 
 
 def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path | None = None,
-           appearance: bool | None = None, weights: Path | None = None) -> dict:
+           appearance: bool | None = None, weights: Path | None = None,
+           tracker_weights: Path | None = None) -> dict:
     """One replay in a fresh run directory: identities, events (deterministic view), wall time, tracks; with
     ``tracks_out``, also the per-camera tracks before linking (``raw``). ``appearance`` overrides the config's
-    ``detector.appearance.enabled``, ``weights`` its ``reid.weights``."""
+    ``detector.appearance.enabled``, ``weights`` its ``reid.weights``, ``tracker_weights`` its
+    ``detector.appearance.weights``."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config_path).with_run_dir(Path(tmp))
         update: dict = {"endpoints": cfg.endpoints.model_copy(update={"events": f"tcp://127.0.0.1:{port}"})}
-        if appearance is not None:
-            det = cfg.detector
-            update["detector"] = det.model_copy(update={"appearance": det.appearance.model_copy(
-                update={"enabled": appearance})})
+        det = cfg.detector
+        change = {k: v for k, v in (("enabled", appearance), ("weights", tracker_weights)) if v is not None}
+        if change:
+            update["detector"] = det.model_copy(update={"appearance": det.appearance.model_copy(update=change)})
         if weights is not None:
             update["reid"] = cfg.reid.model_copy(update={"weights": weights})
         cfg = cfg.model_copy(update=update)

@@ -20,6 +20,7 @@ detections of one frame (two people). Until enough samples arrive, the priors ho
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -46,6 +47,8 @@ class AppearanceConfig(BaseModel):
                                    "measured")
     calibration_samples: int = Field(200, ge=10, le=100_000, description="samples of each kind before the measured "
                                      "medians replace the priors; the latest 10x this many are kept")
+    weights: Path | None = Field(None, description="HA-CNN weights of the association embedding; unset: reid.weights "
+                                 "(the detect stage embeds every detection anyway, so other weights cost nothing)")
 
 
     @model_validator(mode="after")

@@ -416,7 +416,8 @@ def _resolve_paths(data: dict, path: Path, loader: _LineLoader) -> None:
     name = data.get("name", "default")
     data["run_dir"] = _abs(data["run_dir"], base) if isinstance(data.get("run_dir"), str) else (
         data.get("run_dir") or str(PROJECT_ROOT / "runs" / str(name)))
-    for keys, fields in ((("detector",), ("weights",)), (("reid",), ("weights", "int8_onnx")),
+    for keys, fields in ((("detector",), ("weights",)), (("detector", "appearance"), ("weights",)),
+                         (("reid",), ("weights", "int8_onnx")),
                          (("matcher", "redis"), ("embedded_dir", "embedded_binary", "tls_ca_file", "tls_cert_file",
                                                  "tls_key_file")),
                          (("endpoints", "curve"), ("server_secret_key", "authorized_keys_dir", "client_secret_key"))):

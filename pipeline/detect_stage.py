@@ -27,6 +27,7 @@ import numpy as np
 
 from detectors.crops import crop_views
 from detectors.types import Detections, TrackState
+from pipeline.config import PipelineConfig, ReidConfig
 from pipeline.embed_stage import crop_problem
 from pipeline.messages import CropsMsg, EndMsg, FrameMsg, Msg, TrackEntry
 from pipeline.snapshots import SnapshotWriter, snapshot_folder
@@ -66,7 +67,7 @@ class DetectStage(Stage):
             )
         self.embedder = None
         if any(t.wants_embeddings for t in self.trackers.values()):
-            self.embedder = self.config.reid.build_embedder()
+            self.embedder = association_reid(self.config).build_embedder()
             log.info("appearance in the association: embedder %s", self.embedder.description)
         self.rois = {c.id: c.roi for c in self.config.cameras}
         self.pending: dict[str, deque[FrameMsg | EndMsg]] = defaultdict(deque)
@@ -223,3 +224,10 @@ class DetectStage(Stage):
         if cam in self.track_logs:
             self.track_logs[cam].flush()
         self.forward_end(cam)
+
+
+def association_reid(config: PipelineConfig) -> ReidConfig:
+    """The embedding settings of the per-camera association: the ``reid`` section, with
+    ``detector.appearance.weights`` when set (e.g. site-adapted weights for the matcher, the tracker's own kept)."""
+    weights = config.detector.appearance.weights
+    return config.reid if weights is None else config.reid.model_copy(update={"weights": weights})

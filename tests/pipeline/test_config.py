@@ -200,6 +200,19 @@ def test_detector_device_is_checked(tmp_path):
         load_config(p)
 
 
+def test_the_association_may_embed_with_its_own_weights(tmp_path):
+    from pipeline.detect_stage import association_reid
+
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\nreid:\n  weights: site.pt\n")
+    cfg = load_config(p)
+    assert association_reid(cfg).weights == cfg.reid.weights == tmp_path / "site.pt"
+    p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\nreid:\n  weights: site.pt\n"
+                         "detector:\n  appearance:\n    weights: w/default.pt\n")
+    cfg = load_config(p)
+    assert association_reid(cfg).weights == tmp_path / "w" / "default.pt"  # relative to the config file
+    assert cfg.reid.weights == tmp_path / "site.pt"
+
+
 def test_appearance_in_the_association_needs_bytetrack(tmp_path):
     p = _write(tmp_path, "cameras:\n  - id: a\n    source: a.mp4\ndetector:\n  tracker: botsort\n")
     with pytest.raises(ConfigError, match=r"cams.yaml:\d+ detector: .*appearance.enabled needs tracker: bytetrack"):
