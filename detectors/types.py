@@ -8,6 +8,7 @@ arrays are made, naming the field, instead of deep inside the tracker or the mes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -120,3 +121,12 @@ class TrackCrop:
         if self.crop is None or (not self.is_view and self.crop.flags.c_contiguous):
             return self
         return replace(self, crop=np.array(self.crop, order="C", copy=True))
+
+
+def within_roi(dets: Detections, roi: Sequence[float] | None) -> Detections:
+    """The detections whose box centre lies in ``roi`` (x1, y1, x2, y2 in pixels; None: all of them)."""
+    if roi is None or not len(dets):
+        return dets
+    cx = (dets.xyxy[:, 0] + dets.xyxy[:, 2]) / 2
+    cy = (dets.xyxy[:, 1] + dets.xyxy[:, 3]) / 2
+    return dets[(cx >= roi[0]) & (cx < roi[2]) & (cy >= roi[1]) & (cy < roi[3])]

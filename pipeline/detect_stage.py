@@ -26,7 +26,7 @@ from collections import defaultdict, deque
 import numpy as np
 
 from detectors.crops import crop_views
-from detectors.types import Detections, TrackState
+from detectors.types import Detections, TrackState, within_roi
 from pipeline.config import PipelineConfig, ReidConfig
 from pipeline.embed_stage import crop_problem
 from pipeline.messages import CropsMsg, EndMsg, FrameMsg, Msg, TrackEntry
@@ -150,12 +150,7 @@ class DetectStage(Stage):
         return base
 
     def in_roi(self, cam: str, dets: Detections) -> Detections:
-        roi = self.rois[cam]
-        if roi is None or not len(dets):
-            return dets
-        cx = (dets.xyxy[:, 0] + dets.xyxy[:, 2]) / 2
-        cy = (dets.xyxy[:, 1] + dets.xyxy[:, 3]) / 2
-        return dets[(cx >= roi[0]) & (cx < roi[2]) & (cy >= roi[1]) & (cy < roi[3])]
+        return within_roi(dets, self.rois[cam])
 
     def embed_detections(self, batch: list[FrameMsg], detections: list[Detections]) -> list[np.ndarray | None]:
         """One embedding per detection for the cameras whose tracker uses appearance (one embedder call for the

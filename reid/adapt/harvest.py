@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from detectors.appearance import CLEAN_IOU, box_iou
 from detectors.crops import crop_views
-from detectors.types import Detections
+from detectors.types import Detections, within_roi
 from reid.identity.geometry import GeometryConfig, Homography, foot_points
 from reid.model_spec import EMBEDDING_DIM
 
@@ -130,11 +130,7 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
         bar = tqdm(frames, total=total, desc=f"{name}/{cam.id}", unit="frame", leave=False,
                    disable=None if progress else True)  # None: shown on a terminal only
         for index, ts, frame in bar:
-            dets = detector.detect([frame])[0]
-            if cam.roi is not None and len(dets):
-                cx, cy = (dets.xyxy[:, 0] + dets.xyxy[:, 2]) / 2, (dets.xyxy[:, 1] + dets.xyxy[:, 3]) / 2
-                r = cam.roi
-                dets = dets[(cx >= r[0]) & (cx < r[2]) & (cy >= r[1]) & (cy < r[3])]
+            dets = within_roi(detector.detect([frame])[0], cam.roi)  # as the detect stage does
             embs = None
             if embedder is not None:
                 embs = np.zeros((len(dets), EMBEDDING_DIM), np.float32)

@@ -116,7 +116,7 @@ def build_labels(recordings: Sequence[Recording], embeddings: Mapping[Key, np.nd
     ground_pairs: list[tuple[int, Key, Key]] = []
     appearance_pairs: list[tuple[Key, Key]] = []
     for rec in recordings:
-        own = [t for t in rec.tracks]
+        own = rec.tracks
         motions = {t.key: _motion(t, calibrated[(rec.name, t.camera_id)]) for t in own}
         for i, a in enumerate(own):
             for b in own[i + 1:]:

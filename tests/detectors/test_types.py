@@ -51,3 +51,13 @@ def test_track_crop_is_a_view_until_materialized():
     assert sent.crop.flags.c_contiguous and np.array_equal(sent.crop, view)
     assert sent.materialized() is sent
     assert TrackState.LOST == "lost"
+
+
+def test_within_roi_keeps_the_boxes_centred_inside():
+    from detectors.types import Detections, within_roi
+
+    dets = Detections(np.array([[0, 0, 10, 10], [90, 90, 110, 110], [40, 0, 60, 20]], np.float32),
+                      np.array([0.9, 0.8, 0.7], np.float32))
+    kept = within_roi(dets, (0, 0, 100, 50))
+    assert kept.xyxy.tolist() == [[0, 0, 10, 10], [40, 0, 60, 20]]
+    assert within_roi(dets, None) is dets

@@ -200,16 +200,24 @@ def unlike_pair(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return q, unit(0.3 * q + np.sqrt(1 - 0.09) * unit(rng.standard_normal(1024)))
 
 
+def standing_together(cams: tuple[str, str], track: int, start: float, end: float, q: np.ndarray, w: np.ndarray,
+                      alike_at: tuple[float, ...]) -> list:
+    """Track ``track`` of both cameras at one place every 0.5 s from ``start`` to ``end``: the first camera's first
+    crop is ``q``, the second's is ``w`` (unlike ``q``), then looks like ``q`` at the times ``alike_at``."""
+    msgs = []
+    for t in np.arange(start, end + 0.01, 0.5):
+        state = TrackState.STARTED if t == start else TrackState.ACTIVE
+        msgs.append(frame(cams[0], t, [(track, state, q if t == start else None)]))
+        msgs.append(frame(cams[1], t, [(track, state, w if t == start else q if t in alike_at else None)]))
+    return msgs
+
+
 def test_a_track_placed_apart_joins_the_identity_it_stands_with():
     """c0/1 and c1/1 stand at one place from the start, but c0/1's first crop looks unlike c1/1 (cosine 0.3, below
     link_min_similarity): it founds an identity of its own. Its next crops look like c1/1; the ground check then
     moves it to c1/1's identity, and its own identity, left empty, is deleted."""
     q, w = unlike_pair(9)
-    msgs = []
-    for t in np.arange(0.0, 6.01, 0.5):
-        state = TrackState.STARTED if t == 0 else TrackState.ACTIVE
-        msgs.append(frame("c1", t, [(1, state, q if t == 0 else None)]))
-        msgs.append(frame("c0", t, [(1, state, w if t == 0 else q if t in (2.5, 3.0, 3.5) else None)]))
+    msgs = standing_together(("c1", "c0"), 1, 0.0, 6.0, q, w, (2.5, 3.0, 3.5))
     tracker, store = make(calibrated=True)
     out = feed(tracker, msgs)
     a, b = first(out, "c1", 1), first(out, "c0", 1)
@@ -258,10 +266,7 @@ def test_of_two_tracks_at_one_place_the_one_of_the_smaller_identity_moves():
     q, w = unlike_pair(11)
     msgs = [frame("c0", t, [(1, TrackState.STARTED if t == 0 else TrackState.ACTIVE, q if t == 0 else None)])
             for t in np.arange(0.0, 3.01, 0.5)] + [frame("c0", 3.5, [(1, TrackState.ENDED, None)])]
-    for t in np.arange(4.0, 10.01, 0.5):
-        state = TrackState.STARTED if t == 4.0 else TrackState.ACTIVE
-        msgs.append(frame("c0", t, [(2, state, q if t == 4.0 else None)]))
-        msgs.append(frame("c1", t, [(2, state, w if t == 4.0 else q if t in (6.5, 7.0, 7.5) else None)]))
+    msgs += standing_together(("c0", "c1"), 2, 4.0, 10.0, q, w, (6.5, 7.0, 7.5))
     tracker, store = make(calibrated=True)
     out = feed(tracker, msgs)
     # Corrections read everything as of their time: one camera running far ahead changes nothing.
