@@ -3,7 +3,6 @@ constraints, the guard rails, and a whole ``python -m reid.adapt`` run that neve
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from collections import Counter
@@ -135,12 +134,7 @@ def test_adapt_end_to_end_without_ground_truth(tmp_path):
     seen = list(opened)
     assert not [p for p in seen if "/gt/" in p or p.endswith("gt")], "the adaptation read ground truth"
     assert any(p.endswith("homography-c0.txt") for p in seen)
-    assert code in (0, 3)
-    if code == 3:  # the guard rail refused: it says why and writes no weights
-        refused = json.loads((out / "refused.json").read_text())
-        assert refused["after"]["mAP"] < refused["before"]["mAP"]
-        assert not (out / "model.pt").exists()
-        return
+    assert code == 0, "the adaptation should improve its own held-out consistency on these clips"
     card = read_weights(out / "model.pt")["card"]
     a = card["adaptation"]
     assert a["start_weights_sha256"] == file_hash(start, None)
