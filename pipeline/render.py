@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.calibration import footprint
 from pipeline.config import PipelineConfig
 from pipeline.events import track_identities
 from pipeline.sources import camera_fps, is_video_file, video_frames
@@ -115,13 +116,7 @@ def render_floor(config: PipelineConfig, events: Iterable[dict], path: Path, siz
                     routes.setdefault((cam.id, int(track_id)), []).append(g[0])
         size = _frame_size(str(cam.source))
         if size is not None:  # the image border, where it lies on the ground
-            w, hh = size
-            border = np.concatenate([np.c_[np.linspace(0, w, 50), np.full(50, hh)],
-                                     np.c_[np.full(50, w), np.linspace(hh, 0, 50)],
-                                     np.c_[np.linspace(w, 0, 50), np.zeros(50)],
-                                     np.c_[np.zeros(50), np.linspace(0, hh, 50)]])
-            g, ok = h.project(border)
-            footprints[cam.id] = g[ok]
+            footprints[cam.id] = footprint(h, *size)
     points = np.concatenate([np.array(r) for r in routes.values()]) if routes else None
     if points is None or len(points) < 2:
         log.warning("floor view: no ground positions to draw")
