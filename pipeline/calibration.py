@@ -2,20 +2,24 @@
 positions (metres, or any unit shared by all the site's cameras).
 
 Shared by ``python -m pipeline.calibrate`` (a CSV of ``u,v,x,y`` rows) and the service's calibration page. Why a
-module of our own around OpenCV's fit: the fit itself is ``cv2.findHomography``, but a user's clicked points fail in
-ways the solver does not report (too few, two clicks on one spot, points on one line, a point off the floor beyond
-the horizon), and each must be named by its row before any matrix is written.
+module of our own around OpenCV's fit: the fit itself is ``cv2.findHomography`` (least squares), but a user's
+clicked points fail in ways the solver does not report (too few, two clicks on one spot, points on one line, a point
+off the floor beyond the horizon), and each must be named by its row before any matrix is written. Which points to
+trust is chosen here too: OpenCV's RANSAC knows nothing of horizons, and with a handful of noisy clicks it drops
+good points (see :func:`_robust_fit`).
 
 The homography is fitted ground -> image, so RANSAC's threshold is in image pixels (a click's error is a few pixels
 whatever the ground units), then inverted. With exactly four points the fit is exact and its errors are zero: the
 reprojection error says something only from five points on, and an outlier can only be found from six (with five,
-any four fit exactly).
+any four fit exactly: only when the four others are the one set a camera could see is the fifth found, else the
+rows in doubt are named).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +32,8 @@ from reid.identity.geometry import CalibrationError, Homography
 
 MIN_POINTS = 4
 DEFAULT_RANSAC_PX = 5.0
+_REFITS = 5  # least-squares refits after the consensus, each re-judging every point
+_MAX_SAMPLES = 5000  # four-point models tried: every one up to 21 points, a seeded random draw beyond
 
 
 class PointsError(ValueError):
@@ -140,17 +146,133 @@ def check_points(points: Sequence[PointPair], what: str = "rows") -> None:
         if _collinear(xy):
             raise PointsError(f"the {side} points of {what} {_rows(points)} lie on one line: spread them over the "
                               "floor (a homography needs points off any one line)")
-        if len(points) == MIN_POINTS:  # exactly four: no three may be collinear
-            for skip in range(MIN_POINTS):
-                three = [p for j, p in enumerate(points) if j != skip]
-                if _collinear(xy[[j for j in range(MIN_POINTS) if j != skip]]):
-                    raise PointsError(f"the {side} points of {what} {_rows(three)} lie on one line: with four "
-                                      "points, no three may be in line (add a point, or move one)")
+        # Four points with no three in line exist unless all but one are in line (with exactly four: three of
+        # them). Such input gives a matrix that fits every point exactly and is wrong everywhere else.
+        for skip in range(len(points)):
+            rest = [j for j in range(len(points)) if j != skip]
+            if _collinear(xy[rest]):
+                raise PointsError(f"the {side} points of {what} {_rows(points[j] for j in rest)} lie on one line: "
+                                  f"a homography needs four points with no three in line (move one, or add one "
+                                  f"off that line)")
+
+
+def _image_distance(h_gi: np.ndarray, gnd: np.ndarray, img: np.ndarray) -> np.ndarray:
+    """Pixels between each ground point mapped by ``h_gi`` (ground -> image: one (3, 3) or a stack (K, 3, 3)) and its
+    image point: (N,) or (K, N); inf where the ground point maps to infinity."""
+    back = np.c_[gnd, np.ones(len(gnd))] @ np.swapaxes(h_gi, -1, -2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.linalg.norm(back[..., :2] / back[..., 2:3] - img, axis=-1)
+    return np.where(np.isfinite(d), d, np.inf)
+
+
+def _floor_side(h_gi: np.ndarray, img: np.ndarray) -> np.ndarray:
+    """Whether each image point is on the floor's side of the horizon of ``h_gi`` (ground -> image, one or a
+    stack), the side :class:`Homography` projects (that of pixels far down the image): (N,) or (K, N)."""
+    m = np.linalg.inv(h_gi)[..., 2, :]  # image -> ground, its last row: w
+    sign = np.where(m[..., 1] != 0, np.sign(m[..., 1]), np.sign(m[..., 2]))
+    return (m @ np.c_[img, np.ones(len(img))].T) * sign[..., None] > 0
+
+
+def _three_in_line(xy: np.ndarray, rel: float = 1e-3) -> np.ndarray:
+    """Per four points (K, 4, 2): whether three of them are (nearly) in line, twice their triangle's area against
+    its longest side squared (such a sample gives no homography)."""
+    out = np.zeros(len(xy), bool)
+    for a, b, c in itertools.combinations(range(4), 3):
+        e1, e2, e3 = xy[:, b] - xy[:, a], xy[:, c] - xy[:, a], xy[:, c] - xy[:, b]
+        area2 = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+        longest = np.max([(e * e).sum(axis=1) for e in (e1, e2, e3)], axis=0)
+        out |= area2 <= rel * longest
+    return out
+
+
+def _samples(n: int) -> np.ndarray:
+    """Four-point samples (K, 4) of ``n`` points: all of them while there are at most :data:`_MAX_SAMPLES`, else a
+    seeded random draw (the same input gives the same fit)."""
+    if math.comb(n, MIN_POINTS) <= _MAX_SAMPLES:
+        return np.array(list(itertools.combinations(range(n), MIN_POINTS)))
+    return np.argsort(np.random.default_rng(0).random((_MAX_SAMPLES, n)), axis=1)[:, :MIN_POINTS]
+
+
+def _four_point_models(gnd: np.ndarray, img: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Ground -> image homographies (K, 3, 3) through each sample's four points exactly: the DLT with h33 = 1, all
+    samples in one batched solve (a pseudo-inverse: a singular sample gives a model that fits nothing, no error)."""
+    g, p = gnd[samples], img[samples]
+    x, y, u, v = g[..., 0], g[..., 1], p[..., 0], p[..., 1]
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    a = np.concatenate([np.stack([x, y, one, zero, zero, zero, -u * x, -u * y], axis=-1),
+                        np.stack([zero, zero, zero, x, y, one, -v * x, -v * y], axis=-1)], axis=1)
+    h = np.linalg.pinv(a) @ np.concatenate([u, v], axis=1)[..., None]
+    return np.concatenate([h[..., 0], np.ones((len(h), 1))], axis=1).reshape(-1, 3, 3)
+
+
+def _consensus(points: Sequence[PointPair], gnd: np.ndarray, img: np.ndarray, ransac_px: float,
+               what: str) -> np.ndarray | None:
+    """The points agreeing (within ``ransac_px`` and on the floor's side) with the best four-point model, or None
+    when no model is possible. RANSAC, but over every sample while that is cheap (a handful of clicked points), and
+    a model that puts one of its own four points beyond its horizon is no camera's and is not counted. Best: the
+    most points, then the least truncated squared error (MSAC). When the best agree only in fours and several fours
+    do, nothing says which points are wrong: a :class:`PointsError` names the rows in doubt."""
+    samples = _samples(len(img))
+    samples = samples[~(_three_in_line(gnd[samples]) | _three_in_line(img[samples]))]
+    models = _four_point_models(gnd, img, samples)
+    models /= np.abs(models).max(axis=(1, 2), keepdims=True)
+    keep = np.isfinite(models).all(axis=(1, 2))
+    keep[keep] = np.abs(np.linalg.det(models[keep])) > 1e-12
+    samples, models = samples[keep], models[keep]
+    if not len(models):
+        return None
+    floor = _floor_side(models, img)
+    err = _image_distance(models, gnd, img)
+    agree = (err <= ransac_px) & floor & np.take_along_axis(floor, samples, axis=1).all(axis=1)[:, None]
+    count = agree.sum(axis=1)
+    if count.max() < MIN_POINTS:
+        return None
+    top = agree[count == count.max()]
+    if count.max() == MIN_POINTS and len(np.unique(top, axis=0)) > 1:
+        doubt = [p for p, some, every in zip(points, top.any(axis=0), top.all(axis=0), strict=True)
+                 if some and not every]
+        raise PointsError(f"no {MIN_POINTS + 1} of {what} {_rows(points)} agree within {ransac_px:g} px, and the "
+                          f"fours that do differ over {what} {_rows(doubt)}: any four points fit exactly, so which "
+                          f"are wrong cannot be told; check {what} {_rows(doubt)} (pixel and ground position the same "
+                          "place, on the floor), or add points")
+    loss = np.where(agree, err**2, ransac_px**2).sum(axis=1)
+    return agree[np.argmin(np.where(count == count.max(), loss, np.inf))]
+
+
+def _robust_fit(points: Sequence[PointPair], gnd: np.ndarray, img: np.ndarray, ransac_px: float,
+                what: str) -> tuple[np.ndarray | None, np.ndarray]:
+    """Ground -> image, and which points it was fitted on: all of them by least squares when each agrees with that
+    fit within ``ransac_px`` on the floor's side of its horizon; otherwise the :func:`_consensus` points, refitted by
+    least squares and every point re-judged against the refit until they settle.
+
+    Why least squares first: a four-point model carries all of its points' click noise, so with six or so points
+    and a pixel or two of noise often no such model agrees with all the rest within the threshold, and RANSAC alone
+    leaves out good points (or keeps four nearly in line and a wild matrix) although the fit over all agrees with
+    every one."""
+    everyone = np.ones(len(img), bool)
+    h_gi, _ = cv2.findHomography(gnd, img, 0)
+    if len(img) == MIN_POINTS:
+        return h_gi, everyone
+    if h_gi is not None and ((_image_distance(h_gi, gnd, img) <= ransac_px) & _floor_side(h_gi, img)).all():
+        return h_gi, everyone
+    inliers = _consensus(points, gnd, img, ransac_px, what)
+    if inliers is None:
+        return None, ~everyone
+    for _ in range(_REFITS):
+        h_gi, _ = cv2.findHomography(gnd[inliers], img[inliers], 0)
+        if h_gi is None:
+            return None, inliers
+        again = (_image_distance(h_gi, gnd, img) <= ransac_px) & _floor_side(h_gi, img)
+        if again.sum() < MIN_POINTS or (again == inliers).all():
+            return h_gi, inliers
+        inliers = again
+    return cv2.findHomography(gnd[inliers], img[inliers], 0)[0], inliers
 
 
 def fit_homography(points: Sequence[PointPair], ransac_px: float = DEFAULT_RANSAC_PX, what: str = "rows") -> Fit:
-    """Fit image -> ground; with more than four points, RANSAC (threshold ``ransac_px`` image pixels) leaves out
-    points that disagree with the rest. Raises :class:`PointsError` naming the rows of degenerate input."""
+    """Fit image -> ground; with more than four points of which some disagree with the fit over all by more than
+    ``ransac_px`` image pixels, those that disagree with the rest are left out (RANSAC). Raises
+    :class:`PointsError` naming the rows of degenerate input."""
     check_points(points, what)
     img = np.array([[p.u, p.v] for p in points], np.float64)
     gnd = np.array([[p.x, p.y] for p in points], np.float64)
@@ -159,17 +281,14 @@ def fit_homography(points: Sequence[PointPair], ransac_px: float = DEFAULT_RANSA
     centre, scale = gnd.mean(axis=0), float(np.sqrt(((gnd - gnd.mean(axis=0)) ** 2).sum(axis=1).mean())) or 1.0
     norm = np.array([[1 / scale, 0, -centre[0] / scale], [0, 1 / scale, -centre[1] / scale], [0, 0, 1]])
     gnd_n = (gnd - centre) / scale
-    if len(points) > MIN_POINTS:
-        h_gi, mask = cv2.findHomography(gnd_n, img, cv2.RANSAC, ransac_px, maxIters=5000, confidence=0.999)
-        inliers = mask.ravel().astype(bool) if mask is not None else np.zeros(len(points), bool)
-        if inliers.sum() >= MIN_POINTS:  # refit on the inliers by least squares
-            h_gi, _ = cv2.findHomography(gnd_n[inliers], img[inliers], 0)
-    else:
-        h_gi, _ = cv2.findHomography(gnd_n, img, 0)
-        inliers = np.ones(len(points), bool)
+    try:
+        h_gi, inliers = _robust_fit(points, gnd_n, img, ransac_px, what)
+    except np.linalg.LinAlgError as e:
+        raise PointsError(f"the points of {what} {_rows(points)} give a degenerate homography ({e})") from None
     if h_gi is None or inliers.sum() < MIN_POINTS:
         raise PointsError(f"no homography agrees with at least {MIN_POINTS} of {what} {_rows(points)} within "
-                          f"{ransac_px:g} px: check that each image point and its ground position are the same place")
+                          f"{ransac_px:g} px with them all on the floor: check that each image point and its ground "
+                          "position are the same place")
     h_gi = h_gi @ norm  # ground (original units) -> image
     try:
         matrix = np.linalg.inv(h_gi)
@@ -179,14 +298,18 @@ def fit_homography(points: Sequence[PointPair], ransac_px: float = DEFAULT_RANSA
     matrix = homography.matrix
     w = np.c_[img, np.ones(len(img))] @ matrix[2] * homography.ground_sign
     behind = [p for p, wi, ok in zip(points, w, inliers, strict=True) if ok and wi <= 0]
+    if behind and len(points) == MIN_POINTS:
+        raise PointsError(f"{what} {_rows(behind)} map beyond the horizon of the one homography through {what} "
+                          f"{_rows(points)}: one of these four pairs is off the floor, or its ground position does not "
+                          "match its pixel, and with four points (each fitted exactly) which one cannot be told; "
+                          "check them, or add points")
     if behind:
         raise PointsError(f"{what} {_rows(behind)} map beyond the horizon (the fit puts them on the far side of the "
                           "floor's vanishing line): a point off the floor, or a ground position that does not match "
                           "its pixel")
     ground, ok = homography.project(img)
     ground_error = np.where(ok, np.linalg.norm(np.nan_to_num(ground) - gnd, axis=1), np.inf)
-    back = np.c_[gnd, np.ones(len(gnd))] @ h_gi.T
-    image_error = np.linalg.norm(back[:, :2] / back[:, 2:3] - img, axis=1)
+    image_error = _image_distance(h_gi, gnd, img)
     return Fit(matrix, list(points), ground_error, image_error, inliers)
 
 
