@@ -29,11 +29,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config import load_config  # noqa: E402
+from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.evaluate_mtmc import evaluate, loss_breakdown, read_folder, read_frames  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
 from pipeline.tracks_out import raw_tracks, write_tracks  # noqa: E402
@@ -48,11 +49,12 @@ CLIPS = {
 
 def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path | None = None,
            appearance: bool | None = None, weights: Path | None = None,
-           tracker_weights: Path | None = None) -> dict:
+           tracker_weights: Path | None = None,
+           adjust: Callable[[PipelineConfig], PipelineConfig] | None = None) -> dict:
     """One replay in a fresh run directory: identities, events (deterministic view), wall time, tracks; with
     ``tracks_out``, also the per-camera tracks before linking (``raw``). ``appearance`` overrides the config's
     ``detector.appearance.enabled``, ``weights`` its ``reid.weights``, ``tracker_weights`` its
-    ``detector.appearance.weights``."""
+    ``detector.appearance.weights``; ``adjust`` changes anything else of the loaded config."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config_path).with_run_dir(Path(tmp))
         update: dict = {"endpoints": cfg.endpoints.model_copy(update={"events": f"tcp://127.0.0.1:{port}"})}
@@ -63,6 +65,8 @@ def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path |
         if weights is not None:
             update["reid"] = cfg.reid.model_copy(update={"weights": weights})
         cfg = cfg.model_copy(update=update)
+        if adjust is not None:
+            cfg = adjust(cfg)
         sup = Supervisor(cfg, replay=True, speed=speed, status=False, track_log=tracks_out is not None)
         code = sup.run()
         match = next(p for p in sup.procs if p.kind == "match")

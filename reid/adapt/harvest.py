@@ -80,7 +80,7 @@ class Recording:
     sources: dict[str, str]
 
 
-def _subsample(crops: list[Crop], most: int) -> list[Crop]:
+def spread(crops: list[Crop], most: int) -> list[Crop]:
     """At most ``most`` crops spread evenly over the track: a long track must not outweigh many short ones."""
     if len(crops) <= most:
         return crops
@@ -144,7 +144,7 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
             last_ts = ts
         durations[cam.id] = last_ts
         for t in open_tracks.values():
-            t.crops = _subsample(t.crops, max_crops_per_track)
+            t.crops = spread(t.crops, max_crops_per_track)
             tracks.append(t)
     return Recording(name, config_path, {c.id: c.ground() for c in recorded}, cfg.geometry, tracks, durations,
                      {c.id: str(c.source) for c in recorded})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
@@ -104,16 +104,27 @@ def foot_points(xyxy: np.ndarray) -> np.ndarray:
     return np.c_[(b[:, 0] + b[:, 2]) / 2, b[:, 3]]
 
 
+UNITS_PER_METRE = {"m": 1.0, "cm": 100.0, "mm": 1000.0}
+# Defaults of a calibration in metres (scaled for cm, mm). same_place: one person's feet seen from two calibrated
+# views rarely lie further apart than half a shoulder width; different_place: people walking side by side keep
+# about this much between their feet; max_speed: a jog (people walk at 1.0-1.4 m/s). A site measures its own with
+# ``python -m pipeline.site_check``.
+METRE_DEFAULTS = {"same_place": 0.3, "different_place": 0.75, "max_speed": 3.0}
+
+
 class GeometryConfig(BaseModel):
     """Ground-plane rules, in the units of the cameras' homographies (which must share one ground frame).
 
-    The distances have no defaults: they depend on the calibration's units, so each site states its own,
-    measured as ``docs/geometry.md`` shows (the same person's feet seen from two views: about their 95th
-    percentile; two different people at the same moment: about their 5th percentile).
+    With ``units`` (``m``, ``cm`` or ``mm``: a calibration in real units, as ``python -m pipeline.calibrate`` and
+    the calibration page make) the distances default to :data:`METRE_DEFAULTS` in those units. Without it the units
+    are free (a dataset's own) and each site states its distances, measured as ``docs/geometry.md`` shows or by
+    ``python -m pipeline.site_check``.
     """
 
     model_config = {"extra": "forbid"}
 
+    units: Literal["m", "cm", "mm"] | None = Field(
+        None, description="the homographies' ground units; gives the distances and speed defaults in those units")
     same_place: float = Field(gt=0, description="median ground distance under which co-visible tracks agree")
     different_place: float = Field(gt=0, description="median ground distance over which they are two people")
     max_speed: float = Field(gt=0, description="fastest plausible walk between two sightings, units per second")
@@ -121,11 +132,24 @@ class GeometryConfig(BaseModel):
     max_dt_s: float = Field(0.25, gt=0, description="two sightings this close in time count as the same moment")
     history: int = Field(600, ge=8, description="ground positions kept per track (a bounded window)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _unit_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("units") in UNITS_PER_METRE:
+            scale = UNITS_PER_METRE[data["units"]]
+            data = {**{k: v * scale for k, v in METRE_DEFAULTS.items()}, **data}
+        return data
+
     @model_validator(mode="after")
     def _order(self) -> GeometryConfig:
         if self.different_place <= self.same_place:
             raise ValueError(f"different_place ({self.different_place}) must exceed same_place ({self.same_place})")
         return self
+
+    @property
+    def unit_name(self) -> str:
+        """How to print a distance's unit: ``m``, ``cm``, ``mm``, or ``units`` (a free calibration)."""
+        return self.units or "units"
 
 
 class TimeWindow:

@@ -3,7 +3,6 @@ constraints, the guard rails, and a whole ``python -m reid.adapt`` run that neve
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,41 +15,15 @@ from pipeline.evaluate_mtmc import match_boxes, read_mot
 from reid.adapt.__main__ import main as adapt_main
 from reid.adapt.harvest import HarvestError, harvest
 from reid.adapt.pseudo import build_labels, overlapping
-from reid.paths import PROJECT_ROOT, shared_root
+from reid.paths import PROJECT_ROOT
 from reid.weights import read_weights
+from tests.sites import CROWD, SPARSE, needs, site_config
 from trt_engines.cache import file_hash
-
-CROWD = shared_root() / "video" / "epfl_terrace1_crowd"
-SPARSE = shared_root() / "video" / "epfl_terrace1"
-
-
-def _needs(folder: Path) -> None:
-    if not folder.is_dir():
-        pytest.skip(f"{folder} is not in ../shared")
-
-
-def _site_config(tmp: Path, clip: Path, name: str) -> Path:
-    """The shipped config of ``clip`` pointing at a copy of its videos and homographies only: no ground truth
-    lies anywhere near what the adaptation is given."""
-    src = {"epfl_terrace1": "terrace1.yaml", "epfl_terrace1_crowd": "terrace1_crowd.yaml"}[clip.name]
-    data = yaml.safe_load((PROJECT_ROOT / "configs" / src).read_text())
-    folder = tmp / name
-    folder.mkdir()
-    for cam in data["cameras"]:
-        for key in ("source", "homography"):
-            f = clip / Path(cam[key]).name
-            shutil.copy(f, folder / f.name)
-            cam[key] = str(folder / f.name)
-    data["detector"]["weights"] = str(shared_root() / "weights" / Path(data["detector"]["weights"]).name)
-    data["name"] = name
-    path = folder / "cams.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 @pytest.fixture(scope="module")
 def crowd_harvest():
-    _needs(CROWD)
+    needs(CROWD)
     return harvest(PROJECT_ROOT / "configs" / "terrace1_crowd.yaml", duration_s=12.0, progress=False)
 
 
@@ -106,8 +79,8 @@ def test_a_config_without_recorded_video_is_refused(tmp_path):
 
 
 def test_too_little_video_is_refused(tmp_path, capsys):
-    _needs(CROWD)
-    cfg = _site_config(tmp_path, CROWD, "short")
+    needs(CROWD)
+    cfg = site_config(tmp_path, CROWD, "short")
     assert adapt_main(["--cameras", str(cfg), "--duration", "3", "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out" / "model.pt").exists()
 
@@ -116,9 +89,9 @@ def test_too_little_video_is_refused(tmp_path, capsys):
 def test_adapt_end_to_end_without_ground_truth(tmp_path):
     """A whole run on 20 s of both clips: the files it opens never include a ground-truth file, and it writes
     weights whose card records the video, the pseudo-identities, the figures and the starting weights' hash."""
-    _needs(CROWD)
-    _needs(SPARSE)
-    configs = [_site_config(tmp_path, SPARSE, "sparse"), _site_config(tmp_path, CROWD, "crowd")]
+    needs(CROWD)
+    needs(SPARSE)
+    configs = [site_config(tmp_path, SPARSE, "sparse"), site_config(tmp_path, CROWD, "crowd")]
     opened: list[str] = []
 
     def audit(event: str, args: tuple) -> None:

@@ -1,0 +1,90 @@
+"""Measure a site's ground rules and appearance threshold from its own unlabeled video.
+
+    python -m pipeline.site_check --cameras cams.yaml [--cameras more.yaml ...] [--duration S] [--out DIR]
+
+Replays the recorded cameras through the pipeline's detector and tracker (as ``reid.adapt`` does), then measures,
+without any ground truth: the ground distance between co-visible tracks of overlapping calibrated views (the
+same-person mode against different people), the tracks' walking paces, and the appearance similarity of tracks
+that are one person against co-visible tracks that are two. Prints the suggested ``geometry`` values (in the
+calibration's units) with the evidence, how the configured ``matcher.threshold`` fares on the site's pairs, the
+config lines to paste, and warnings where a calibration looks wrong; writes ``site_check.png`` (the
+distributions) and ``site_check.json`` to ``--out`` (default: the first config's run directory, ``site_check/``,
+where the service's calibration page shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("pipeline.site_check")
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m pipeline.site_check", description=__doc__.split("\n")[0])
+    p.add_argument("--cameras", type=Path, action="append", required=True,
+                   help="pipeline config of recorded video of the site (repeat for several recordings)")
+    p.add_argument("--duration", type=float, default=None, help="use the first S seconds of each video")
+    p.add_argument("--out", type=Path, default=None, help="folder of site_check.png and site_check.json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.config import ConfigError, load_config
+    from pipeline.site_check.plots import write_plots
+    from pipeline.site_check.report import CROPS_PER_TRACK, check, sig
+    from reid.adapt.harvest import HarvestError, harvest_all
+    from reid.log import setup_logging
+
+    setup_logging()
+    try:
+        first = load_config(args.cameras[0])
+        recordings = harvest_all(args.cameras, args.duration, max_crops_per_track=CROPS_PER_TRACK)
+    except (ConfigError, HarvestError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 2
+    units = first.geometry.unit_name if first.geometry is not None else "units"
+    if not any(h is not None for r in recordings for h in r.cameras.values()):
+        log.warning("no camera has a homography: nothing on the ground can be measured (calibrate with "
+                    "python -m pipeline.calibrate or the service's /calibrate page)")
+    result = check(recordings, first.reid.build_embedder(), first.matcher.threshold)
+    suggestions = result.suggestions
+    out = args.out or first.resolved_run_dir / "site_check"
+    png = write_plots(out / "site_check.png", result.ground, result.fit, suggestions, result.appearance, units)
+    now = {"same_place": first.geometry.same_place if first.geometry else None,
+           "different_place": first.geometry.different_place if first.geometry else None,
+           "max_speed": first.geometry.max_speed if first.geometry else None, "threshold": first.matcher.threshold}
+    report = {"configs": [str(c) for c in args.cameras], "units": units,
+              "tracks": sum(len(r.tracks) for r in recordings),
+              "video_s": {r.name: r.duration_s for r in recordings},
+              "suggestions": {k: {"value": None if s.value is None else sig(s.value), "why": s.why,
+                                  "configured": now[k]} for k, s in suggestions.items()},
+              "evidence": result.evidence_summary(), "warnings": result.warnings,
+              "config_lines": result.config_lines(), "plot": str(png)}
+    (out / "site_check.json").write_text(json.dumps(report, indent=2))
+
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the evidence on one line
+    table = Table(title=f"site check: {', '.join(r.name for r in recordings)} ({report['tracks']} tracks)")
+    for col in ("setting", "suggested", "configured now", "evidence"):
+        table.add_column(col, overflow="fold")
+    for k, s in suggestions.items():
+        unit = {"max_speed": f" {units}/s", "threshold": ""}.get(k, f" {units}")
+        table.add_row("matcher.threshold" if k == "threshold" else f"geometry.{k}",
+                      "-" if s.value is None else f"{sig(s.value)}{unit}",
+                      "-" if now[k] is None else f"{now[k]}{unit}", s.why)
+    console.print(table)
+    for w in result.warnings:
+        log.warning("%s", w)
+    lines = report["config_lines"] or "(nothing measured: replay more video, see the evidence column)"
+    console.print(f"plots: {png}\nreport: {out / 'site_check.json'}\nconfig lines:\n{lines}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""One site check: measure (:mod:`.evidence`), derive (:mod:`.suggest`), and say it as JSON and config lines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.site_check.evidence import (
+    AppearanceEvidence,
+    GroundEvidence,
+    appearance_evidence,
+    ground_evidence,
+    pair_medians,
+)
+from pipeline.site_check.suggest import (
+    GroundFit,
+    Suggestion,
+    calibration_warnings,
+    equal_error,
+    fit_ground,
+    suggest_geometry,
+    suggest_threshold,
+)
+from reid.adapt.harvest import Recording, spread
+
+CROPS_PER_TRACK = 12  # embedded per track: its mean is steady by then, and a crowd's replay stays cheap
+GEOMETRY_KEYS = ("same_place", "different_place", "max_speed")
+
+
+def track_embeddings(recordings: Sequence[Recording], embedder) -> tuple[dict, dict]:  # noqa: ANN001 - an Embedder
+    """Each track's unit mean embedding of at most ``CROPS_PER_TRACK`` clean crops, and the means of its two
+    halves (tracks with four crops or more)."""
+    means, halves = {}, {}
+    for r in recordings:
+        for t in r.tracks:
+            crops = spread(t.crops, CROPS_PER_TRACK)
+            if not crops:
+                continue
+            e = embedder.embed([c.image for c in crops])
+            m = e.mean(axis=0)
+            means[t.key] = m / max(float(np.linalg.norm(m)), 1e-12)
+            if len(crops) >= 4:
+                halves[t.key] = (e[: len(e) // 2].mean(axis=0), e[len(e) // 2 :].mean(axis=0))
+    return means, halves
+
+
+@dataclass
+class SiteCheck:
+    ground: GroundEvidence
+    fit: GroundFit | None
+    appearance: AppearanceEvidence
+    suggestions: dict[str, Suggestion]  # same_place, different_place, max_speed, threshold
+    warnings: list[str]
+
+    def config_lines(self) -> str:
+        """The YAML to paste: the suggested values that could be measured."""
+        geo = [f"  {k}: {sig(self.suggestions[k].value)}" for k in GEOMETRY_KEYS
+               if self.suggestions[k].value is not None]
+        return "\n".join(["geometry:", *geo] if geo else [])
+
+    def evidence_summary(self) -> dict:
+        g, a = self.ground, self.appearance
+        enough = len(a.cross_same_place) and len(a.cross_apart)
+        return {"ground": {"one_view_co_visible": _pct(g.different, (1, 5, 50)),
+                           "two_views_mutual_nearest": _pct(g.same_candidates, (25, 50, 75)),
+                           "track_paces": _pct(g.paces, (10, 50, 90))},
+                "appearance": {"one_view_co_visible": _pct(a.different, (50, 95, 99)),
+                               "two_views_apart": _pct(a.cross_apart, (50, 95, 99)),
+                               "two_views_same_place": _pct(a.cross_same_place, (5, 25, 50)),
+                               "same_track_halves": _pct(a.same_track, (5, 50)),
+                               "cross_view_equal_error": sig(equal_error(a.cross_same_place, a.cross_apart))
+                               if enough else None}}
+
+
+def sig(x: float) -> float:
+    """Three significant digits: a threshold, not a measurement's noise."""
+    return float(f"{x:.3g}")
+
+
+def _pct(x: np.ndarray, qs: Sequence[int]) -> dict[str, float]:
+    if not len(x):
+        return {"n": 0}
+    return {f"p{q}": sig(float(np.percentile(x, q))) for q in qs} | {"n": len(x)}
+
+
+def check(recordings: Sequence[Recording], embedder, threshold: float) -> SiteCheck:  # noqa: ANN001 - an Embedder
+    """Measure and suggest from harvested recordings (``reid.adapt.harvest``); reads no ground truth.
+    ``threshold``: the configured ``matcher.threshold``, judged on the site's pairs."""
+    ground = ground_evidence(recordings)
+    fit, _ = fit_ground(ground)
+    suggestions = suggest_geometry(ground)
+    means, halves = track_embeddings(recordings, embedder)
+    appearance = appearance_evidence(recordings, means, halves, pair_medians(ground),
+                                     suggestions["same_place"].value, suggestions["different_place"].value)
+    suggestions["threshold"] = suggest_threshold(appearance, threshold)
+    warnings = calibration_warnings(ground, fit, appearance)
+    return SiteCheck(ground, fit, appearance, suggestions, warnings)

@@ -1,0 +1,177 @@
+"""From measured distributions to the config's values, each with the evidence it rests on.
+
+The rules follow what each value costs when wrong, not one site's figures:
+
+- ``same_place``: a false AGREE merges two people; a missed one splits a person whenever appearance cannot link
+  the two views (in a crowd, often: on the crowded terrace1 clip a ``same_place`` at the same person's 95th
+  percentile instead of the 99th cost 0.044 MTMC IDF1). So the rule is symmetric: the same person's 99th
+  percentile, unless that lets more than 1 % of different people's windows agree (their 1st percentile, measured
+  on co-visible tracks of one camera).
+- The same-person mode is fitted as a Rayleigh distribution (the distance between two noisy 2-D estimates of one
+  point): scale ``sigma`` by maximum likelihood on the mutual-nearest distances below the different-people 5th
+  percentile, the fit knowing it sees a truncated sample. Its 99th percentile is 3.03 sigma.
+- ``different_place``: a false DISAGREE splits one person, whatever the appearance. So it is 5 sigma (a single
+  window of the fitted mode lies beyond it with probability 4e-6, which leaves room for the heavier tails of
+  half-hidden feet), and at least 1.5 x ``same_place`` so that an undecided band remains.
+- ``max_speed``: 3.5 x the site's typical fast pace (the median over tracks of each track's 90th-percentile speed
+  over 2 s): people walk at 1.0-1.4 m/s and run at 3-4 m/s, so this admits a jog and refuses a teleport.
+- ``matcher.threshold`` is kept: the check reports how it fares on cross-view pairs of tracks the ground has
+  judged, one person (same place) and two people (seen at the same time far apart), and their equal-error point.
+  That point is not suggested: measured on both terrace1 clips it cost 0.020 and 0.044 MTMC IDF1 (0.83 and 0.79
+  against 0.70), because the matcher compares a track's few best crops at decision time with an identity's best
+  prototype, not two tracks' whole-track means, and leans on the ground's vetoes; the threshold belongs to the
+  weights (``reid.link_bench`` derives it on labelled data). Co-visible tracks of one view are shown but not
+  used: the shared view and light flatter their similarity (on terrace1, two people in one view score higher than
+  one person across views).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import brentq
+
+from pipeline.site_check.evidence import AppearanceEvidence, GroundEvidence, inside, overlap_share, seen_region
+
+MIN_DIFFERENT = 30  # different-people windows needed to read their low percentiles
+MIN_SAME = 15  # same-person candidates needed to fit their mode
+MIN_PACES = 5  # tracks with a pace needed for max_speed
+MIN_NEGATIVES = 20  # cross-view track pairs of two people needed for the matcher threshold
+MIN_POSITIVES = 8  # ... and of one person
+RAYLEIGH_P99 = math.sqrt(-2 * math.log(0.01))  # 3.035
+SIGMAS_APART = 5.0
+PACE_FACTOR = 3.5
+MIN_SHARED_WINDOWS = 8  # mutual-nearest windows on a shared floor needed to judge a calibration (right: ~97 % agree)
+AGREE_SHARE_MIN = 0.5  # on a shared floor, mutual-nearest windows agreeing less often than this: a calibration is off
+
+
+@dataclass
+class Suggestion:
+    value: float | None  # None: too little evidence (``why`` says what is missing)
+    why: str
+
+
+@dataclass
+class GroundFit:
+    """The fitted modes: different people's low percentiles and the same person's Rayleigh scale."""
+
+    different_p1: float
+    different_p5: float
+    sigma: float
+    same_n: int
+
+
+def rayleigh_sigma(d: np.ndarray, cut: float) -> float:
+    """Maximum-likelihood Rayleigh scale of the distances ``d`` (all below ``cut``) of a sample truncated at
+    ``cut``: the log-likelihood's derivative in sigma is solved by bisection."""
+    d = np.asarray(d, np.float64)
+    n, ss = len(d), float((d * d).sum())
+
+    def score(s: float) -> float:
+        tail = math.exp(-cut * cut / (2 * s * s))
+        return -2 * n / s + ss / s**3 + n * tail * (cut * cut / s**3) / (1 - tail)
+
+    return brentq(score, 1e-3 * cut, 10 * cut)
+
+
+def fit_ground(ev: GroundEvidence) -> tuple[GroundFit | None, str]:
+    if len(ev.different) < MIN_DIFFERENT:
+        return None, (f"{len(ev.different)} windows of co-visible tracks in one camera (need {MIN_DIFFERENT}): too "
+                      "few people at once to measure how close different people stand; replay more video")
+    p1, p5 = (float(np.percentile(ev.different, q)) for q in (1, 5))
+    same = ev.same_candidates
+    same = same[same < p5]
+    if len(same) < MIN_SAME:
+        return None, (f"{len(same)} windows in which two calibrated views' tracks stood closer than different "
+                      f"people do ({p5:.3g}); need {MIN_SAME}: do the views overlap, and are their calibrations right?")
+    return GroundFit(p1, p5, rayleigh_sigma(same, p5), len(same)), ""
+
+
+def suggest_geometry(ev: GroundEvidence) -> dict[str, Suggestion]:
+    fit, missing = fit_ground(ev)
+    out: dict[str, Suggestion] = {}
+    if fit is None:
+        out["same_place"] = out["different_place"] = Suggestion(None, missing)
+    else:
+        p99 = RAYLEIGH_P99 * fit.sigma
+        same_place = min(fit.different_p1, p99)
+        out["same_place"] = Suggestion(
+            same_place, f"min(different people's 1st percentile {fit.different_p1:.3g}, the same person's 99th "
+                        f"percentile {p99:.3g} = 3.03 x sigma {fit.sigma:.3g}, fitted on {fit.same_n} windows)")
+        different_place = max(SIGMAS_APART * fit.sigma, 1.5 * same_place)
+        out["different_place"] = Suggestion(
+            different_place, f"max({SIGMAS_APART:g} x sigma = {SIGMAS_APART * fit.sigma:.3g}, "
+                             f"1.5 x same_place = {1.5 * same_place:.3g})")
+    if len(ev.paces) < MIN_PACES:
+        out["max_speed"] = Suggestion(None, f"{len(ev.paces)} tracks long enough to measure a pace (need "
+                                            f"{MIN_PACES}): replay more video")
+    else:
+        pace = float(np.median(ev.paces))
+        out["max_speed"] = Suggestion(PACE_FACTOR * pace, f"{PACE_FACTOR:g} x the typical fast pace {pace:.3g}/s "
+                                                          f"(median over {len(ev.paces)} tracks)")
+    return out
+
+
+def equal_error(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """The similarity at which as many one-person pairs fall below as two-people pairs reach it."""
+    cands = np.unique(np.r_[positives, negatives])
+    miss = np.array([(positives < t).mean() for t in cands])
+    false = np.array([(negatives >= t).mean() for t in cands])
+    return float(cands[np.argmin(np.abs(miss - false))])
+
+
+def suggest_threshold(ev: AppearanceEvidence, configured: float) -> Suggestion:
+    """Keep the configured threshold, and say how it fares on this site's ground-judged cross-view pairs (with their
+    equal-error point, reported, not suggested: see the module docstring)."""
+    pos, neg = ev.cross_same_place, ev.cross_apart
+    if len(pos) < MIN_POSITIVES or len(neg) < MIN_NEGATIVES:
+        return Suggestion(configured, f"keep: {len(pos)} cross-view track pairs the ground says are one person and "
+                                      f"{len(neg)} it says are two (need {MIN_POSITIVES} and {MIN_NEGATIVES} to say "
+                                      "more)")
+    return Suggestion(configured, f"keep (a property of the weights): it passes "
+                                  f"{100 * float((pos >= configured).mean()):.0f} % of {len(pos)} one-person and "
+                                  f"{100 * float((neg >= configured).mean()):.0f} % of {len(neg)} two-people "
+                                  f"cross-view track pairs (the ground's verdicts; equal error at "
+                                  f"{equal_error(pos, neg):.2f})")
+
+
+def calibration_warnings(ground: GroundEvidence, fit: GroundFit | None,
+                         appearance: AppearanceEvidence | None) -> list[str]:
+    """What looks wrong: overlapping views whose co-visible tracks' feet never agree; views whose seen floor does
+    not overlap although people are in both at the same time who look as alike as one track's two halves (mutual
+    best matches above the halves' 5th percentile)."""
+    out = []
+    cut = fit.different_p5 if fit is not None else (
+        float(np.percentile(ground.different, 5)) if len(ground.different) >= MIN_DIFFERENT else None)
+    alike_at = None
+    if appearance is not None and len(appearance.same_track) >= MIN_POSITIVES:
+        alike_at = float(np.percentile(appearance.same_track, 5))
+    regions = {c: seen_region(p) for c, p in ground.seen.items()}
+    for pair in ground.pairs:
+        a, b = pair.cameras
+        ra, rb = regions.get(a), regions.get(b)
+        if ra is None or rb is None:
+            continue
+        shared = overlap_share(ra, rb)
+        # Inside the floor both views see, nearly everyone is seen by both: a track's mutual nearest there is
+        # the same person, unless a calibration is off.
+        nearest = np.array([w.distance for w in pair.mutual_nearest() if inside(ra, w.where) and inside(rb, w.where)])
+        if shared >= 0.1 and len(nearest) >= MIN_SHARED_WINDOWS and cut is not None:
+            agree = float((nearest < cut).mean())
+            if agree < AGREE_SHARE_MIN:
+                out.append(f"{a} and {b} see a common floor ({100 * shared:.0f} % of the smaller view's) but on it "
+                           f"their co-visible tracks' feet seldom meet (only {100 * agree:.0f} % of {len(nearest)} "
+                           f"nearest pairs within {cut:.3g}, closer than different people stand): check both "
+                           "calibrations")
+        if shared < 0.05 and alike_at is not None and appearance is not None:
+            alike = sum(s >= alike_at for s in appearance.mutual_best((a, b)))
+            if alike >= 3:
+                out.append(f"{a} and {b}'s calibrated floors do not overlap ({100 * shared:.0f} %), yet {alike} pairs "
+                           f"of their tracks seen at the same time look as alike as one track's two halves "
+                           f"(similarity >= {alike_at:.2f}): if the views overlap, their calibrations disagree")
+    if not out and fit is None and ground.pairs and cut is not None:
+        out.append("no calibrated pair of views has tracks standing together: either the views do not overlap, or "
+                   "the calibrations do not share one ground frame")
+    return out

@@ -1,0 +1,117 @@
+"""The site check on real video: suggestions measured from the crowded terrace1 clip without its ground truth,
+judged against distributions the ground truth gives; warnings for a calibration made wrong on purpose; the
+Rayleigh fit; the CLI's errors and outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from benchmarks.site_check_accuracy import gt_distances
+from pipeline.config import load_config
+from pipeline.site_check.__main__ import main as site_check_main
+from pipeline.site_check.report import check
+from pipeline.site_check.suggest import rayleigh_sigma
+from reid.adapt.harvest import harvest
+from reid.paths import PROJECT_ROOT
+from tests.sites import CROWD, SPARSE, needs, site_config
+
+
+@pytest.fixture(scope="module")
+def crowd(tmp_path_factory):
+    """The crowd clip harvested and checked from a copy holding no ground truth, with every file opened."""
+    needs(CROWD)
+    cfg = site_config(tmp_path_factory.mktemp("site"), CROWD, "crowd")
+    opened: list[str] = []
+
+    def audit(event: str, args: tuple) -> None:
+        if event == "open" and isinstance(args[0], str | Path):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(audit)  # hooks cannot be removed: it only records, and the list is this fixture's
+    recording = harvest(cfg, progress=False, max_crops_per_track=12)
+    embedder = load_config(cfg).reid.build_embedder()
+    result = check([recording], embedder, 0.70)
+    seen = list(opened)
+    opened.clear()
+    return recording, embedder, result, seen
+
+
+def test_suggestions_separate_what_the_ground_truth_shows(crowd):
+    _, _, result, opened = crowd
+    assert not [p for p in opened if "/gt/" in p or p.endswith("gt")], "the site check read ground truth"
+    s = {k: v.value for k, v in result.suggestions.items()}
+    assert None not in s.values(), {k: v.why for k, v in result.suggestions.items()}
+    same, different = gt_distances(load_config(PROJECT_ROOT / "configs" / "terrace1_crowd.yaml"), CROWD / "gt")
+    # A suggested same_place below different people's 5th percentile merges few pairs of people; a
+    # different_place above the same person's 95th percentile splits few people.
+    assert s["same_place"] < np.percentile(different, 5)
+    assert s["different_place"] > np.percentile(same, 95)
+    assert s["same_place"] > np.percentile(same, 25), "so tight that AGREE would hardly ever fire"
+    assert 0 < s["max_speed"] and s["threshold"] == 0.70  # the threshold is judged, and kept
+    assert result.warnings == []
+    lines = yaml.safe_load(result.config_lines())
+    assert lines == {"geometry": {k: float(f"{s[k]:.3g}") for k in ("same_place", "different_place", "max_speed")}}
+
+
+def _shifted(recording, camera: str, dx: float):
+    """The recording as a calibration off by ``dx`` ground units in one camera would have measured it."""
+    moved = copy.copy(recording)
+    moved.tracks = []
+    for t in recording.tracks:
+        t = copy.copy(t)
+        if t.camera_id == camera:
+            t.ground = [(x + dx, y) for x, y in t.ground]
+        moved.tracks.append(t)
+    return moved
+
+
+def test_a_wrong_calibration_is_reported(crowd):
+    recording, embedder, result, _ = crowd
+    apart = result.suggestions["different_place"].value
+    near = check([_shifted(recording, "c1", 3 * apart)], embedder, 0.70)  # still one floor, feet never meet
+    assert any("seldom meet" in w for w in near.warnings), near.warnings
+    far = check([_shifted(recording, "c1", 1e4)], embedder, 0.70)  # the floors drift apart
+    assert any("do not overlap" in w for w in far.warnings), far.warnings
+
+
+def test_rayleigh_fit_of_a_truncated_sample():
+    rng = np.random.default_rng(3)
+    d = np.linalg.norm(rng.normal(0, 12.0, (4000, 2)), axis=1)
+    cut = 30.0
+    assert rayleigh_sigma(d[d < cut], cut) == pytest.approx(12.0, rel=0.05)
+    assert math.isfinite(rayleigh_sigma(d[d < 15], 15))
+
+
+def test_cli_says_what_too_little_video_cannot_measure(tmp_path, capsys):
+    """20 s of the sparse clip: three people, too few at once to measure anything on the ground. The run still
+    writes its report and plot, suggests nothing it cannot back, and keeps the configured threshold."""
+    needs(SPARSE)
+    cfg = site_config(tmp_path, SPARSE, "sparse")
+    out = tmp_path / "out"
+    assert site_check_main(["--cameras", str(cfg), "--duration", "20", "--out", str(out)]) == 0
+    report = json.loads((out / "site_check.json").read_text())
+    assert (out / "site_check.png").stat().st_size > 10_000
+    s = report["suggestions"]
+    assert set(s) == {"same_place", "different_place", "max_speed", "threshold"}
+    assert s["same_place"]["value"] is None and "replay more video" in s["same_place"]["why"]
+    assert s["same_place"]["configured"] == 30 and s["threshold"]["value"] == 0.70
+    assert report["config_lines"] == ""
+    printed = capsys.readouterr().out
+    assert "geometry.same_place" in printed and "nothing measured" in printed
+
+
+def test_cli_refuses_a_config_without_recorded_video(tmp_path, caplog):
+    path = tmp_path / "live.yaml"
+    path.write_text(yaml.safe_dump({"cameras": [{"id": "door", "source": "rtsp://127.0.0.1:1/stream"}]}))
+    assert site_check_main(["--cameras", str(path)]) == 2
+    assert "no camera plays a recorded video file" in caplog.text
+    assert site_check_main(["--cameras", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in caplog.text
