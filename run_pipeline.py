@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(config, replay=args.replay, speed=speed, duration_s=args.duration,
                             events_out=args.events_out, status=not args.no_status,
                             stage_log_every_s=args.stats_every,
-                            track_log=bool(args.save_video or args.tracks_out))
+                            track_log=bool(args.save_video or args.tracks_out), config_path=args.cameras)
     try:
         code = supervisor.run()
     except PipelineError as e:

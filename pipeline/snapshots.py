@@ -8,8 +8,10 @@ moment: a box is labelled ``#7`` in identity 7's colour (the colours of ``--save
 while its track is not decided yet.
 
 A ``.snap`` file is one msgpack map (``v``, ``camera``, ``frame``, ``ts``, ``jpeg``, ``boxes`` in the JPEG's
-pixels, ``tracks``), written to a temporary file and renamed, so a reader never sees a partial one. One file per
-camera, rewritten at most once per ``every_s``: bounded on disk and in time, whatever the frame rate.
+pixels, ``tracks``, and ``size``: the camera frame's width and height before downscaling, which the calibration
+page needs to turn a click on the JPEG into camera pixels; absent from older files), written to a temporary file
+and renamed, so a reader never sees a partial one. One file per camera, rewritten at most once per ``every_s``:
+bounded on disk and in time, whatever the frame rate.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Snapshot:
     jpeg: bytes  # the clean frame, at most ``SnapshotWriter.MAX_WIDTH`` px wide
     boxes: np.ndarray  # (N, 4) xyxy in the JPEG's pixels
     track_ids: list[int]  # the ids the match stage knows the tracks by (the detect stage's global track ids)
+    frame_size: tuple[int, int] | None = None  # (width, height) of the camera's frame; None in older files
 
 
 class SnapshotWriter:
@@ -77,7 +80,7 @@ class SnapshotWriter:
         scaled = np.round(np.asarray(boxes, np.float32).reshape(-1, 4) * scale, 1)
         payload = msgpack.packb({"v": SNAPSHOT_VERSION, "camera": cam, "frame": int(frame_index), "ts": float(ts),
                                  "jpeg": buf.tobytes(), "boxes": scaled.tolist(),
-                                 "tracks": [int(t) for t in track_ids]})
+                                 "tracks": [int(t) for t in track_ids], "size": [frame.shape[1], frame.shape[0]]})
         tmp = self.folder / f".{cam}.snap.tmp"
         try:
             tmp.write_bytes(payload)
@@ -108,7 +111,10 @@ def read_snapshot(path: Path) -> Snapshot:
         tracks = [int(t) for t in d["tracks"]]
         if len(tracks) != len(boxes):
             raise SnapshotError(f"{path}: {len(boxes)} boxes but {len(tracks)} track ids")
-        return Snapshot(str(d["camera"]), int(d["frame"]), float(d["ts"]), bytes(d["jpeg"]), boxes, tracks)
+        size = d.get("size")
+        frame_size = (int(size[0]), int(size[1])) if size is not None else None
+        return Snapshot(str(d["camera"]), int(d["frame"]), float(d["ts"]), bytes(d["jpeg"]), boxes, tracks,
+                        frame_size)
     except SnapshotError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, msgpack.UnpackException) as e:

@@ -156,8 +156,10 @@ class Supervisor:
 
     def __init__(self, config: PipelineConfig, replay: bool = False, speed: float | None = 1.0,
                  duration_s: float | None = None, events_out: Path | None = None, max_restarts: int = 5,
-                 status: bool = True, stage_log_every_s: float = LOG_EVERY_S, track_log: bool = False) -> None:
+                 status: bool = True, stage_log_every_s: float = LOG_EVERY_S, track_log: bool = False,
+                 config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # the file config came from: the calibration page writes next to it
         self.replay = replay
         self.signals = StopSignals()
         self.stages = StageLifecycle(config, stage_procs(config, replay, speed, duration_s, stage_log_every_s,
@@ -285,7 +287,8 @@ class Supervisor:
         self.metrics = PipelineMetrics(lambda: self.stages.procs,
                                        lambda: int(self.stages.get("match").stats.get("identities", 0)))
         try:
-            self.service, store = start_service(self.config, self.config.http, redis_url, self.metrics, self.health)
+            self.service, store = start_service(self.config, self.config.http, redis_url, self.metrics, self.health,
+                                                self.config_path)
         except RuntimeError as e:
             raise PipelineError(str(e)) from None
         return store

@@ -1,4 +1,4 @@
-"""Serve a finished run: the web page, identities, timelines, thumbnails, search and the cameras' last snapshots.
+"""Serve a finished run: its web page, identities, search, camera snapshots and calibration page.
 
     python -m pipeline.service --cameras cams.yaml [--run-dir runs/NAME] [--http 127.0.0.1:8080] [--redis URL]
 
@@ -6,7 +6,7 @@ A running pipeline serves itself (``run_pipeline.py --http``); once it has ended
 run directory's Redis data and its snapshots on disk. This starts that Redis (on a free port, stopped at exit;
 refused while the pipeline still holds it) and the same service, until Ctrl-C. A run that used an external Redis
 (the config's ``matcher.redis.url``, or ``--redis``) is read from there instead. ``/metrics`` belongs to a running
-pipeline and answers 404 here.
+pipeline and answers 404 here. The calibration page (``/calibrate``) writes its matrices next to ``--cameras``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             with connect(config.matcher.redis.model_copy(update={"retry_attempts": 0}), url) as client:
                 client.ping()
             service, store = start_service(config, config.http, url, None,
-                                           lambda: {"run": "finished", "run_dir": str(run_dir)})
+                                           lambda: {"run": "finished", "run_dir": str(run_dir)}, args.cameras)
             try:
                 log.info("serving the finished run %s on %s (Ctrl-C stops)", run_dir, service.url)
                 while not stop.wait(0.5):

@@ -1,5 +1,5 @@
 """The FastAPI application: identities, their timelines and thumbnails, search by photo, camera snapshots,
-metrics, health, and the web page.
+metrics, health, the web page, and the calibration page (``calibration_api.py``).
 
 Every error is JSON, ``{"error": message, "status": code}``, whatever raised it (a missing identity, a bad upload,
 an unknown route, a failed validation). With a token configured, every request but ``/healthz`` must carry
@@ -25,6 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.search import PhotoError, Searcher, decode_photo
+from pipeline.service.calibration_api import add_calibration_routes
+from pipeline.service.calibration_site import CalibrationSite
 from pipeline.service.config import HttpConfig
 from pipeline.service.metrics import PipelineMetrics
 from pipeline.snapshots import SnapshotError, read_snapshot, render_snapshot, snapshot_folder, snapshot_path
@@ -39,8 +41,9 @@ STATIC = Path(__file__).parent / "static"
 
 @dataclass
 class ServiceContext:
-    """What the endpoints read: the identity store and album, the cameras, the run directory, the metrics, and a
-    searcher whose embedder is built on the first search (the page and the lists never pay for the model)."""
+    """What the endpoints read: the identity store and album, the cameras, the run directory, the metrics, a
+    searcher whose embedder is built on the first search (the page and the lists never pay for the model), and
+    the cameras' calibration (None: a service built without its pipeline config has no calibration page)."""
 
     config: HttpConfig
     store: IdentityStore
@@ -50,6 +53,7 @@ class ServiceContext:
     metrics: PipelineMetrics | None
     make_embedder: Callable[[], Any]
     health: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    calibration: CalibrationSite | None = None
     _searcher: Searcher | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -189,5 +193,6 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    add_calibration_routes(app, ctx.calibration, ctx.config.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

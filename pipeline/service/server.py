@@ -13,12 +13,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from pipeline.config import PipelineConfig
 from pipeline.service.app import ServiceContext, create_app
+from pipeline.service.calibration_site import CalibrationSite
 from pipeline.service.config import HttpConfig
 from pipeline.service.metrics import PipelineMetrics
 from reid.identity.album import Album
@@ -64,18 +66,20 @@ def embedder_factory(config: PipelineConfig) -> Callable[[], Any]:
 
 
 def start_service(config: PipelineConfig, http: HttpConfig, redis_url: str, metrics: PipelineMetrics | None,
-                  health: Callable[[], dict[str, Any]]) -> tuple[ServiceThread, IdentityStore]:
+                  health: Callable[[], dict[str, Any]],
+                  config_path: Path | None = None) -> tuple[ServiceThread, IdentityStore]:
     """Start the service of a pipeline whose identities are in ``redis_url``; returns it and its store (close it
-    after stopping the service)."""
+    after stopping the service). ``config_path`` is the file ``config`` was loaded from: the calibration page
+    writes its matrices next to it (without it, it offers them for download)."""
     store = IdentityStore.from_config(config.matcher, redis_url)
     album = Album.from_config(store, config.gallery)
     cameras = [{"id": c.id, "live": c.is_live} for c in config.cameras]
     ctx = ServiceContext(http, store, album, cameras, config.resolved_run_dir, metrics, embedder_factory(config),
-                         health)
+                         health, CalibrationSite.from_config(config, config_path))
     try:
         service = ServiceThread(create_app(ctx), http.host, http.port).start()
     except RuntimeError:
         store.close()
         raise
-    log.info("HTTP service on %s (web page /, API /api, metrics /metrics)", service.url)
+    log.info("HTTP service on %s (web page /, calibration /calibrate, API /api, metrics /metrics)", service.url)
     return service, store

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from pipeline.config import ConfigError, load_config
+    from pipeline.site_check import REPORT_FOLDER, REPORT_JSON, REPORT_PNG
     from pipeline.site_check.plots import write_plots
     from pipeline.site_check.report import CROPS_PER_TRACK, check, sig
     from reid.adapt.harvest import HarvestError, harvest_all
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                     "python -m pipeline.calibrate or the service's /calibrate page)")
     result = check(recordings, first.reid.build_embedder(), first.matcher.threshold)
     suggestions = result.suggestions
-    out = args.out or first.resolved_run_dir / "site_check"
-    png = write_plots(out / "site_check.png", result.ground, result.fit, suggestions, result.appearance, units)
+    out = args.out or first.resolved_run_dir / REPORT_FOLDER
+    png = write_plots(out / REPORT_PNG, result.ground, result.fit, suggestions, result.appearance, units)
     now = {"same_place": first.geometry.same_place if first.geometry else None,
            "different_place": first.geometry.different_place if first.geometry else None,
            "max_speed": first.geometry.max_speed if first.geometry else None, "threshold": first.matcher.threshold}
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "configured": now[k]} for k, s in suggestions.items()},
               "evidence": result.evidence_summary(), "warnings": result.warnings,
               "config_lines": result.config_lines(), "plot": str(png)}
-    (out / "site_check.json").write_text(json.dumps(report, indent=2))
+    (out / REPORT_JSON).write_text(json.dumps(report, indent=2))
 
     console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the evidence on one line
     table = Table(title=f"site check: {', '.join(r.name for r in recordings)} ({report['tracks']} tracks)")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     for w in result.warnings:
         log.warning("%s", w)
     lines = report["config_lines"] or "(nothing measured: replay more video, see the evidence column)"
-    console.print(f"plots: {png}\nreport: {out / 'site_check.json'}\nconfig lines:\n{lines}")
+    console.print(f"plots: {png}\nreport: {out / REPORT_JSON}\nconfig lines:\n{lines}")
     return 0
 
 
