@@ -39,7 +39,7 @@ from reid.paths import PROJECT_ROOT, shared_root
 from tests.redis_server import redis_server  # noqa: F401 - fixture
 
 from .http_client import get_json, request
-from .test_service import chromium
+from .test_service import chromium, headless_chrome
 
 TERRACE = shared_root() / "video" / "epfl_terrace1"
 CM_TO_M = np.diag([0.01, 0.01, 1.0])  # the dataset's ground units are centimetres
@@ -327,8 +327,6 @@ def test_the_top_view_leaves_the_ground_beyond_the_horizon_black():
 @pytest.mark.skipif(chromium() is None, reason="chromium and chromedriver are not installed "
                     "(apt-get install -y chromium chromium-driver; .ci/run does it)")
 def test_calibrating_a_camera_in_a_headless_browser(site):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -338,15 +336,7 @@ def test_calibrating_a_camera_in_a_headless_browser(site):
     # the six points, and a seventh typed with a slip of 1.5 m in y: as a user types them, to the centimetre
     pixels = [*C0_PIXELS, (300.0, 215.0)]
     typed = np.round(ground_of(truth, pixels), 2) + np.array([[0, 0]] * 6 + [[0, 1.5]])
-    browser, driver_path = chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    # the window's size includes the browser's frame: set the page's own, as the screenshot shows it
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    driver = headless_chrome()
     wait = WebDriverWait(driver, 20)
 
     def rows() -> list:

@@ -163,21 +163,31 @@ def chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
+def headless_chrome(width: int = 1400, height: int = 900):  # noqa: ANN201 - a selenium WebDriver
+    """Debian's chromium through its chromedriver, headless, its page (not its window) ``width`` x ``height``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver_path = chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    # the window's size includes the browser's frame: set the page's own, as a screenshot shows it
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    return driver
+
+
 @pytest.mark.skipif(chromium() is None, reason="chromium and chromedriver are not installed "
                     "(apt-get install -y chromium chromium-driver; .ci/run does it)")
 def test_web_page_in_a_headless_browser(pipeline_service):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, tmp = pipeline_service
-    browser, driver_path = chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = headless_chrome()
     try:
         driver.get(url + "/")
         wait = WebDriverWait(driver, 30)
