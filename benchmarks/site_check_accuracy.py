@@ -31,7 +31,7 @@ from pipeline.evaluate_mtmc import evaluate, read_folder, read_frames  # noqa: E
 from pipeline.site_check.__main__ import main as site_check  # noqa: E402
 from pipeline.site_check.evidence import window_distances  # noqa: E402
 from reid.adapt.harvest import HarvestedTrack  # noqa: E402
-from reid.identity.geometry import foot_points  # noqa: E402
+from reid.identity.geometry import GeometryConfig, foot_points  # noqa: E402
 from reid.log import setup_logging  # noqa: E402
 from reid.paths import PROJECT_ROOT, shared_root  # noqa: E402
 
@@ -92,13 +92,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"site check of {config_path} failed")
             report = json.loads((Path(out) / "site_check.json").read_text())
         sug = {k: v["value"] for k, v in report["suggestions"].items()}
+        if None in sug.values():
+            raise SystemExit(f"{name}: the site check measured no {[k for k, v in sug.items() if v is None]}: "
+                             f"{report['suggestions']}")
         same, diff = gt_distances(config, gt_dir)
         truth = {"same_p50": np.median(same), "same_p95": np.percentile(same, 95),
                  "diff_p5": np.percentile(diff, 5)}
         geo = {k: sug[k] for k in ("same_place", "different_place", "max_speed")}
 
         def suggested_geometry(c: PipelineConfig, geo=geo) -> PipelineConfig:  # noqa: ANN001
-            return c.model_copy(update={"geometry": c.geometry.model_copy(update=geo)})
+            return c.model_copy(update={"geometry": GeometryConfig.model_validate({**c.geometry.model_dump(), **geo})})
 
         eer = report["evidence"]["appearance"]["cross_view_equal_error"]
 

@@ -33,7 +33,7 @@ from reid.identity.geometry import CalibrationError, Homography
 MIN_POINTS = 4
 DEFAULT_RANSAC_PX = 5.0
 _REFITS = 5  # least-squares refits after the consensus, each re-judging every point
-_MAX_SAMPLES = 5000  # four-point models tried: every one up to 21 points, a seeded random draw beyond
+_MAX_SAMPLES = 5000  # four-point models tried: every one up to 20 points, a seeded random draw beyond
 
 
 class PointsError(ValueError):
@@ -276,8 +276,8 @@ def fit_homography(points: Sequence[PointPair], ransac_px: float = DEFAULT_RANSA
     check_points(points, what)
     img = np.array([[p.u, p.v] for p in points], np.float64)
     gnd = np.array([[p.x, p.y] for p in points], np.float64)
-    # Normalise the ground coordinates: metres and centimetres must fit equally well (OpenCV's DLT is not
-    # invariant to a badly scaled side).
+    # Normalise the ground coordinates: metres and centimetres must fit equally well (the four-point DLT of the
+    # RANSAC samples, with h33 = 1, is not invariant to a badly scaled side).
     centre, scale = gnd.mean(axis=0), float(np.sqrt(((gnd - gnd.mean(axis=0)) ** 2).sum(axis=1).mean())) or 1.0
     norm = np.array([[1 / scale, 0, -centre[0] / scale], [0, 1 / scale, -centre[1] / scale], [0, 0, 1]])
     gnd_n = (gnd - centre) / scale

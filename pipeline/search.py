@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from reid.identity.album import Album
 from reid.identity.config import RedisConfig
@@ -39,6 +41,7 @@ log = logging.getLogger("pipeline.search")
 
 MIN_PHOTO_SIDE_PX = 16  # smaller than this is not a person anyone could recognise (crops are 160x64 for the model)
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
+MAX_PHOTO_SIDE_PX = 8192  # larger is no photo of a person (and decodes to hundreds of MB)
 
 
 class PhotoError(ValueError):
@@ -49,13 +52,23 @@ class UnknownIdentity(KeyError):
     """``--similar-to`` an identity that does not exist (expired, or never minted)."""
 
 
-def decode_photo(data: bytes, name: str) -> np.ndarray:
-    """BGR image of ``data``; raises :class:`PhotoError` naming ``name`` when it is empty, too big, not an image or
-    too small to hold a person."""
+def decode_photo(data: bytes, name: str, max_side_px: int = MAX_PHOTO_SIDE_PX) -> np.ndarray:
+    """BGR image of ``data``; raises :class:`PhotoError` naming ``name`` when it is empty, too big (in bytes, or
+    in pixels: read from the header before anything is decoded, since a small compressed file can hold an image of
+    gigabytes), not an image or too small to hold a person."""
     if not data:
         raise PhotoError(f"{name}: the file is empty")
     if len(data) > MAX_PHOTO_BYTES:
         raise PhotoError(f"{name}: {len(data)} bytes, more than the {MAX_PHOTO_BYTES} allowed")
+    try:
+        with Image.open(io.BytesIO(data)) as header:  # reads the header only
+            size = header.size
+    except Image.DecompressionBombError:
+        raise PhotoError(f"{name}: an image of too many pixels") from None
+    except (OSError, ValueError):
+        size = None  # not an image Pillow knows: OpenCV says below whether it can read it
+    if size is not None and max(size) > max_side_px:
+        raise PhotoError(f"{name}: {size[0]}x{size[1]} px, larger than {max_side_px} px a side")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise PhotoError(f"{name}: not an image OpenCV can read (JPEG, PNG, BMP, WebP, ...)")

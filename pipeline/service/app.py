@@ -2,8 +2,10 @@
 metrics, health, the web page, and the calibration page (``calibration_api.py``).
 
 Every error is JSON, ``{"error": message, "status": code}``, whatever raised it (a missing identity, a bad upload,
-an unknown route, a failed validation). With a token configured, every request but ``/healthz`` must carry
-``Authorization: Bearer <token>``.
+an unknown route, a failed validation). With a token configured, every request but ``/healthz`` and the two pages
+(HTML and scripts, no data) must carry ``Authorization: Bearer <token>`` or the pages' ``reid_token`` cookie (the
+pages ask for the token on their first 401). A request that changes something (POST) from another site's page
+is refused (403) whatever the token: its ``Origin`` must be the service itself.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -37,6 +40,27 @@ from reid.identity.store import IdentityStore
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+TOKEN_COOKIE = "reid_token"  # the pages' way to send the token: an <img> cannot carry an Authorization header
+PUBLIC_PAGES = frozenset({"/", "/calibrate", "/healthz"})  # the pages hold no data: they ask for the token
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PAGES or path.startswith("/static/")
+
+
+def has_token(request: Request, token: str) -> bool:
+    """``Authorization: Bearer <token>``, or the pages' cookie (SameSite=Strict: never sent by another site)."""
+    auth = request.headers.get("authorization", "").encode()
+    cookie = unquote(request.cookies.get(TOKEN_COOKIE, "")).encode()  # the pages set it URI-encoded
+    return hmac.compare_digest(auth, f"Bearer {token}".encode()) or hmac.compare_digest(cookie, token.encode())
+
+
+def same_origin(request: Request) -> bool:
+    """A request that changes something must not come from another site's page (a browser sends a form POST
+    anywhere without asking): its ``Origin``, when it has one, must be this service. Tools send no Origin."""
+    origin = request.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == request.headers.get("host")
 
 
 @dataclass
@@ -96,11 +120,13 @@ def create_app(ctx: ServiceContext) -> FastAPI:
         return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     @app.middleware("http")
-    async def bearer_token(request: Request, call_next):  # type: ignore[no-untyped-def]
-        if token and request.url.path != "/healthz":
-            auth = request.headers.get("authorization", "")
-            if not hmac.compare_digest(auth.encode(), f"Bearer {token}".encode()):
-                return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+    async def guard(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if request.method not in SAFE_METHODS and not same_origin(request):
+            return error(403, f"cross-site request refused: Origin {request.headers.get('origin')} is not this "
+                              "service")
+        if token and not is_public(request.url.path) and not has_token(request, token):
+            return error(401, "missing or wrong bearer token (Authorization: Bearer <token>; the web pages ask for "
+                              f"it once and keep it in the {TOKEN_COOKIE} cookie)")
         return await call_next(request)
 
     @app.get("/healthz")

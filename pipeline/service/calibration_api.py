@@ -136,6 +136,9 @@ def add_calibration_routes(app: FastAPI, site: CalibrationSite | None, max_uploa
     def fitted(camera_id: str, body: FitBody) -> tuple[CameraFrame, Fit]:
         frame = get_frame(camera_id)
         pairs = [PointPair(p.u, p.v, p.x, p.y, p.n or n) for n, p in enumerate(body.points, start=1)]
+        numbers = [p.row for p in pairs]
+        if len(set(numbers)) != len(numbers):  # errors name points by number: each must name one
+            raise HTTPException(400, f"point numbers repeat: {sorted(n for n in set(numbers) if numbers.count(n) > 1)}")
         outside = [str(p.row) for p in pairs if not (0 <= p.u <= frame.width and 0 <= p.v <= frame.height)]
         if outside:
             raise HTTPException(400, f"points {', '.join(outside)} lie outside camera {camera_id}'s "
@@ -219,12 +222,9 @@ def add_calibration_routes(app: FastAPI, site: CalibrationSite | None, max_uploa
             if len(data) > max_upload_bytes:
                 raise HTTPException(413, f"{name}: larger than the {max_upload_bytes} bytes allowed")
             try:
-                img = decode_photo(data, name)
+                img = decode_photo(data, name, MAX_PLAN_SIDE_PX)  # the size checked before decoding
             except PhotoError as e:
                 raise HTTPException(400, str(e)) from None
-            if max(img.shape[:2]) > MAX_PLAN_SIDE_PX:
-                raise HTTPException(400, f"{name}: {img.shape[1]}x{img.shape[0]} px, larger than "
-                                         f"{MAX_PLAN_SIDE_PX} px a side")
         try:
             plan = s.save_floor_plan(img, pixels_per_metre, (origin_x, origin_y))
         except ValueError as e:

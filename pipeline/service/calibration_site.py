@@ -246,10 +246,13 @@ class CalibrationSite:
             img = read_source_frame(str(cam.source), index)
             if img is not None:
                 return CameraFrame(img, img.shape[1], img.shape[0], f"frame {index} of {Path(str(cam.source)).name}")
+        if snap is not None and snap.frame_size is None:  # a downscaled JPEG of unknown scale: clicks on it would
+            raise FrameError(f"camera {cam.id}: its snapshot predates frame sizes; wait for the running "  # be wrong
+                             "pipeline to write a new one")
         if snap is not None:
             img = cv2.imdecode(np.frombuffer(snap.jpeg, np.uint8), cv2.IMREAD_COLOR)
             if img is not None:
-                w, h = snap.frame_size or (img.shape[1], img.shape[0])
+                w, h = snap.frame_size
                 return CameraFrame(img, w, h, f"snapshot of frame {snap.frame_index}")
         if cam.live:
             raise FrameError(f"camera {cam.id}: no frame yet (a live camera's frame is the running pipeline's "
@@ -312,8 +315,8 @@ class CalibrationSite:
             if existed and not replace:
                 raise SaveRefused(f"{path} exists: the page must say it replaces it (send replace: true)")
             try:
+                write_atomic(path, text.encode())  # the matrix first: points without their matrix mean nothing
                 write_atomic(folder / points_name, rows.encode())
-                write_atomic(path, text.encode())
             except OSError as e:
                 log.warning("camera %s: calibration not written to %s (%s); offered for download", camera_id,
                             folder, e.strerror or e)
@@ -346,9 +349,15 @@ class CalibrationSite:
             note = f"In {where}, replace camera {camera_id}'s homography line with this one"
         else:
             note = f"In {where}, add the homography line to camera {camera_id}'s entry"
-        if not raw.get("geometry"):
+        geometry = raw.get("geometry")
+        if not geometry:
             lines += GEOMETRY_LINES
             note += "; the config has no geometry section: add it (metre defaults)"
+        elif not isinstance(geometry, dict) or geometry.get("units") != "m":
+            lines += GEOMETRY_LINES
+            note += ("; this matrix maps to metres but the config's geometry section is not declared in metres: set "
+                     "units: m there, give any same_place, different_place, max_speed in metres (or drop them for "
+                     "the metre defaults), and calibrate the other cameras here too")
         return lines, note
 
     # -- floor plan ----------------------------------------------------------------------------------------------

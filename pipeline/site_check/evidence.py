@@ -9,8 +9,9 @@ Three kinds of pairs need no labels (the same facts :mod:`reid.adapt` learns fro
   the people seen by one view only (whose nearest is someone else, far away);
 - a track's own ground path gives walking speeds.
 
-Distances are medians over windows of ``window_s`` seconds of the moments both tracks are seen (as the matcher's
-rule takes a median over the common moments), so one bad foot point does not count as a sample.
+Distances are medians over windows of ``WINDOW_S`` seconds of the moments both tracks are seen (as the matcher's
+rule takes a median over the common moments, with the recording's ``geometry.max_dt_s`` and ``min_common``), so
+one bad foot point does not count as a sample.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str, int]
 
 WINDOW_S = 2.0  # the span of one distance sample
-MAX_DT_S = 0.25  # sightings of two cameras this close in time are one moment (geometry.max_dt_s)
-MIN_MOMENTS = 3  # moments in a window for its median to count (geometry.min_common)
+MAX_DT_S = 0.25  # sightings of two cameras this close in time are one moment (geometry.max_dt_s's default)
+MIN_MOMENTS = 3  # moments in a window for its median to count (geometry.min_common's default)
 PACE_SPAN_S = 2.0  # walking pace is measured over this span, on median-filtered positions
 MIN_PACE_TRACK_S = 3.0  # tracks shorter than this give no pace
 
@@ -44,13 +45,14 @@ def ground_path(t: HarvestedTrack) -> tuple[np.ndarray, np.ndarray]:
     return ts[ok], g[ok]
 
 
-def window_distances(a: HarvestedTrack, b: HarvestedTrack) -> list[tuple[float, float, np.ndarray]]:
+def window_distances(a: HarvestedTrack, b: HarvestedTrack, max_dt_s: float = MAX_DT_S,
+                     min_moments: int = MIN_MOMENTS) -> list[tuple[float, float, np.ndarray]]:
     """(window start, median ground distance, where: the median position of ``a`` then) for each ``WINDOW_S``
-    window in which both tracks are seen at ``MIN_MOMENTS`` common moments or more; empty for tracks never seen
-    together."""
+    window in which both tracks are seen at ``min_moments`` common moments (sightings within ``max_dt_s``) or
+    more; empty for tracks never seen together."""
     ta, ga = ground_path(a)
     tb, gb = ground_path(b)
-    if not len(ta) or not len(tb) or ta[0] > tb[-1] + MAX_DT_S or tb[0] > ta[-1] + MAX_DT_S:
+    if not len(ta) or not len(tb) or ta[0] > tb[-1] + max_dt_s or tb[0] > ta[-1] + max_dt_s:
         return []
     j = np.searchsorted(tb, ta)
     if len(tb) > 1:
@@ -58,15 +60,15 @@ def window_distances(a: HarvestedTrack, b: HarvestedTrack) -> list[tuple[float, 
         j -= np.abs(tb[j - 1] - ta) <= np.abs(tb[j] - ta)
     else:
         j = np.zeros(len(ta), np.int64)
-    close = np.abs(tb[j] - ta) <= MAX_DT_S
+    close = np.abs(tb[j] - ta) <= max_dt_s
     t, at, d = ta[close], ga[close], np.linalg.norm(ga[close] - gb[j[close]], axis=1)
-    if len(t) < MIN_MOMENTS:
+    if len(t) < min_moments:
         return []
     slot = np.floor(t / WINDOW_S).astype(np.int64)
     out = []
     for s in np.unique(slot):
         m = slot == s
-        if m.sum() >= MIN_MOMENTS:
+        if m.sum() >= min_moments:
             out.append((float(s * WINDOW_S), float(np.median(d[m])), np.median(at[m], axis=0)))
     return out
 
@@ -88,10 +90,6 @@ class PairEvidence:
 
     cameras: tuple[str, str]
     windows: list[Window] = field(default_factory=list)
-
-    @property
-    def distances(self) -> np.ndarray:
-        return np.array([w.distance for w in self.windows])
 
     def mutual_nearest(self) -> list[Window]:
         """Windows whose two tracks are each other's nearest of the other camera in that window."""
@@ -118,10 +116,20 @@ class GroundEvidence:
     paces: np.ndarray  # per track: its typical fast pace (90th percentile of its speeds), units per second
     seen: dict[str, np.ndarray]  # per camera: the ground positions where it saw people
 
+    def shared_floor(self, pair: PairEvidence) -> list[Window]:
+        """The pair's mutual-nearest windows on the floor both cameras see (where they saw people): there nearly
+        everyone is seen by both views, so a track's mutual nearest is the same person unless a calibration is off
+        (elsewhere it is someone else, whom the other view happens to see)."""
+        a, b = (seen_region(self.seen.get(c, np.zeros((0, 2)))) for c in pair.cameras)
+        if a is None or b is None:
+            return []
+        return [w for w in pair.mutual_nearest() if inside(a, w.where) and inside(b, w.where)]
+
     @property
     def same_candidates(self) -> np.ndarray:
-        """Distances of the mutual-nearest windows of every camera pair: the same-person mode and the rest."""
-        return np.array([w.distance for p in self.pairs for w in p.mutual_nearest()])
+        """Distances of every camera pair's mutual-nearest windows on their shared floor: the same-person mode,
+        and the few pairs one view missed."""
+        return np.array([w.distance for p in self.pairs for w in self.shared_floor(p)])
 
 
 def _pace(t: HarvestedTrack) -> float | None:
@@ -150,11 +158,12 @@ def ground_evidence(recordings: Sequence[Recording]) -> GroundEvidence:
     paces: list[float] = []
     seen: dict[str, list[np.ndarray]] = {}
     for r in recordings:
+        rules = {"max_dt_s": r.geometry.max_dt_s, "min_moments": r.geometry.min_common} if r.geometry else {}
         calibrated = sorted(c for c, h in r.cameras.items() if h is not None)
         tracks = {c: [t for t in r.tracks if t.camera_id == c] for c in calibrated}
         for c, ts in tracks.items():
             for a, b in itertools.combinations(ts, 2):
-                different += [d for _, d, _ in window_distances(a, b)]
+                different += [d for _, d, _ in window_distances(a, b, **rules)]
             for t in ts:
                 if (p := _pace(t)) is not None:
                     paces.append(p)
@@ -163,7 +172,7 @@ def ground_evidence(recordings: Sequence[Recording]) -> GroundEvidence:
             pair = PairEvidence((ca, cb))
             for a in tracks[ca]:
                 for b in tracks[cb]:
-                    pair.windows += [Window(a.key, b.key, s, d, xy) for s, d, xy in window_distances(a, b)]
+                    pair.windows += [Window(a.key, b.key, s, d, xy) for s, d, xy in window_distances(a, b, **rules)]
             pairs.append(pair)
     return GroundEvidence(pairs, np.array(different), np.array(paces),
                           {c: np.concatenate(v) for c, v in seen.items() if v})

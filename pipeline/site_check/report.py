@@ -89,8 +89,8 @@ def check(recordings: Sequence[Recording], embedder, threshold: float) -> SiteCh
     """Measure and suggest from harvested recordings (``reid.adapt.harvest``); reads no ground truth.
     ``threshold``: the configured ``matcher.threshold``, judged on the site's pairs."""
     ground = ground_evidence(recordings)
-    fit, _ = fit_ground(ground)
-    suggestions = suggest_geometry(ground)
+    fit, missing = fit_ground(ground)
+    suggestions = suggest_geometry(ground, fit, missing)
     means, halves = track_embeddings(recordings, embedder)
     appearance = appearance_evidence(recordings, means, halves, pair_medians(ground),
                                      suggestions["same_place"].value, suggestions["different_place"].value)

@@ -10,9 +10,12 @@ The rules follow what each value costs when wrong, not one site's figures:
 - The same-person mode is fitted as a Rayleigh distribution (the distance between two noisy 2-D estimates of one
   point): scale ``sigma`` by maximum likelihood on the mutual-nearest distances below the different-people 5th
   percentile, the fit knowing it sees a truncated sample. Its 99th percentile is 3.03 sigma.
-- ``different_place``: a false DISAGREE splits one person, whatever the appearance. So it is 5 sigma (a single
-  window of the fitted mode lies beyond it with probability 4e-6, which leaves room for the heavier tails of
-  half-hidden feet), and at least 1.5 x ``same_place`` so that an undecided band remains.
+- ``different_place``: a false DISAGREE splits one person for good, whatever the appearance, while a missed one
+  only leaves the decision to appearance. So it lies where different people are, not where the same person's
+  fitted tail ends: the 10th percentile of different people's distances, and no less than 5 sigma (a window of
+  the fitted mode lies beyond with probability 4e-6) or 1.5 x ``same_place`` (an undecided band remains). On
+  terrace1, 5 sigma alone (50.8 against the hand-set 75) split one person whose half-hidden feet lay further
+  apart than the fitted tail allows: the tail of real feet is heavier than a Rayleigh's.
 - ``max_speed``: 3.5 x the site's typical fast pace (the median over tracks of each track's 90th-percentile speed
   over 2 s): people walk at 1.0-1.4 m/s and run at 3-4 m/s, so this admits a jog and refuses a teleport.
 - ``matcher.threshold`` is kept: the check reports how it fares on cross-view pairs of tracks the ground has
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from pipeline.site_check.evidence import AppearanceEvidence, GroundEvidence, inside, overlap_share, seen_region
+from pipeline.site_check.evidence import AppearanceEvidence, GroundEvidence, overlap_share, seen_region
 
 MIN_DIFFERENT = 30  # different-people windows needed to read their low percentiles
 MIN_SAME = 15  # same-person candidates needed to fit their mode
@@ -59,38 +62,49 @@ class GroundFit:
 
     different_p1: float
     different_p5: float
+    different_p10: float
     sigma: float
     same_n: int
 
 
-def rayleigh_sigma(d: np.ndarray, cut: float) -> float:
+def rayleigh_sigma(d: np.ndarray, cut: float) -> float | None:
     """Maximum-likelihood Rayleigh scale of the distances ``d`` (all below ``cut``) of a sample truncated at
-    ``cut``: the log-likelihood's derivative in sigma is solved by bisection."""
+    ``cut``: the root of the log-likelihood's derivative in sigma (Brent's method). None when there is no root:
+    the distances crowd towards the cut (mean square at least half the cut's), i.e. no tight mode below it."""
     d = np.asarray(d, np.float64)
     n, ss = len(d), float((d * d).sum())
+    if n == 0:
+        return None
 
     def score(s: float) -> float:
         tail = math.exp(-cut * cut / (2 * s * s))
         return -2 * n / s + ss / s**3 + n * tail * (cut * cut / s**3) / (1 - tail)
 
-    return brentq(score, 1e-3 * cut, 10 * cut)
+    lo, hi = 1e-3 * cut, 10 * cut
+    if not (score(lo) > 0 > score(hi)):
+        return None
+    return brentq(score, lo, hi)
 
 
 def fit_ground(ev: GroundEvidence) -> tuple[GroundFit | None, str]:
     if len(ev.different) < MIN_DIFFERENT:
         return None, (f"{len(ev.different)} windows of co-visible tracks in one camera (need {MIN_DIFFERENT}): too "
                       "few people at once to measure how close different people stand; replay more video")
-    p1, p5 = (float(np.percentile(ev.different, q)) for q in (1, 5))
+    p1, p5, p10 = (float(np.percentile(ev.different, q)) for q in (1, 5, 10))
     same = ev.same_candidates
     same = same[same < p5]
     if len(same) < MIN_SAME:
         return None, (f"{len(same)} windows in which two calibrated views' tracks stood closer than different "
                       f"people do ({p5:.3g}); need {MIN_SAME}: do the views overlap, and are their calibrations right?")
-    return GroundFit(p1, p5, rayleigh_sigma(same, p5), len(same)), ""
+    sigma = rayleigh_sigma(same, p5)
+    if sigma is None:
+        return None, (f"the {len(same)} closest cross-view windows crowd towards {p5:.3g} (different people's 5th "
+                      "percentile) instead of forming a tight mode: are the calibrations right?")
+    return GroundFit(p1, p5, p10, sigma, len(same)), ""
 
 
-def suggest_geometry(ev: GroundEvidence) -> dict[str, Suggestion]:
-    fit, missing = fit_ground(ev)
+def suggest_geometry(ev: GroundEvidence, fit: GroundFit | None, missing: str) -> dict[str, Suggestion]:
+    """``fit`` and ``missing``: :func:`fit_ground`'s answer."""
     out: dict[str, Suggestion] = {}
     if fit is None:
         out["same_place"] = out["different_place"] = Suggestion(None, missing)
@@ -100,10 +114,10 @@ def suggest_geometry(ev: GroundEvidence) -> dict[str, Suggestion]:
         out["same_place"] = Suggestion(
             same_place, f"min(different people's 1st percentile {fit.different_p1:.3g}, the same person's 99th "
                         f"percentile {p99:.3g} = 3.03 x sigma {fit.sigma:.3g}, fitted on {fit.same_n} windows)")
-        different_place = max(SIGMAS_APART * fit.sigma, 1.5 * same_place)
+        different_place = max(fit.different_p10, SIGMAS_APART * fit.sigma, 1.5 * same_place)
         out["different_place"] = Suggestion(
-            different_place, f"max({SIGMAS_APART:g} x sigma = {SIGMAS_APART * fit.sigma:.3g}, "
-                             f"1.5 x same_place = {1.5 * same_place:.3g})")
+            different_place, f"max(different people's 10th percentile {fit.different_p10:.3g}, {SIGMAS_APART:g} x "
+                             f"sigma = {SIGMAS_APART * fit.sigma:.3g}, 1.5 x same_place = {1.5 * same_place:.3g})")
     if len(ev.paces) < MIN_PACES:
         out["max_speed"] = Suggestion(None, f"{len(ev.paces)} tracks long enough to measure a pace (need "
                                             f"{MIN_PACES}): replay more video")
@@ -155,9 +169,7 @@ def calibration_warnings(ground: GroundEvidence, fit: GroundFit | None,
         if ra is None or rb is None:
             continue
         shared = overlap_share(ra, rb)
-        # Inside the floor both views see, nearly everyone is seen by both: a track's mutual nearest there is
-        # the same person, unless a calibration is off.
-        nearest = np.array([w.distance for w in pair.mutual_nearest() if inside(ra, w.where) and inside(rb, w.where)])
+        nearest = np.array([w.distance for w in ground.shared_floor(pair)])
         if shared >= 0.1 and len(nearest) >= MIN_SHARED_WINDOWS and cut is not None:
             agree = float((nearest < cut).mean())
             if agree < AGREE_SHARE_MIN:

@@ -110,15 +110,16 @@ UNITS_PER_METRE = {"m": 1.0, "cm": 100.0, "mm": 1000.0}
 # about this much between their feet; max_speed: a jog (people walk at 1.0-1.4 m/s). A site measures its own with
 # ``python -m pipeline.site_check``.
 METRE_DEFAULTS = {"same_place": 0.3, "different_place": 0.75, "max_speed": 3.0}
+UNIT_SLACK = 20.0  # with units, a value beyond 20x (or under 1/20 of) its default is refused as another unit's
 
 
 class GeometryConfig(BaseModel):
     """Ground-plane rules, in the units of the cameras' homographies (which must share one ground frame).
 
-    With ``units`` (``m``, ``cm`` or ``mm``: a calibration in real units, as ``python -m pipeline.calibrate`` and
-    the calibration page make) the distances default to :data:`METRE_DEFAULTS` in those units. Without it the units
-    are free (a dataset's own) and each site states its distances, measured as ``docs/geometry.md`` shows or by
-    ``python -m pipeline.site_check``.
+    With ``units`` (``m``, ``cm`` or ``mm``: a calibration in real units, as the calibration page makes) the
+    distances default to :data:`METRE_DEFAULTS` in those units, and any given must be in those units too. Without
+    it the units are free (a dataset's own) and each site states its distances, measured as ``docs/geometry.md``
+    shows or by ``python -m pipeline.site_check``.
     """
 
     model_config = {"extra": "forbid"}
@@ -142,8 +143,17 @@ class GeometryConfig(BaseModel):
 
     @model_validator(mode="after")
     def _order(self) -> GeometryConfig:
+        if self.units is not None:
+            scale = UNITS_PER_METRE[self.units]
+            for name, default in METRE_DEFAULTS.items():
+                value, usual = getattr(self, name), default * scale
+                if not usual / UNIT_SLACK <= value <= usual * UNIT_SLACK:  # a value in another unit, most likely
+                    raise ValueError(f"{name} {value:g} is not a plausible value in {self.units} (the default is "
+                                     f"{usual:g}): give it in the calibration's units, {self.units}")
         if self.different_place <= self.same_place:
-            raise ValueError(f"different_place ({self.different_place}) must exceed same_place ({self.same_place})")
+            hint = f" (with units: {self.units}, what is not given takes its default)" if self.units else ""
+            raise ValueError(f"different_place ({self.different_place:g}) must exceed same_place "
+                             f"({self.same_place:g}){hint}")
         return self
 
     @property

@@ -213,6 +213,12 @@ def test_floor_plan_upload_is_checked(site):
     body, headers = multipart({"pixels_per_metre": "50"}, {})
     status, answer = get_json(f"{url}/api/calibration/floor_plan", data=body, headers=headers)
     assert status == 400 and "no floor plan yet" in answer["error"]
+    # a few kilobytes that would decode to 9000 x 9000 px: refused from the header, before decoding
+    bomb = cv2.imencode(".png", np.zeros((9000, 9000), np.uint8))[1].tobytes()
+    assert len(bomb) < 200_000
+    body, headers = multipart({"pixels_per_metre": "50"}, {"image": ("huge.png", bomb)})
+    status, answer = get_json(f"{url}/api/calibration/floor_plan", data=body, headers=headers)
+    assert status == 400 and answer["error"] == "huge.png: 9000x9000 px, larger than 8192 px a side"
     plan = cv2.imencode(".png", np.full((300, 400, 3), 255, np.uint8))[1].tobytes()
     try:
         body, headers = multipart({"pixels_per_metre": "50", "origin_x": "20", "origin_y": "30"},
@@ -239,17 +245,31 @@ def test_an_unknown_camera_is_404(site):
     assert status == 404 and "no camera 'c9'" in body["error"]
 
 
-def test_the_calibration_routes_need_the_token_like_the_rest(tmp_path, redis_server):  # noqa: F811 - the fixture
+def test_the_calibration_routes_need_the_token_and_refuse_other_sites(tmp_path, redis_server):  # noqa: F811 - the fixture
     store = IdentityStore.from_config(MatcherConfig(), redis_server.url)
     site = CalibrationSite([SiteCamera("c0", str(TERRACE / "terrace1-c0.mp4"), False, None)], tmp_path, None)
     ctx = ServiceContext(HttpConfig(token="s3cret", port=0), store, Album(store), [{"id": "c0", "live": False}],
                          tmp_path, None, make_embedder=lambda: None, calibration=site)
     service = ServiceThread(create_app(ctx), "127.0.0.1", 0).start()
     try:
-        for path in ("/calibrate", "/api/calibration", "/api/calibration/c0/frame.jpg"):
+        for path in ("/api/calibration", "/api/calibration/c0/frame.jpg"):
             status, body = get_json(service.url + path)
             assert status == 401 and "bearer token" in body["error"], path
             assert request(service.url + path, headers={"Authorization": "Bearer s3cret"})[0] == 200, path
+            # the pages' cookie (an <img> sends no header); a wrong one is refused
+            assert request(service.url + path, headers={"Cookie": "reid_token=s3cret"})[0] == 200, path
+            assert request(service.url + path, headers={"Cookie": "reid_token=guess"})[0] == 401, path
+        for path in ("/calibrate", "/", "/static/auth.js"):  # the pages hold no data: they ask for the token
+            assert request(service.url + path)[0] == 200, path
+        # a POST from another site's page is refused, token or not; one from the service's own page is not
+        body = points_body(C0_PIXELS[:4], ground_of(shipped("c1"), C1_PIXELS[:4]))
+        auth = {"Authorization": "Bearer s3cret", "Content-Type": "application/json"}
+        status, answer = get_json(f"{service.url}/api/calibration/c0/fit", data=body,
+                                  headers={**auth, "Origin": "http://evil.example"})
+        assert status == 403 and "cross-site" in answer["error"]
+        host = service.url.removeprefix("http://")
+        assert get_json(f"{service.url}/api/calibration/c0/fit", data=body,
+                        headers={**auth, "Origin": service.url, "Host": host})[0] == 200
     finally:
         service.stop()
         store.close()

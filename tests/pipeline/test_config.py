@@ -173,6 +173,25 @@ def test_homography_file_matrix_and_bad_calibration(tmp_path, shared):
         load_config(tmp_path / "nogeo.yaml")
 
 
+def test_geometry_units_give_metre_defaults_and_refuse_another_unit(tmp_path, shared):
+    """``units: m`` (what the calibration page writes) brings the metre defaults, scaled for cm; a value that
+    looks like another unit's is refused naming the file, line and field."""
+    from pipeline.config import ConfigError, load_config
+
+    video = shared / "video" / "epfl_terrace1" / "terrace1-c0.mp4"
+    head = f"cameras:\n  - id: c0\n    source: {video}\n    homography: [[1, 0, 0], [0, 1, 0], [0, 0.001, 1]]\n"
+    g = load_config(_write(tmp_path, head + "geometry:\n  units: m\n")).geometry
+    assert (g.same_place, g.different_place, g.max_speed, g.unit_name) == (0.3, 0.75, 3.0, "m")
+    g = load_config(_write(tmp_path, head + "geometry:\n  units: cm\n  same_place: 25\n")).geometry
+    assert (g.same_place, g.different_place, g.max_speed) == (25, 75, 300)
+    with pytest.raises(ConfigError, match=r"cams.yaml:5 geometry: .*same_place 0.3 is not a plausible value in cm"):
+        load_config(_write(tmp_path, head + "geometry:\n  units: cm\n  same_place: 0.3\n"))
+    with pytest.raises(ConfigError, match=r"must exceed same_place \(0.3\) \(with units: m, what is not given"):
+        load_config(_write(tmp_path, head + "geometry:\n  units: m\n  different_place: 0.25\n"))
+    with pytest.raises(ConfigError, match=r"geometry.units: Input should be 'm', 'cm' or 'mm'"):
+        load_config(_write(tmp_path, head + "geometry:\n  units: feet\n"))
+
+
 @pytest.mark.parametrize("reid, message", [
     ("backend: tensorrt\n  device: cpu", "backend tensorrt needs a GPU"),
     ("backend: torch\n  precision: int8\n  int8_onnx: q.onnx", "backend torch runs fp32 or fp16, not int8"),

@@ -55,7 +55,8 @@ def test_suggestions_separate_what_the_ground_truth_shows(crowd):
     assert s["same_place"] < np.percentile(different, 5)
     assert s["different_place"] > np.percentile(same, 95)
     assert s["same_place"] > np.percentile(same, 25), "so tight that AGREE would hardly ever fire"
-    assert 0 < s["max_speed"] and s["threshold"] == 0.70  # the threshold is judged, and kept
+    assert 0 < s["max_speed"]
+    assert "one-person" in result.suggestions["threshold"].why  # judged on the ground's pairs (and kept)
     assert result.warnings == []
     lines = yaml.safe_load(result.config_lines())
     assert lines == {"geometry": {k: float(f"{s[k]:.3g}") for k in ("same_place", "different_place", "max_speed")}}
@@ -88,6 +89,9 @@ def test_rayleigh_fit_of_a_truncated_sample():
     cut = 30.0
     assert rayleigh_sigma(d[d < cut], cut) == pytest.approx(12.0, rel=0.05)
     assert math.isfinite(rayleigh_sigma(d[d < 15], 15))
+    # distances crowding towards the cut have no tight mode (a wrong calibration's nearest pairs): no fit, no crash
+    crowded = rng.uniform(25, 30, 200)
+    assert rayleigh_sigma(crowded, 30.0) is None
 
 
 def test_cli_says_what_too_little_video_cannot_measure(tmp_path, capsys):
