@@ -85,11 +85,13 @@ class Window(NamedTuple):
 
 @dataclass
 class PairEvidence:
-    """Two calibrated cameras of one recording: every co-visible window of their tracks, and the mutual-nearest
-    ones among them."""
+    """Two calibrated cameras of one recording: every co-visible window of their tracks, and the same with the
+    second camera's tracks moved half the recording in time (``chance``: people who are not together, at the
+    crowd's own density: what the distances would be if the calibrations did not match)."""
 
     cameras: tuple[str, str]
     windows: list[Window] = field(default_factory=list)
+    chance: PairEvidence | None = None
 
     def mutual_nearest(self) -> list[Window]:
         """Windows whose two tracks are each other's nearest of the other camera in that window."""
@@ -116,10 +118,12 @@ class GroundEvidence:
     paces: np.ndarray  # per track: its typical fast pace (90th percentile of its speeds), units per second
     seen: dict[str, np.ndarray]  # per camera: the ground positions where it saw people
 
-    def shared_floor(self, pair: PairEvidence) -> list[Window]:
+    def shared_floor(self, pair: PairEvidence | None) -> list[Window]:
         """The pair's mutual-nearest windows on the floor both cameras see (where they saw people): there nearly
         everyone is seen by both views, so a track's mutual nearest is the same person unless a calibration is off
         (elsewhere it is someone else, whom the other view happens to see)."""
+        if pair is None:
+            return []
         a, b = (seen_region(self.seen.get(c, np.zeros((0, 2)))) for c in pair.cameras)
         if a is None or b is None:
             return []
@@ -152,6 +156,13 @@ def _pace(t: HarvestedTrack) -> float | None:
     return float(np.percentile(speeds, 90))
 
 
+def _moved(t: HarvestedTrack, dt: float) -> HarvestedTrack:
+    """The track ``dt`` seconds later (its key marks the move, so it never pairs with itself)."""
+    moved = HarvestedTrack(t.recording, t.camera_id, t.track_id * 2 + (dt > 0) + 1_000_000)
+    moved.ts, moved.ground = [ts + dt for ts in t.ts], t.ground
+    return moved
+
+
 def ground_evidence(recordings: Sequence[Recording]) -> GroundEvidence:
     pairs: list[PairEvidence] = []
     different: list[float] = []
@@ -168,11 +179,16 @@ def ground_evidence(recordings: Sequence[Recording]) -> GroundEvidence:
                 if (p := _pace(t)) is not None:
                     paces.append(p)
                 seen.setdefault(c, []).append(ground_path(t)[1])
+        half = 0.5 * max(r.duration_s.values(), default=0.0)
         for ca, cb in itertools.combinations(calibrated, 2):
-            pair = PairEvidence((ca, cb))
+            pair = PairEvidence((ca, cb), chance=PairEvidence((ca, cb)))
+            moved = [_moved(b, dt) for b in tracks[cb] for dt in (half, -half)]
             for a in tracks[ca]:
                 for b in tracks[cb]:
                     pair.windows += [Window(a.key, b.key, s, d, xy) for s, d, xy in window_distances(a, b, **rules)]
+                for b in moved:
+                    pair.chance.windows += [Window(a.key, b.key, s, d, xy)
+                                            for s, d, xy in window_distances(a, b, **rules)]
             pairs.append(pair)
     return GroundEvidence(pairs, np.array(different), np.array(paces),
                           {c: np.concatenate(v) for c, v in seen.items() if v})
