@@ -20,7 +20,7 @@ The rules follow what each value costs when wrong, not one site's figures:
   over 2 s): people walk at 1.0-1.4 m/s and run at 3-4 m/s, so this admits a jog and refuses a teleport.
 - ``matcher.threshold`` is kept: the check reports how it fares on cross-view pairs of tracks the ground has
   judged, one person (same place) and two people (seen at the same time far apart), and their equal-error point.
-  That point is not suggested: measured on both terrace1 clips it cost 0.020 and 0.044 MTMC IDF1 (0.83 and 0.79
+  That point is not suggested: measured on both terrace1 clips it cost 0.010 and 0.044 MTMC IDF1 (0.83 and 0.79
   against 0.70), because the matcher compares a track's few best crops at decision time with an identity's best
   prototype, not two tracks' whole-track means, and leans on the ground's vetoes; the threshold belongs to the
   weights (``reid.link_bench`` derives it on labelled data). Co-visible tracks of one view are shown but not
