@@ -27,7 +27,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from reid.identity.album import Album
 from reid.identity.config import RedisConfig
@@ -52,6 +51,27 @@ class UnknownIdentity(KeyError):
     """``--similar-to`` an identity that does not exist (expired, or never minted)."""
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from an image's header, nothing decoded; None for a format not listed or a broken header
+    (OpenCV then says whether it can read it). Pillow's format classes are used directly, not ``Image.open``:
+    ultralytics patches that to fetch a HEIF plugin from the network for data it does not recognise."""
+    from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin
+
+    formats = ((b"\xff\xd8", JpegImagePlugin.JpegImageFile), (b"\x89PNG", PngImagePlugin.PngImageFile),
+               (b"GIF8", GifImagePlugin.GifImageFile), (b"BM", BmpImagePlugin.BmpImageFile),
+               (b"II*\x00", TiffImagePlugin.TiffImageFile), (b"MM\x00*", TiffImagePlugin.TiffImageFile))
+    kind = next((cls for magic, cls in formats if data.startswith(magic)), None)
+    if kind is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = WebPImagePlugin.WebPImageFile
+    if kind is None:
+        return None
+    try:
+        with kind(io.BytesIO(data)) as header:
+            return header.size
+    except Exception:  # noqa: BLE001 - any broken header: leave the verdict to the decoder
+        return None
+
+
 def decode_photo(data: bytes, name: str, max_side_px: int = MAX_PHOTO_SIDE_PX) -> np.ndarray:
     """BGR image of ``data``; raises :class:`PhotoError` naming ``name`` when it is empty, too big (in bytes, or
     in pixels: read from the header before anything is decoded, since a small compressed file can hold an image of
@@ -60,13 +80,7 @@ def decode_photo(data: bytes, name: str, max_side_px: int = MAX_PHOTO_SIDE_PX) -
         raise PhotoError(f"{name}: the file is empty")
     if len(data) > MAX_PHOTO_BYTES:
         raise PhotoError(f"{name}: {len(data)} bytes, more than the {MAX_PHOTO_BYTES} allowed")
-    try:
-        with Image.open(io.BytesIO(data)) as header:  # reads the header only
-            size = header.size
-    except Image.DecompressionBombError:
-        raise PhotoError(f"{name}: an image of too many pixels") from None
-    except (OSError, ValueError):
-        size = None  # not an image Pillow knows: OpenCV says below whether it can read it
+    size = header_size(data)
     if size is not None and max(size) > max_side_px:
         raise PhotoError(f"{name}: {size[0]}x{size[1]} px, larger than {max_side_px} px a side")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

@@ -119,13 +119,15 @@ def test_redis_killed_mid_run_loses_and_duplicates_no_identity(reference, make_c
     sup = Supervisor(make_config("redis-kill", detect_fps=5), replay=True, speed=None, duration_s=DURATION_S,
                      status=False)
     killed = []
+    # Redis servers this test process already runs (another module's session fixture) are not the pipeline's
+    others = {c.pid for c in psutil.Process().children(recursive=True) if c.name() == "redis-server"}
 
     def killer():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not sup.events:
             time.sleep(0.02)
         for child in psutil.Process().children(recursive=True):
-            if child.name() == "redis-server":
+            if child.name() == "redis-server" and child.pid not in others:
                 child.kill()
                 killed.append(len(sup.events))
 
