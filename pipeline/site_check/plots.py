@@ -55,7 +55,7 @@ def write_plots(path: Path, ground: GroundEvidence, fit: GroundFit | None, sugge
 
     ax = axes[2]
     if appearance is not None:
-        bins = np.linspace(-0.2, 1, 49)
+        bins = np.linspace(0.3, 1, 36)  # below 0.3 no two crops of people meet
         _hist(ax, appearance.cross_apart, bins, "two views, apart: two people", "tab:red")
         _hist(ax, appearance.different, bins, "one view, co-visible: two people", "tab:orange")
         _hist(ax, appearance.cross_same_place, bins, "two views, same place: one person", "tab:blue")
