@@ -56,6 +56,12 @@ def has_token(request: Request, token: str) -> bool:
     return hmac.compare_digest(auth, f"Bearer {token}".encode()) or hmac.compare_digest(cookie, token.encode())
 
 
+def where(loc: tuple) -> str:
+    """A validation error's place, list items numbered from 1 as the pages number them (``body.points.2.x`` is
+    ``body.points[3].x``)."""
+    return "".join(f"[{p + 1}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
+
+
 def same_origin(request: Request) -> bool:
     """A request that changes something must not come from another site's page (a browser sends a form POST
     anywhere without asking): its ``Origin``, when it has one, must be this service. Tools send no Origin."""
@@ -111,7 +117,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        msgs = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        msgs = [f"{where(e['loc'])}: {e['msg']}" for e in exc.errors()]
         return error(422, "; ".join(msgs))
 
     @app.exception_handler(Exception)

@@ -160,6 +160,17 @@ def test_fit_errors_name_the_points(site):
     assert status == 400 and body["error"] == "points 5 lie outside camera c0's 360x288 frame"
     status, body = post_json(f"{url}/api/calibration/c0/fit", b'{"points": "none"}')
     assert status == 422 and "points" in body["error"]
+    # a malformed point is named as the page numbers it, from 1
+    bad = json.loads(points_body(C0_PIXELS[:4], ground[:4]))
+    bad["points"][2]["x"] = "two metres"
+    status, body = post_json(f"{url}/api/calibration/c0/fit", json.dumps(bad).encode())
+    assert status == 422 and body["error"].startswith("body.points[3].x: "), body
+    # two points under one number would make every message ambiguous
+    numbered = json.loads(points_body(C0_PIXELS[:4], ground[:4]))
+    for p, n in zip(numbered["points"], (1, 2, 2, 4), strict=True):
+        p["n"] = n
+    status, body = post_json(f"{url}/api/calibration/c0/fit", json.dumps(numbered).encode())
+    assert status == 400 and body["error"] == "point numbers repeat: [2]"
 
 
 def test_six_points_recover_the_shipped_matrix_and_an_outlier_is_left_out(site):
