@@ -30,18 +30,20 @@ def crowd(tmp_path_factory):
     needs(CROWD)
     cfg = site_config(tmp_path_factory.mktemp("site"), CROWD, "crowd")
     opened: list[str] = []
+    listening = [True]
 
     def audit(event: str, args: tuple) -> None:
-        if event == "open" and isinstance(args[0], str | Path):
+        if listening[0] and event in ("open", "os.listdir", "os.scandir") and isinstance(args[0], str | Path):
             opened.append(str(args[0]))
 
-    sys.addaudithook(audit)  # hooks cannot be removed: it only records, and the list is this fixture's
-    recording = harvest(cfg, progress=False, max_crops_per_track=12)
-    embedder = load_config(cfg).reid.build_embedder()
-    result = check([recording], embedder, 0.70)
-    seen = list(opened)
-    opened.clear()
-    return recording, embedder, result, seen
+    sys.addaudithook(audit)  # hooks cannot be removed: this one stops recording when the check is done
+    try:
+        recording = harvest(cfg, progress=False, max_crops_per_track=12)
+        embedder = load_config(cfg).reid.build_embedder()
+        result = check([recording], embedder, 0.70)
+    finally:
+        listening[0] = False
+    return recording, embedder, result, opened
 
 
 def test_suggestions_separate_what_the_ground_truth_shows(crowd):
