@@ -46,7 +46,8 @@ def positive(text: str) -> float:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipeline.calibrate", description=__doc__.split("\n")[0])
-    p.add_argument("--points", type=Path, required=True, help="CSV of u,v,x,y rows: image pixel, ground position")
+    p.add_argument("--points", type=Path, required=True,
+                   help="CSV of u,v,x,y rows: image pixel, ground position (metres: then set geometry.units: m)")
     p.add_argument("--out", type=Path, required=True, help="where to write the 3x3 matrix (folders are created)")
     p.add_argument("--ransac-px", type=positive, default=DEFAULT_RANSAC_PX,
                    help=f"a row further than this many image pixels from the fit of the others is left out "

@@ -315,6 +315,10 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
     mapping = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if key in mapping:  # YAML lets the last one win silently: a pasted section would drop the first's keys
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {loader.key_lines[(id(mapping), key)]}): merge "
+                "the two", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=deep)
         loader.key_lines[(id(mapping), key)] = key_node.start_mark.line + 1
     loader.node_lines[id(mapping)] = node.start_mark.line + 1

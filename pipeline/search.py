@@ -52,8 +52,8 @@ class UnknownIdentity(KeyError):
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from an image's header, nothing decoded; None for a format not listed or a broken header
-    (OpenCV then says whether it can read it). Pillow's format classes are used directly, not ``Image.open``:
+    """Width and height from an image's header, nothing decoded; None for a format not listed or a broken header.
+    Pillow's format classes are used directly, not ``Image.open``:
     ultralytics patches that to fetch a HEIF plugin from the network for data it does not recognise."""
     from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin
 
@@ -81,11 +81,13 @@ def decode_photo(data: bytes, name: str, max_side_px: int = MAX_PHOTO_SIDE_PX) -
     if len(data) > MAX_PHOTO_BYTES:
         raise PhotoError(f"{name}: {len(data)} bytes, more than the {MAX_PHOTO_BYTES} allowed")
     size = header_size(data)
-    if size is not None and max(size) > max_side_px:
+    if size is None:  # other formats OpenCV reads (JPEG 2000, AVIF, PBM, HDR...) would decode before any check
+        raise PhotoError(f"{name}: not an image this service reads (JPEG, PNG, BMP, WebP, GIF or TIFF)")
+    if max(size) > max_side_px:
         raise PhotoError(f"{name}: {size[0]}x{size[1]} px, larger than {max_side_px} px a side")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
-        raise PhotoError(f"{name}: not an image OpenCV can read (JPEG, PNG, BMP, WebP, ...)")
+        raise PhotoError(f"{name}: not an image OpenCV can read (JPEG, PNG, BMP, WebP, ...)")  # a broken body
     h, w = img.shape[:2]
     if min(h, w) < MIN_PHOTO_SIDE_PX:
         raise PhotoError(f"{name}: {w}x{h} px is too small (at least {MIN_PHOTO_SIDE_PX} px a side)")

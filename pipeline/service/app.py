@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipeline.search import PhotoError, Searcher, decode_photo
 from pipeline.service.calibration_api import add_calibration_routes
 from pipeline.service.calibration_site import CalibrationSite
-from pipeline.service.config import HttpConfig
+from pipeline.service.config import HttpConfig, is_loopback
 from pipeline.service.metrics import PipelineMetrics
 from pipeline.snapshots import SnapshotError, read_snapshot, render_snapshot, snapshot_folder, snapshot_path
 from reid.identity.album import Album
@@ -66,7 +66,23 @@ def same_origin(request: Request) -> bool:
     """A request that changes something must not come from another site's page (a browser sends a form POST
     anywhere without asking): its ``Origin``, when it has one, must be this service. Tools send no Origin."""
     origin = request.headers.get("origin")
-    return origin is None or urlsplit(origin).netloc == request.headers.get("host")
+    if origin is None:
+        return True
+    try:
+        return urlsplit(origin).netloc == request.headers.get("host")
+    except ValueError:  # not even a URL
+        return False
+
+
+def loopback_host(request: Request) -> bool:
+    """Without a token the service listens on loopback only, and must also be *named* as loopback: a page whose
+    own name resolves to 127.0.0.1 (DNS rebinding) would otherwise read it, and pass the Origin check too."""
+    host = request.headers.get("host", "")
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return False
+    return is_loopback(name)
 
 
 @dataclass
@@ -127,6 +143,9 @@ def create_app(ctx: ServiceContext) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if not token and not loopback_host(request):
+            return error(403, f"Host {request.headers.get('host')!r} is not this service's loopback address: without "
+                              "a token the service answers 127.0.0.1 / localhost only")
         if request.method not in SAFE_METHODS and not same_origin(request):
             return error(403, f"cross-site request refused: Origin {request.headers.get('origin')} is not this "
                               "service")

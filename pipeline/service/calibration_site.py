@@ -315,8 +315,10 @@ class CalibrationSite:
             if existed and not replace:
                 raise SaveRefused(f"{path} exists: the page must say it replaces it (send replace: true)")
             try:
-                write_atomic(path, text.encode())  # the matrix first: points without their matrix mean nothing
+                # the points first: if the matrix then cannot be written, the old matrix stays (the answer says
+                # nothing was saved), and the points only reopen on the page
                 write_atomic(folder / points_name, rows.encode())
+                write_atomic(path, text.encode())
             except OSError as e:
                 log.warning("camera %s: calibration not written to %s (%s); offered for download", camera_id,
                             folder, e.strerror or e)

@@ -26,8 +26,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipeline.site_check", description=__doc__.split("\n")[0])
     p.add_argument("--cameras", type=Path, action="append", required=True,
                    help="pipeline config of recorded video of the site (repeat for several recordings)")
-    p.add_argument("--duration", type=float, default=None, help="use the first S seconds of each video")
-    p.add_argument("--out", type=Path, default=None, help="folder of site_check.png and site_check.json")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="use the first S seconds of each video")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder of site_check.png and site_check.json (default: the first config's run directory's "
+                        "site_check/, which the calibration page shows)")
     return p.parse_args(argv)
 
 
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
               "suggestions": {k: {"value": None if s.value is None else sig(s.value), "why": s.why,
                                   "configured": now[k]} for k, s in suggestions.items()},
               "evidence": result.evidence_summary(), "warnings": result.warnings,
-              "config_lines": result.config_lines(), "plot": str(png)}
+              "config_lines": result.config_lines(first.geometry.units if first.geometry else None), "plot": str(png)}
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2))
 
     console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the evidence on one line
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     for w in result.warnings:
         log.warning("%s", w)
     lines = report["config_lines"] or "(nothing measured: replay more video, see the evidence column)"
-    console.print(f"plots: {png}\nreport: {out / REPORT_JSON}\nconfig lines:\n{lines}")
+    console.print(f"plots: {png}\nreport: {out / REPORT_JSON}\nthe geometry section to use (replacing the config's):"
+                  f"\n{lines}")
     return 0
 
 

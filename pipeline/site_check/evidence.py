@@ -34,6 +34,7 @@ Key = tuple[str, str, int]
 WINDOW_S = 2.0  # the span of one distance sample
 MAX_DT_S = 0.25  # sightings of two cameras this close in time are one moment (geometry.max_dt_s's default)
 MIN_MOMENTS = 3  # moments in a window for its median to count (geometry.min_common's default)
+MIN_CHANCE_SHIFT_S = 5.0  # chance moves one view by half the recording: less than this is no unrelated moment
 PACE_SPAN_S = 2.0  # walking pace is measured over this span, on median-filtered positions
 MIN_PACE_TRACK_S = 3.0  # tracks shorter than this give no pace
 
@@ -92,6 +93,7 @@ class PairEvidence:
     cameras: tuple[str, str]
     windows: list[Window] = field(default_factory=list)
     chance: PairEvidence | None = None
+    moved_from: dict[Key, Key] = field(default_factory=dict)  # in ``chance``: a moved track's key -> its own
 
     def mutual_nearest(self) -> list[Window]:
         """Windows whose two tracks are each other's nearest of the other camera in that window."""
@@ -117,6 +119,14 @@ class GroundEvidence:
     different: np.ndarray  # window distances of co-visible tracks of one camera: two people
     paces: np.ndarray  # per track: its typical fast pace (90th percentile of its speeds), units per second
     seen: dict[str, np.ndarray]  # per camera: the ground positions where it saw people
+
+    def chance_floor(self, pair: PairEvidence) -> list[Window]:
+        """The chance pairs on the shared floor, but those of two tracks that were really mutual nearest (one person
+        standing still for longer than the shift would meet themselves)."""
+        if pair.chance is None:
+            return []
+        real = {(w.a, w.b) for w in self.shared_floor(pair)}
+        return [w for w in self.shared_floor(pair.chance) if (w.a, pair.chance.moved_from.get(w.b)) not in real]
 
     def shared_floor(self, pair: PairEvidence | None) -> list[Window]:
         """The pair's mutual-nearest windows on the floor both cameras see (where they saw people): there nearly
@@ -182,7 +192,9 @@ def ground_evidence(recordings: Sequence[Recording]) -> GroundEvidence:
         half = 0.5 * max(r.duration_s.values(), default=0.0)
         for ca, cb in itertools.combinations(calibrated, 2):
             pair = PairEvidence((ca, cb), chance=PairEvidence((ca, cb)))
-            moved = [_moved(b, dt) for b in tracks[cb] for dt in (half, -half)]
+            moved = [_moved(b, dt) for b in tracks[cb] for dt in (half, -half)] if half >= MIN_CHANCE_SHIFT_S else []
+            pair.chance.moved_from = {m.key: b.key for m, b in zip(moved, [b for b in tracks[cb] for _ in (0, 1)],
+                                                                      strict=True)}
             for a in tracks[ca]:
                 for b in tracks[cb]:
                     pair.windows += [Window(a.key, b.key, s, d, xy) for s, d, xy in window_distances(a, b, **rules)]

@@ -54,11 +54,12 @@ class SiteCheck:
     suggestions: dict[str, Suggestion]  # same_place, different_place, max_speed, threshold
     warnings: list[str]
 
-    def config_lines(self) -> str:
-        """The YAML to paste: the suggested values that could be measured."""
+    def config_lines(self, units: str | None = None) -> str:
+        """The geometry section to paste in place of the config's: the suggested values that could be measured,
+        and the config's ``units`` kept (a second ``geometry:`` key is refused when the config loads)."""
         geo = [f"  {k}: {sig(self.suggestions[k].value)}" for k in GEOMETRY_KEYS
                if self.suggestions[k].value is not None]
-        return "\n".join(["geometry:", *geo] if geo else [])
+        return "\n".join(["geometry:", *([f"  units: {units}"] if units else []), *geo] if geo else [])
 
     def evidence_summary(self) -> dict:
         g, a = self.ground, self.appearance

@@ -174,7 +174,7 @@ def calibration_warnings(ground: GroundEvidence, fit: GroundFit | None,
             continue
         shared = overlap_share(ra, rb)
         nearest = np.array([w.distance for w in ground.shared_floor(pair)])
-        chance = np.array([w.distance for w in ground.shared_floor(pair.chance)])
+        chance = np.array([w.distance for w in ground.chance_floor(pair)])
         if shared >= 0.1 and min(len(nearest), len(chance)) >= MIN_SHARED_WINDOWS:
             real, luck = float(np.median(nearest)), float(np.median(chance))
             if real > CHANCE_RATIO_MAX * luck:

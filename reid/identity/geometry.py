@@ -110,7 +110,7 @@ UNITS_PER_METRE = {"m": 1.0, "cm": 100.0, "mm": 1000.0}
 # about this much between their feet; max_speed: a jog (people walk at 1.0-1.4 m/s). A site measures its own with
 # ``python -m pipeline.site_check``.
 METRE_DEFAULTS = {"same_place": 0.3, "different_place": 0.75, "max_speed": 3.0}
-UNIT_SLACK = 20.0  # with units, a value beyond 20x (or under 1/20 of) its default is refused as another unit's
+UNIT_SLACK = 5.0  # with units, a value beyond 5x (or under 1/5 of) its default is refused: another unit's (10x, 100x)
 
 
 class GeometryConfig(BaseModel):

@@ -111,6 +111,16 @@ def site(tmp_path_factory, redis_server):  # noqa: F811 - the fixture
 # -- the API -------------------------------------------------------------------------------------------------------
 
 
+def test_without_a_token_only_a_loopback_name_is_served(site):
+    """A page at evil.example whose name resolves to 127.0.0.1 (DNS rebinding) sends Host and Origin evil.example:
+    the service without a token answers only to loopback names."""
+    url, _ = site
+    port = url.rsplit(":", 1)[1]
+    status, body = get_json(f"{url}/api/calibration", headers={"Host": f"evil.example:{port}"})
+    assert status == 403 and "loopback" in body["error"]
+    assert get_json(f"{url}/api/calibration", headers={"Host": f"localhost:{port}"})[0] == 200
+
+
 def test_the_site_lists_cameras_with_their_frames(site):
     url, _ = site
     status, body = get_json(f"{url}/api/calibration")
@@ -220,7 +230,15 @@ def test_floor_plan_upload_is_checked(site):
     url, folder = site
     body, headers = multipart({"pixels_per_metre": "50"}, {"image": ("plan.png", b"not an image at all")})
     status, answer = get_json(f"{url}/api/calibration/floor_plan", data=body, headers=headers)
-    assert status == 400 and answer["error"] == "plan.png: not an image OpenCV can read (JPEG, PNG, BMP, WebP, ...)"
+    assert status == 400
+    assert answer["error"] == "plan.png: not an image this service reads (JPEG, PNG, BMP, WebP, GIF or TIFF)"
+    # formats whose size the header check cannot read are refused rather than decoded blind (a few kilobytes of
+    # JPEG 2000 decode to 9000 x 9000 px)
+    ok, jp2 = cv2.imencode(".jp2", np.zeros((64, 64), np.uint8))
+    if ok:
+        body, headers = multipart({"pixels_per_metre": "50"}, {"image": ("plan.jp2", jp2.tobytes())})
+        status, answer = get_json(f"{url}/api/calibration/floor_plan", data=body, headers=headers)
+        assert status == 400 and "not an image this service reads" in answer["error"]
     body, headers = multipart({"pixels_per_metre": "50"}, {})
     status, answer = get_json(f"{url}/api/calibration/floor_plan", data=body, headers=headers)
     assert status == 400 and "no floor plan yet" in answer["error"]
@@ -281,6 +299,9 @@ def test_the_calibration_routes_need_the_token_and_refuse_other_sites(tmp_path, 
         host = service.url.removeprefix("http://")
         assert get_json(f"{service.url}/api/calibration/c0/fit", data=body,
                         headers={**auth, "Origin": service.url, "Host": host})[0] == 200
+        status, answer = get_json(f"{service.url}/api/calibration/c0/fit", data=body,
+                                  headers={**auth, "Origin": "http://[::1"})  # not even a URL: refused, no 500
+        assert status == 403 and "cross-site" in answer["error"]
     finally:
         service.stop()
         store.close()

@@ -190,6 +190,12 @@ def test_geometry_units_give_metre_defaults_and_refuse_another_unit(tmp_path, sh
         load_config(_write(tmp_path, head + "geometry:\n  units: m\n  different_place: 0.25\n"))
     with pytest.raises(ConfigError, match=r"geometry.units: Input should be 'm', 'cm' or 'mm'"):
         load_config(_write(tmp_path, head + "geometry:\n  units: feet\n"))
+    # cm values in a mm config (10x off) are refused too
+    with pytest.raises(ConfigError, match=r"same_place 30 is not a plausible value in mm"):
+        load_config(_write(tmp_path, head + "geometry:\n  units: mm\n  same_place: 30\n"))
+    # a second geometry section pasted below the first would silently replace it: refused, with both lines
+    with pytest.raises(ConfigError, match=r"cams.yaml:7: malformed YAML: duplicate key 'geometry' \(first on line 5\)"):
+        load_config(_write(tmp_path, head + "geometry:\n  units: m\ngeometry:\n  same_place: 0.4\n"))
 
 
 @pytest.mark.parametrize("reid, message", [

@@ -60,6 +60,7 @@ def test_suggestions_separate_what_the_ground_truth_shows(crowd):
     assert 0 < s["max_speed"]
     assert "one-person" in result.suggestions["threshold"].why  # judged on the ground's pairs (and kept)
     assert result.warnings == []
+    assert yaml.safe_load(result.config_lines("cm"))["geometry"]["units"] == "cm"  # the config's units kept
     lines = yaml.safe_load(result.config_lines())
     assert lines == {"geometry": {k: float(f"{s[k]:.3g}") for k in ("same_place", "different_place", "max_speed")}}
 

@@ -4,9 +4,11 @@
 "use strict";
 (() => {
   const plain = window.fetch.bind(window);
+  let asked = false; // once per page: the pages poll, and a cancelled prompt must not come back every second
   window.fetch = async (input, init) => {
     const r = await plain(input, init);
-    if (r.status !== 401) return r;
+    if (r.status !== 401 || asked) return r;
+    asked = true;
     const token = window.prompt("This service needs its access token (the pipeline config's http.token):");
     if (token) {
       document.cookie = `reid_token=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
