@@ -375,13 +375,26 @@ def test_the_top_view_leaves_the_ground_beyond_the_horizon_black():
 # -- the page in a real browser --------------------------------------------------------------------------------
 
 
+def open_camera(driver, wait, url: str, camera: str):  # noqa: ANN001, ANN201 - selenium objects
+    """The calibration page with ``camera`` picked; returns its frame image once the frame has loaded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(url + "/calibrate")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#camera-select option"))
+    Select(driver.find_element(By.ID, "camera-select")).select_by_value(camera)
+    frame = driver.find_element(By.ID, "frame")
+    wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", frame) == 360)
+    return frame
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(chromium() is None, reason="chromium and chromedriver are not installed "
                     "(apt-get install -y chromium chromium-driver; .ci/run does it)")
 def test_calibrating_a_camera_in_a_headless_browser(site):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
     url, folder = site
     truth = shipped("c0")
@@ -411,11 +424,7 @@ def test_calibrating_a_camera_in_a_headless_browser(site):
         assert np.abs(np.subtract(recorded, pixels[k])).max() <= miss_px + 0.06, (recorded, pixels[k])
 
     try:
-        driver.get(url + "/calibrate")
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#camera-select option"))
-        Select(driver.find_element(By.ID, "camera-select")).select_by_value("c0")
-        frame = driver.find_element(By.ID, "frame")
-        wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", frame) == 360)
+        frame = open_camera(driver, wait, url, "c0")
         rect = driver.execute_script("const r = arguments[0].getBoundingClientRect();"
                                      "return [r.left, r.top, r.width, r.height]", frame)
         # A click misses the aimed point by up to 1.5 displayed pixels: half from rounding the offset to whole
@@ -465,12 +474,15 @@ def test_calibrating_a_camera_in_a_headless_browser(site):
         driver.quit()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(chromium() is None, reason="chromium and chromedriver are not installed "
+                    "(apt-get install -y chromium chromium-driver; .ci/run does it)")
 def test_a_click_on_the_floor_plan_gives_the_selected_point_its_ground_position(site, tmp_path):
     """Upload a plan (50 px per metre, ground (0, 0) at plan pixel (20, 30)), click a floor point on the frame,
     then click the plan where ground (2, 1.5) lies: the point's x, y are that, within a displayed pixel."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
     url, folder = site
     plan_file = tmp_path / "plan.png"
@@ -479,11 +491,7 @@ def test_a_click_on_the_floor_plan_gives_the_selected_point_its_ground_position(
     driver = headless_chrome()
     wait = WebDriverWait(driver, 20)
     try:
-        driver.get(url + "/calibrate")
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#camera-select option"))
-        Select(driver.find_element(By.ID, "camera-select")).select_by_value("c0")
-        frame = driver.find_element(By.ID, "frame")
-        wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", frame) == 360)
+        frame = open_camera(driver, wait, url, "c0")
         driver.find_element(By.CSS_SELECTOR, "#floor-plan-section summary").click()
         driver.find_element(By.ID, "plan-file").send_keys(str(plan_file))
         for field, value in (("plan-ppm", ppm), ("plan-origin-x", origin[0]), ("plan-origin-y", origin[1])):
