@@ -313,12 +313,17 @@ def fit_homography(points: Sequence[PointPair], ransac_px: float = DEFAULT_RANSA
     return Fit(matrix, list(points), ground_error, image_error, inliers)
 
 
-def ground_extent(homography: Homography, width: int, height: int, far: float = 0.35) -> float:
-    """The diagonal of the ground a view covers, from its lower ``1 - far`` part (far rows near the horizon
-    stretch without bound): the scale against which a calibration's ground error is judged."""
+def floor_samples(homography: Homography, width: int, height: int, far: float = 0.35) -> np.ndarray:
+    """Ground positions (N, 2) of a 9 x 9 grid over the view's lower ``1 - far`` part (far rows near the horizon
+    stretch without bound), those beyond the horizon left out: the floor a view can be judged on."""
     us, vs = np.meshgrid(np.linspace(0, width, 9), np.linspace(far * height, height, 9))
     g, ok = homography.project(np.c_[us.ravel(), vs.ravel()])
-    g = g[ok]
+    return g[ok]
+
+
+def ground_extent(homography: Homography, width: int, height: int, far: float = 0.35) -> float:
+    """The diagonal of :func:`floor_samples`: the scale against which a calibration's ground error is judged."""
+    g = floor_samples(homography, width, height, far)
     if len(g) < 2:
         return float("nan")
     return float(np.linalg.norm(g.max(axis=0) - g.min(axis=0)))

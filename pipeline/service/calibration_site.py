@@ -28,7 +28,15 @@ import cv2
 import numpy as np
 import yaml
 
-from pipeline.calibration import Fit, PointPair, PointsError, footprint, ground_extent, read_points_csv
+from pipeline.calibration import (
+    Fit,
+    PointPair,
+    PointsError,
+    floor_samples,
+    footprint,
+    ground_extent,
+    read_points_csv,
+)
 from pipeline.snapshots import Snapshot, SnapshotError, read_snapshot, snapshot_folder, snapshot_path
 from reid.identity.geometry import CalibrationError, Homography
 from reid.paths import IMAGE_SUFFIXES
@@ -155,9 +163,7 @@ def view_bounds(homography: Homography, width: int, height: int, ground_xy: np.n
     xy = np.asarray(ground_xy, np.float64).reshape(-1, 2)
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     pad = margin * float((hi - lo).max()) or 1.0
-    us, vs = np.meshgrid(np.linspace(0, width, 9), np.linspace(far * height, height, 9))
-    g, ok = homography.project(np.c_[us.ravel(), vs.ravel()])
-    seen = np.concatenate([g[ok], xy])
+    seen = np.concatenate([floor_samples(homography, width, height, far), xy])
     inner_lo, inner_hi = np.maximum(lo - pad, seen.min(axis=0)), np.minimum(hi + pad, seen.max(axis=0))
     edge = 0.1 * pad  # room for the markers of points at the edge of what the image sees
     x0, y0 = np.minimum(inner_lo, lo - edge)

@@ -16,6 +16,7 @@ one bad foot point does not count as a sample.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from reid.adapt.harvest import HarvestedTrack, Recording
+from reid.adapt.harvest import HarvestedTrack, Recording, unit
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,11 @@ class GroundEvidence:
     paces: np.ndarray  # per track: its typical fast pace (90th percentile of its speeds), units per second
     seen: dict[str, np.ndarray]  # per camera: the ground positions where it saw people
 
+    @functools.cached_property
+    def regions(self) -> dict[str, np.ndarray | None]:
+        """Per camera, the convex floor where it saw people (:func:`seen_region`)."""
+        return {c: seen_region(p) for c, p in self.seen.items()}
+
     def chance_floor(self, pair: PairEvidence) -> list[Window]:
         """The chance pairs on the shared floor, but those of two tracks that were really mutual nearest (one person
         standing still for longer than the shift would meet themselves)."""
@@ -134,7 +140,7 @@ class GroundEvidence:
         (elsewhere it is someone else, whom the other view happens to see)."""
         if pair is None:
             return []
-        a, b = (seen_region(self.seen.get(c, np.zeros((0, 2)))) for c in pair.cameras)
+        a, b = (self.regions.get(c) for c in pair.cameras)
         if a is None or b is None:
             return []
         return [w for w in pair.mutual_nearest() if inside(a, w.where) and inside(b, w.where)]
@@ -249,10 +255,6 @@ class AppearanceEvidence:
         return [sim for a, b, sim in pairs if sim == best[a] == best[b]]
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
 def pair_medians(ground: GroundEvidence) -> dict[frozenset[Key], float]:
     """Each cross-camera pair of co-visible tracks: the median of its window distances."""
     by_pair: dict[frozenset[Key], list[float]] = {}
@@ -286,6 +288,6 @@ def appearance_evidence(recordings: Sequence[Recording], embed: Mapping[Key, np.
                 cross_same.append(sim)
             elif d is not None and different_place is not None and d >= different_place:
                 cross_apart.append(sim)
-    same_track = [float(_unit(h1) @ _unit(h2)) for h1, h2 in halves.values()]
+    same_track = [float(unit(h1) @ unit(h2)) for h1, h2 in halves.values()]
     return AppearanceEvidence(np.array(different), np.array(same_track), np.array(cross_same),
                               np.array(cross_apart), cross)

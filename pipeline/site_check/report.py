@@ -23,7 +23,7 @@ from pipeline.site_check.suggest import (
     suggest_geometry,
     suggest_threshold,
 )
-from reid.adapt.harvest import Recording, spread
+from reid.adapt.harvest import Recording, embed_tracks, unit
 
 CROPS_PER_TRACK = 12  # embedded per track: its mean is steady by then, and a crowd's replay stays cheap
 GEOMETRY_KEYS = ("same_place", "different_place", "max_speed")
@@ -32,17 +32,9 @@ GEOMETRY_KEYS = ("same_place", "different_place", "max_speed")
 def track_embeddings(recordings: Sequence[Recording], embedder) -> tuple[dict, dict]:  # noqa: ANN001 - an Embedder
     """Each track's unit mean embedding of at most ``CROPS_PER_TRACK`` clean crops, and the means of its two
     halves (tracks with four crops or more)."""
-    means, halves = {}, {}
-    for r in recordings:
-        for t in r.tracks:
-            crops = spread(t.crops, CROPS_PER_TRACK)
-            if not crops:
-                continue
-            e = embedder.embed([c.image for c in crops])
-            m = e.mean(axis=0)
-            means[t.key] = m / max(float(np.linalg.norm(m)), 1e-12)
-            if len(crops) >= 4:
-                halves[t.key] = (e[: len(e) // 2].mean(axis=0), e[len(e) // 2 :].mean(axis=0))
+    embs = embed_tracks(recordings, embedder, CROPS_PER_TRACK)
+    means = {k: unit(e.mean(axis=0)) for k, e in embs.items()}
+    halves = {k: (e[: len(e) // 2].mean(axis=0), e[len(e) // 2 :].mean(axis=0)) for k, e in embs.items() if len(e) >= 4}
     return means, halves
 
 

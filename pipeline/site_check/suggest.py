@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from pipeline.site_check.evidence import AppearanceEvidence, GroundEvidence, overlap_share, seen_region
+from pipeline.site_check.evidence import AppearanceEvidence, GroundEvidence, overlap_share
 
 MIN_DIFFERENT = 30  # different-people windows needed to read their low percentiles
 MIN_SAME = 15  # same-person candidates needed to fit their mode
@@ -166,7 +166,7 @@ def calibration_warnings(ground: GroundEvidence, fit: GroundFit | None,
     alike_at = None
     if appearance is not None and len(appearance.same_track) >= MIN_POSITIVES:
         alike_at = float(np.percentile(appearance.same_track, 5))
-    regions = {c: seen_region(p) for c, p in ground.seen.items()}
+    regions = ground.regions
     for pair in ground.pairs:
         a, b = pair.cameras
         ra, rb = regions.get(a), regions.get(b)

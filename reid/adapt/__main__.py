@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from reid.adapt.dataset import MANIFEST, write_dataset, write_rehearsal
-from reid.adapt.harvest import HarvestError, Recording, harvest_all
+from reid.adapt.harvest import HarvestError, Recording, embed_tracks, harvest_all, unit
 from reid.adapt.pseudo import Key, build_labels
 from reid.data import DatasetError, load_market
 from reid.log import setup_logging
@@ -75,13 +75,7 @@ def track_embeddings(recordings: list[Recording], weights: Path) -> dict[Key, np
     from trt_engines.embedder import build_embedder
 
     embedder = build_embedder("auto", "fp32", weights, device="cpu")
-    out = {}
-    for r in recordings:
-        for t in r.tracks:
-            if t.crops:
-                e = embedder.embed([c.image for c in t.crops]).mean(axis=0)
-                out[t.key] = e / max(float(np.linalg.norm(e)), 1e-12)
-    return out
+    return {k: unit(e.mean(axis=0)) for k, e in embed_tracks(recordings, embedder).items()}
 
 
 def consistency(weights: Path, root: Path) -> dict[str, float]:

@@ -176,6 +176,23 @@ def _collect(tracked: Detections, all_boxes: np.ndarray, frame: np.ndarray, inde
             t.crops.append(Crop(ts, index, views[i].copy()))
 
 
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def embed_tracks(recordings: Sequence[Recording], embedder, most: int | None = None,  # noqa: ANN001 - an Embedder
+                 ) -> dict[tuple[str, str, int], np.ndarray]:
+    """Each track's clean crops embedded, rows in time order (at most ``most``, spread over the track); tracks
+    without a clean crop are left out. The adaptation's appearance merges and the site check both start here."""
+    out = {}
+    for r in recordings:
+        for t in r.tracks:
+            crops = spread(t.crops, most) if most else t.crops
+            if crops:
+                out[t.key] = embedder.embed([c.image for c in crops])
+    return out
+
+
 def harvest_all(configs: Sequence[str | Path], duration_s: float | None = None, max_crops_per_track: int = 40,
                 progress: bool = True) -> list[Recording]:
     """:func:`harvest` of each config; recordings must have distinct names (the config's ``name``)."""
