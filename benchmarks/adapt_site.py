@@ -1,7 +1,7 @@
 """Site check of adapted weights: the site's own people, the pipeline on the site, and the source domain kept.
 
     python benchmarks/adapt_site.py --weights runs/adapt/model.pt [--baseline reid/weights/hacnn_joint.pt]
-                                    [--clips crowd terrace1] [--skip-mtmc] [--skip-source]
+                                    [--clips crowd terrace1] [--campus] [--skip-mtmc] [--skip-source]
 
 Per weights file (the baseline first, then the adapted one), one row each of:
 
@@ -12,6 +12,8 @@ Per weights file (the baseline first, then the adapted one), one row each of:
   and its ids against people; for the adapted weights also a row "matching only", where the per-camera tracker's
   association keeps the baseline weights (``detector.appearance.weights``) and only the crops sent to the
   matcher use the adapted ones;
+- **campus4** (``--campus``; three views, no calibration, no ground truth, about four people): the identities
+  minted at ``--speed max`` and at recorded pace, and whether every decision is the same at both (1 / 0);
 - **source domain**: cuhk03_p1 and Market-1501 test splits (``reid.evaluate``'s protocol), to show how much of
   what the weights learnt elsewhere is kept.
 
@@ -83,6 +85,14 @@ def mtmc(weights: Path, clip: str, port: int, tracker_weights: Path | None = Non
     return {"mtmc_idf1": result["mtmc_idf1"], "ids": run["ids"], "people": result["num_gt_ids"]}
 
 
+def campus(weights: Path, port: int) -> dict[str, float]:
+    """campus4's identities at full speed and at recorded pace, and whether the decisions are the same."""
+    config = PROJECT_ROOT / "configs" / "cams.example.yaml"
+    fast, paced = (replay(config, speed, port, weights=weights) for speed in (None, 1.0))
+    return {"campus4 ids max": fast["ids"], "campus4 ids 1x": paced["ids"],
+            "campus4 same": float(fast["decisions"] == paced["decisions"])}
+
+
 def source_scores(weights: Path, dataset: str) -> dict[str, float]:
     r, _ = evaluate_model(load_model(weights), EvalSet.from_dataset(load_market(shared_root() / "datasets" / dataset)))
     s = r.as_percent()
@@ -93,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python benchmarks/adapt_site.py", description=__doc__.split("\n")[0])
     p.add_argument("--weights", type=Path, required=True, help="adapted weights (python -m reid.adapt's model.pt)")
     p.add_argument("--baseline", type=Path, default=DEFAULT_WEIGHTS, help="weights to compare with")
-    p.add_argument("--clips", nargs="+", choices=sorted(CLIPS), default=["crowd", "terrace1"])
+    p.add_argument("--clips", nargs="*", choices=sorted(CLIPS), default=["crowd", "terrace1"],
+                   help="annotated clips (none: with --campus, campus4 only)")
+    p.add_argument("--campus", action="store_true", help="also replay campus4 (configs/cams.example.yaml) at both "
+                   "speeds: for weights adapted on campus4")
     p.add_argument("--skip-mtmc", action="store_true", help="no pipeline replays")
     p.add_argument("--skip-source", action="store_true", help="no cuhk03_p1 / Market-1501 evaluation")
     p.add_argument("--port", type=int, default=5598)
@@ -108,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_mtmc:
                 m = mtmc(weights, clip, args.port)
                 row[f"{clip} MTMC"], row[f"{clip} ids"] = m["mtmc_idf1"], m["ids"]
+        if args.campus:
+            row.update(campus(weights, args.port))
         if not args.skip_source:
             for ds in ("cuhk03_p1", "market1501"):
                 s = source_scores(weights, ds)
@@ -131,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{'-':>{max(len(k) + 2, 9)}}")
                 continue
             v = row[k]
-            fmt = ".0f" if k.endswith(" ids") else (".3f" if "MTMC" in k else ".1f")
+            fmt = ".0f" if k.endswith(" ids") or k.startswith("campus4") else (".3f" if "MTMC" in k else ".1f")
             cells.append(f"{v:>{'+' if label == 'Δ' else ''}{max(len(k) + 2, 9)}{fmt}}")
         print(f"{label:<14}" + "".join(cells))
     return 0

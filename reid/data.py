@@ -8,12 +8,13 @@ batches are index lookups and augmentation runs batched on the training device.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,8 @@ class TrainSet:
     train: Split
     groups: np.ndarray
     val: dict[str, tuple[Split, Split]]
+    # (K, 2) pairs of labels that may be one person (a dataset's UNKNOWN_PAIRS): never trained as negatives.
+    unknown: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
 
     def summary(self) -> str:
         rows = [f"  train    {len(self.train):6d} images {self.train.num_pids:5d} ids ({', '.join(self.names)})"]
@@ -155,6 +158,10 @@ class TrainSet:
 
 
 CAMERA_OFFSET = 100
+# A dataset may list pairs of its person ids whose relation is unknown ({"pairs": [[pid, pid], ...]}): labels made
+# without annotation (reid.adapt's pseudo-identities) where nothing proves two labels are two people. Training
+# never uses such a pair as negatives, so it does not learn to tell one person's two labels apart.
+UNKNOWN_PAIRS = "unknown_pairs.json"
 
 
 def carve_validation(samples: list[Sample], num_ids: int, seed: int) -> tuple[list[Sample], Split, Split]:
@@ -199,6 +206,7 @@ def load_train_set(roots: Sequence[str | Path], val_ids: int = 0, seed: int = 0)
     samples: list[Sample] = []
     group_of: list[int] = []
     val: dict[str, tuple[Split, Split]] = {}
+    unknown: list[tuple[int, int]] = []
     for index, root in enumerate(roots):
         root = Path(root)
         if not root.is_dir():
@@ -212,8 +220,24 @@ def load_train_set(roots: Sequence[str | Path], val_ids: int = 0, seed: int = 0)
         offset = (index + 1) * 1_000_000
         samples += [Sample(s.path, s.pid + offset, s.camid) for s in own]
         group_of += [index] * len({s.pid for s in own})
+        unknown += [(a + offset, b + offset) for a, b in read_unknown_pairs(root)]
     train = _labelled(samples, True)
-    return TrainSet(names, train, np.array(group_of, dtype=np.int64), val)
+    index_of = {pid: i for i, pid in enumerate(sorted({s.pid for s in samples}))}
+    pairs = [(index_of[a], index_of[b]) for a, b in unknown if a in index_of and b in index_of]
+    return TrainSet(names, train, np.array(group_of, dtype=np.int64), val,
+                    np.array(pairs, dtype=np.int64).reshape(-1, 2))
+
+
+def read_unknown_pairs(root: Path) -> list[tuple[int, int]]:
+    """The dataset's :data:`UNKNOWN_PAIRS` (none when the file is absent)."""
+    path = root / UNKNOWN_PAIRS
+    if not path.is_file():
+        return []
+    try:
+        pairs = json.loads(path.read_text())["pairs"]
+        return [(int(a), int(b)) for a, b in pairs]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DatasetError(f"{path}: expected {{\"pairs\": [[pid, pid], ...]}} ({e})") from e
 
 
 def load_image(path: Path) -> np.ndarray:

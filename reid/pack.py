@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from reid.data import DatasetError, Sample, Split, TrainSet, load_image, load_train_set
+from reid.data import UNKNOWN_PAIRS, DatasetError, Sample, Split, TrainSet, load_image, load_train_set
 from reid.log import setup_logging
 from reid.model_spec import INPUT_HEIGHT, INPUT_WIDTH
 from reid.transforms import resize_rgb
@@ -118,6 +118,9 @@ def write_pack(roots: list[Path], out_dir: Path, val_ids: int = 0, quality: int 
     """Pack the training splits of ``roots`` (and their validation identities); returns the pack's path.
     ``num_ids``: only each dataset's first N training identities (smoke runs)."""
     data = load_train_set(roots, val_ids, seed=seed)
+    if len(data.unknown):
+        raise PackError(f"{', '.join(map(str, roots))}: a dataset lists pairs of labels that may be one person "
+                        f"({UNKNOWN_PAIRS}, pseudo-identities); a pack does not carry them: train on the folder")
     if num_ids:  # labels are contiguous per dataset, dataset 0 first: keep each dataset's first num_ids
         first = {int(g): int(np.flatnonzero(data.groups == g)[0]) for g in np.unique(data.groups)}
         keep_label = np.array([lab - first[int(g)] < num_ids for lab, g in enumerate(data.groups)])

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from reid.data import (
@@ -37,7 +36,7 @@ from reid.data import (
 )
 from reid.evaluate import EvalSet, evaluate_model
 from reid.log import setup_logging
-from reid.losses import batch_hard_triplet
+from reid.losses import batch_hard_triplet, cross_entropy
 from reid.model import HACNN, count_parameters
 from reid.pack import GALLERY, QUERY, TRAIN, PackError, load_pack
 from reid.paths import default_dataset
@@ -222,6 +221,13 @@ class Trainer:
             self.images = load_images(train.samples).to(self.device)
             self.evalsets = build_evalsets(self.data_roots, data) if args.eval_every > 0 else {}
         self.labels = torch.as_tensor(train.labels, device=self.device)
+        self.apart = None  # which classes may be trained as two people: all, unless a dataset lists unknown pairs
+        if len(data.unknown):
+            apart = torch.ones(self.num_classes, self.num_classes, dtype=torch.bool)
+            u = torch.as_tensor(data.unknown)
+            apart[u[:, 0], u[:, 1]] = apart[u[:, 1], u[:, 0]] = False
+            self.apart = apart.fill_diagonal_(False).to(self.device)
+            log.info("%d pairs of classes may be one person: never trained as negatives", len(data.unknown))
         log.info("decoded %d training images onto %s in %.1f s", len(self.images), self.device,
                  time.perf_counter() - t0)
 
@@ -325,11 +331,11 @@ class Trainer:
             phases.mark("data")
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                 out = self.step_model(x)
-            loss = F.cross_entropy(out.logits_global.float(), y, label_smoothing=args.label_smoothing)
-            loss = loss + F.cross_entropy(out.logits_local.float(), y, label_smoothing=args.label_smoothing)
+            loss = cross_entropy(out.logits_global.float(), y, args.label_smoothing, self.apart)
+            loss = loss + cross_entropy(out.logits_local.float(), y, args.label_smoothing, self.apart)
             if args.triplet_weight > 0:
-                tri = batch_hard_triplet(out.feat_global, y, args.margin)
-                tri = tri + batch_hard_triplet(out.feat_local, y, args.margin)
+                tri = batch_hard_triplet(out.feat_global, y, args.margin, self.apart)
+                tri = tri + batch_hard_triplet(out.feat_local, y, args.margin, self.apart)
                 loss = loss + args.triplet_weight * tri
             phases.mark("forward")
             self.optimizer.zero_grad(set_to_none=True)

@@ -8,7 +8,8 @@
 3. Writes them as a Market-layout dataset in ``DIR/data`` (:mod:`reid.adapt.dataset`), the last 20 % of each
    camera's video held out to check the result.
 4. Fine-tunes HA-CNN from the starting weights (the first config's ``reid.weights`` unless ``--weights``) with
-   ``reid.train``'s fine-tuning recipe, checkpointing every epoch in ``DIR/train`` (``--resume`` continues there).
+   ``reid.train``'s fine-tuning recipe, checkpointing every epoch in ``DIR/train`` (``--resume`` continues there);
+   two pseudo-identities are trained as two people only where the video proves it (``unknown_pairs.json``).
 5. Guard rail: the pseudo-label consistency (held-out Rank-1 / mAP of finding a pseudo-identity in another
    camera) is measured with the starting weights and after; adapted weights that score a lower mAP are not
    written: the run says so and exits with status 3.

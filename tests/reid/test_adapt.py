@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ import yaml
 
 from pipeline.evaluate_mtmc import match_boxes, read_mot
 from reid.adapt.__main__ import main as adapt_main
+from reid.adapt.__main__ import track_embeddings
+from reid.adapt.dataset import _checked
 from reid.adapt.harvest import HarvestError, harvest
-from reid.adapt.pseudo import build_labels, overlapping
+from reid.adapt.pseudo import build_labels, cross_camera_negatives, overlapping
 from reid.paths import PROJECT_ROOT
 from reid.weights import read_weights
 from tests.sites import CROWD, SPARSE, needs, site_config
@@ -39,18 +42,19 @@ def _majority_person(track, gt) -> int | None:
     return votes.most_common(1)[0][0] if votes else None
 
 
-def test_pseudo_identities_of_a_crowded_clip(crowd_harvest):
-    rec = crowd_harvest
-    labels = build_labels([rec])
-    assert labels.ground_links > 0, "overlapping calibrated views must give cross-camera pseudo-identities"
-    assert any(len(labels.cameras_of(lab)) == 2 for lab in set(labels.labels.values()))
-    # Co-visible tracks of one camera never share a label: the constraint holds for whole groups.
+def _check_labels(rec, labels) -> tuple[int, int]:
+    """Co-visible tracks of one camera never share a label (the constraint holds for whole groups); returns the
+    cross-camera pairs of tracks sharing a label and how many of them are one person by the ground truth (scoring
+    only: the adaptation never sees it)."""
     by_key = {t.key: t for t in rec.tracks}
     for a in labels.labels:
         for b in labels.labels:
             if a < b and a[1] == b[1] and overlapping(by_key[a], by_key[b]):
                 assert labels.labels[a] != labels.labels[b], f"{a} and {b} are seen together yet share a label"
-    # Scored against the ground truth (the adaptation never sees it): the ground merges join the right people.
+                # ... and training may push their labels apart; pairs nothing proves apart it must not.
+                assert frozenset((labels.labels[a], labels.labels[b])) in labels.apart
+    unknown = set(labels.unknown_pairs())
+    assert unknown and not {tuple(sorted(p)) for p in labels.apart} & unknown
     gt = {c: read_mot(CROWD / "gt" / f"{c}.txt") for c in rec.cameras}
     person = {k: _majority_person(t, gt[t.camera_id]) for k, t in by_key.items() if k in labels.labels}
     pairs = right = 0
@@ -61,7 +65,46 @@ def test_pseudo_identities_of_a_crowded_clip(crowd_harvest):
                 if a[1] != b[1] and person[a] is not None and person[b] is not None:
                     pairs += 1
                     right += person[a] == person[b]
+    return pairs, right
+
+
+def test_pseudo_identities_of_a_crowded_clip(crowd_harvest):
+    labels = build_labels([crowd_harvest])
+    assert labels.ground_links > 0, "overlapping calibrated views must give cross-camera pseudo-identities"
+    assert any(len(labels.cameras_of(lab)) == 2 for lab in set(labels.labels.values()))
+    # Calibrated views only: no appearance merge, so each label is one group the video proves.
+    for lab in set(labels.labels.values()):
+        assert len({labels.evidence[k] for k, v in labels.labels.items() if v == lab}) == 1
+    pairs, right = _check_labels(crowd_harvest, labels)
     assert pairs >= 5 and right / pairs >= 0.8, f"{right} of {pairs} cross-camera pairs are one person"
+
+
+def test_pseudo_identities_without_calibration(crowd_harvest):
+    """The same clip with its calibration hidden: tracks of the two views merge on appearance, above what the
+    video proves two people seen from two cameras score, and the held-out check leaves those merges out."""
+    rec = replace(crowd_harvest, cameras=dict.fromkeys(crowd_harvest.cameras), geometry=None)
+    emb = track_embeddings([rec], PROJECT_ROOT / "reid" / "weights" / "hacnn_joint.pt")
+    by_key = {t.key: t for t in rec.tracks}
+    cross = [(a, b) for a in emb for b in emb if a < b and a[1] != b[1]]
+    negatives = cross_camera_negatives(list(by_key.values()), cross, emb)
+    assert len(negatives) >= 20
+    # The pairs it calls two people score lower than those of one camera seen together (why they set the bar).
+    co_visible = [float(emb[a] @ emb[b]) for a in emb for b in emb
+                  if a < b and a[1] == b[1] and overlapping(by_key[a], by_key[b])]
+    assert np.median(negatives) < np.median(co_visible)
+    labels = build_labels([rec], emb)
+    assert labels.ground_links == 0 and labels.appearance_links > 0
+    assert labels.appearance_threshold == pytest.approx(np.quantile(negatives, 0.95))
+    pairs, right = _check_labels(rec, labels)
+    assert pairs >= 3 and right / pairs >= 0.75, f"{right} of {pairs} cross-camera pairs are one person"
+    # The held-out check keeps, per label, one group the video itself proves (here: one track).
+    held = {}
+    for t in rec.tracks:
+        if t.key in labels.labels and t.crops:
+            held.setdefault(labels.labels[t.key], {})[t.key] = t.crops
+    checked = _checked(held, labels)
+    assert len({label for label, _, _ in checked}) == len(held)
+    assert len(checked) == len(held), "a label's appearance-merged tracks are left out of the check"
 
 
 def test_clean_crops_only_and_bounded_per_track(crowd_harvest):

@@ -160,3 +160,24 @@ def test_identity_sampler_balances_datasets():
         assert sum(groups[p] == 1 for p in people) == 2 and len(people) == 4
     with pytest.raises(ValueError, match="split evenly"):
         IdentitySampler(labels, batch_size=12, num_instances=4, groups=groups)
+
+
+def test_unknown_pairs_follow_their_dataset(shared, cuhk03_root, tmp_path):
+    """A pseudo-labelled dataset lists pairs of its ids that may be one person; they reach training as label
+    pairs, offset with their dataset, and a malformed list is named."""
+    import json
+
+    from reid.data import UNKNOWN_PAIRS, load_train_set, read_split
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "bounding_box_train").symlink_to(cuhk03_root / "bounding_box_train")
+    pids = sorted({s.pid for s in read_split(site / "bounding_box_train", keep_distractors=False)})
+    (site / UNKNOWN_PAIRS).write_text(json.dumps({"pairs": [[pids[0], pids[2]]]}))
+    data = load_train_set([shared / "datasets" / "market1501", site])
+    first = int((data.groups == 0).sum())  # Market's labels come first
+    assert data.unknown.tolist() == [[first, first + 2]]
+    assert len(load_train_set([shared / "datasets" / "market1501"]).unknown) == 0
+    (site / UNKNOWN_PAIRS).write_text(json.dumps({"pairs": [[1]]}))
+    with pytest.raises(DatasetError, match=UNKNOWN_PAIRS):
+        load_train_set([site])

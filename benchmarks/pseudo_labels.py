@@ -1,0 +1,149 @@
+"""How right ``reid.adapt``'s pseudo-identities are, scored with the ground truth they are built without.
+
+    python benchmarks/pseudo_labels.py [--clips terrace1 crowd] [--quantiles 0.9 0.95 0.99]
+
+Each annotated terrace1 clip is harvested once (the pipeline's detector and tracker, as ``reid.adapt`` does) and
+labelled twice: with its calibration (cross-camera merges on the ground) and with the calibration hidden (merges
+on appearance, :func:`reid.adapt.pseudo.build_labels`, at each ``--quantiles`` of the cross-camera pairs the
+video proves to be two people; the shipped default is marked). Per row:
+
+- labels / people: pseudo-identities kept, and the people the ground truth sees in the harvested tracks;
+- cross pairs right: of the pairs of tracks from two cameras sharing a label, how many are one person (each
+  track's person: the ground-truth person most of its boxes match at IoU 0.5);
+- purity: the share of the training crops whose track is its label's main person;
+- threshold: the similarity an appearance merge needed.
+
+The baseline row of each clip is the rule before this benchmark existed: the threshold set on the co-visible
+pairs of one camera (99th percentile), tracks merged one pair at a time. Ground truth is used only to score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import platform
+import sys
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from unittest.mock import patch
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mtmc_accuracy import CLIPS  # noqa: E402
+
+from pipeline.evaluate_mtmc import match_boxes, read_folder  # noqa: E402
+from reid.adapt.__main__ import track_embeddings  # noqa: E402
+from reid.adapt.harvest import Recording, harvest  # noqa: E402
+from reid.adapt.pseudo import PseudoLabels, build_labels  # noqa: E402
+from reid.log import setup_logging  # noqa: E402
+from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root  # noqa: E402
+
+DEFAULT_QUANTILE = inspect.signature(build_labels).parameters["appearance_quantile"].default
+
+
+def track_people(rec: Recording, gt_dir: Path) -> dict[tuple[str, str, int], int]:
+    """Each harvested track's ground-truth person (-1: its boxes match nobody)."""
+    gt = read_folder(gt_dir)
+    out = {}
+    for t in rec.tracks:
+        votes: Counter[int] = Counter()
+        for ts, (x1, y1, x2, y2) in zip(t.ts, t.boxes, strict=True):
+            ids, boxes = gt[t.camera_id].at(round(ts * 25) + 1)
+            rows, _ = match_boxes(boxes, np.array([[x1, y1, x2 - x1, y2 - y1]]))
+            votes[int(ids[rows[0]]) if len(rows) else -1] += 1
+        out[t.key] = votes.most_common(1)[0][0] if votes else -1
+    return out
+
+
+def score(rec: Recording, labels: PseudoLabels, person: dict) -> dict:
+    crops = {t.key: len(t.crops) for t in rec.tracks}
+    pairs = right = 0
+    by_label: dict[int, list] = {}
+    for key, lab in labels.labels.items():
+        by_label.setdefault(lab, []).append(key)
+    main = 0
+    for keys in by_label.values():
+        for i, a in enumerate(keys):
+            for b in keys[i + 1:]:
+                if a[1] != b[1]:
+                    pairs += 1
+                    right += person[a] == person[b] != -1
+        weight: Counter[int] = Counter()
+        for k in keys:
+            weight[person[k]] += crops[k]
+        main += max(weight.values())
+    total = sum(crops[k] for k in labels.labels)
+    return {"labels": labels.num_labels, "people": len({p for k, p in person.items() if k in labels.labels} - {-1}),
+            "pairs": pairs, "right": right, "purity": main / max(total, 1), "threshold": labels.appearance_threshold}
+
+
+def old_rule(rec: Recording, emb: dict) -> PseudoLabels:
+    """Before: one camera's co-visible pairs set the bar (99th percentile); tracks merged a pair at a time."""
+    from reid.adapt import pseudo
+
+    with patch.object(pseudo, "cross_camera_negatives", _co_visible_pairs), \
+            patch.object(pseudo, "_merge_on_appearance", _pairwise):
+        return build_labels([rec], emb, appearance_quantile=0.99)
+
+
+def _co_visible_pairs(tracks, pairs, embeddings):  # noqa: ANN001, ANN202 - the replaced function's signature
+    from reid.adapt.pseudo import overlapping
+
+    return [float(embeddings[a.key] @ embeddings[b.key]) for i, a in enumerate(tracks) for b in tracks[i + 1:]
+            if a.camera_id == b.camera_id and overlapping(a, b) and a.key in embeddings and b.key in embeddings]
+
+
+def _pairwise(groups, pairs, embeddings, threshold):  # noqa: ANN001, ANN202
+    sim = {(a, b): float(embeddings[a] @ embeddings[b]) for a, b in pairs if a in embeddings and b in embeddings}
+    best: dict = {}
+    for (a, b), s in sim.items():
+        for x, y in ((a, b), (b, a)):
+            best[(x, y[1])] = max(best.get((x, y[1]), -2.0), s)
+    made = refused = 0
+    for s, a, b in sorted(((s, a, b) for (a, b), s in sim.items()), reverse=True):
+        if s >= threshold and s >= best[(a, b[1])] and s >= best[(b, a[1])]:
+            done = groups.merge(a, b)
+            made += done is True
+            refused += done is False
+    return made, refused
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python benchmarks/pseudo_labels.py", description=__doc__.split("\n")[0])
+    p.add_argument("--clips", nargs="+", choices=sorted(CLIPS), default=["terrace1", "crowd"])
+    p.add_argument("--quantiles", nargs="+", type=float, default=[0.9, DEFAULT_QUANTILE, 0.99])
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="starting weights of the appearance merges")
+    args = p.parse_args(argv)
+    setup_logging(30)
+    rows = []
+    for name in args.clips:
+        config, folder = CLIPS[name]
+        rec = harvest(PROJECT_ROOT / "configs" / config, progress=True)
+        person = track_people(rec, shared_root() / "video" / folder / "gt")
+        rows.append((name, "calibrated (ground)", score(rec, build_labels([rec]), person)))
+        hidden = replace(rec, cameras=dict.fromkeys(rec.cameras, None), geometry=None)
+        emb = track_embeddings([hidden], args.weights)
+        before = old_rule(hidden, emb)
+        rows.append((name, "hidden, baseline (one camera's pairs, q0.99)", score(hidden, before, person)))
+        for q in args.quantiles:
+            mark = " (default)" if q == DEFAULT_QUANTILE else ""
+            rows.append((name, f"hidden, q{q}{mark}", score(hidden, build_labels([hidden], emb, appearance_quantile=q),
+                                                              person)))
+    print(f"Pseudo-identities against the ground truth; {platform.machine()} CPU x{os.cpu_count()}; weights "
+          f"{args.weights.name}; calibration hidden = merges on appearance")
+    print(f"{'clip':<10}{'labelling':<48}{'labels':>7}{'people':>7}{'cross pairs right':>19}{'purity':>8}"
+          f"{'threshold':>10}")
+    for name, how, r in rows:
+        share = f"{r['right']}/{r['pairs']}" + (f" ({r['right'] / r['pairs']:.2f})" if r["pairs"] else "")
+        thr = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
+        print(f"{name:<10}{how:<48}{r['labels']:>7}{r['people']:>7}{share:>19}{r['purity']:>8.3f}{thr:>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
