@@ -29,33 +29,28 @@ from dataclasses import replace
 from pathlib import Path
 from unittest.mock import patch
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mtmc_accuracy import CLIPS  # noqa: E402
 
-from pipeline.evaluate_mtmc import match_boxes, read_folder  # noqa: E402
+from pipeline.evaluate_mtmc import person_votes, read_folder  # noqa: E402
 from reid.adapt.__main__ import track_embeddings  # noqa: E402
 from reid.adapt.harvest import Recording, harvest  # noqa: E402
 from reid.adapt.pseudo import PseudoLabels, build_labels  # noqa: E402
 from reid.log import setup_logging  # noqa: E402
 from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root  # noqa: E402
 
+FPS = 25  # the terrace1 clips' frame rate: ground-truth frame = video time x FPS + 1
 DEFAULT_QUANTILE = inspect.signature(build_labels).parameters["appearance_quantile"].default
 
 
 def track_people(rec: Recording, gt_dir: Path) -> dict[tuple[str, str, int], int]:
-    """Each harvested track's ground-truth person (-1: its boxes match nobody)."""
+    """Each harvested track's ground-truth person (-1: most of its boxes match nobody)."""
     gt = read_folder(gt_dir)
     out = {}
     for t in rec.tracks:
-        votes: Counter[int] = Counter()
-        for ts, (x1, y1, x2, y2) in zip(t.ts, t.boxes, strict=True):
-            ids, boxes = gt[t.camera_id].at(round(ts * 25) + 1)
-            rows, _ = match_boxes(boxes, np.array([[x1, y1, x2 - x1, y2 - y1]]))
-            votes[int(ids[rows[0]]) if len(rows) else -1] += 1
+        votes = person_votes(t.ts, t.boxes, gt[t.camera_id], FPS)
         out[t.key] = votes.most_common(1)[0][0] if votes else -1
     return out
 

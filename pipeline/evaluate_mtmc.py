@@ -21,6 +21,8 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +198,18 @@ def match_boxes(gt: np.ndarray, pred: np.ndarray, iou: float = 0.5,
     rows, cols = linear_sum_assignment(-sim)
     keep = sim[rows, cols] >= iou
     return rows[keep], cols[keep]
+
+
+def person_votes(ts: Sequence[float], boxes: Sequence[Sequence[float]], gt: MotSequence, fps: float) -> Counter[int]:
+    """How many of a track's xyxy ``boxes`` (at video times ``ts``) match each ground-truth person at IoU 0.5, -1
+    counting those that match nobody: scores a track known by its times, not its frame numbers (``reid.adapt``'s
+    harvested tracks)."""
+    votes: Counter[int] = Counter()
+    for t, (x1, y1, x2, y2) in zip(ts, boxes, strict=True):
+        ids, gt_boxes = gt.at(round(t * fps) + 1)
+        rows, _ = match_boxes(gt_boxes, np.array([[x1, y1, x2 - x1, y2 - y1]]))
+        votes[int(ids[rows[0]]) if len(rows) else -1] += 1
+    return votes
 
 
 def _gt_labels(pred: MotSequence, gt: MotSequence, frame: int, iou: float) -> np.ndarray:

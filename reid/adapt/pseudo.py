@@ -209,7 +209,8 @@ def cross_camera_negatives(tracks: Sequence[HarvestedTrack], pairs: Sequence[tup
     if not keys:
         return []
     index = {k: i for i, k in enumerate(keys)}
-    sim = np.stack([embeddings[k] for k in keys]) @ np.stack([embeddings[k] for k in keys]).T
+    e = np.stack([embeddings[k] for k in keys])
+    sim = e @ e.T
     asked = np.zeros(sim.shape, dtype=bool)
     for a, b in pairs:
         if a in index and b in index:

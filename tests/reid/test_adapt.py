@@ -4,7 +4,6 @@ constraints, the guard rails, and a whole ``python -m reid.adapt`` run that neve
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.evaluate_mtmc import match_boxes, read_mot
+from pipeline.evaluate_mtmc import person_votes, read_mot
 from reid.adapt.__main__ import main as adapt_main
 from reid.adapt.__main__ import track_embeddings
 from reid.adapt.dataset import _checked
@@ -31,14 +30,9 @@ def crowd_harvest():
 
 
 def _majority_person(track, gt) -> int | None:
-    """The ground-truth person most of a harvested track's boxes are (scoring only)."""
-    votes: Counter[int] = Counter()
-    for ts, box in zip(track.ts, track.boxes, strict=True):
-        ids, boxes = gt.at(round(ts * 25) + 1)
-        x1, y1, x2, y2 = box
-        rows, _ = match_boxes(boxes, np.array([[x1, y1, x2 - x1, y2 - y1]]))
-        if len(rows):
-            votes[int(ids[rows[0]])] += 1
+    """The ground-truth person most of a harvested track's matched boxes are (scoring only)."""
+    votes = person_votes(track.ts, track.boxes, gt, 25)
+    votes.pop(-1, None)
     return votes.most_common(1)[0][0] if votes else None
 
 
