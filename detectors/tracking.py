@@ -330,6 +330,12 @@ def _unit_rows(embeddings: np.ndarray | None, n: int, camera_id: str) -> np.ndar
     return np.where(norms > 1e-12, e / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
 
+def buffer_frames(lost_timeout_s: float, frame_rate: float) -> int:
+    """How many tracker updates (frames the detector ran on) a lost track is kept for: ``lost_timeout_s`` at
+    ``frame_rate``, at least one."""
+    return max(1, math.ceil(lost_timeout_s * frame_rate))
+
+
 def _no_tracks() -> Detections:
     return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
@@ -363,7 +369,7 @@ class CameraTracker:
         if lost_timeout_s is not None:
             if "track_buffer" in overrides:
                 raise TrackerConfigError("give lost_timeout_s or overrides['track_buffer'], not both")
-            overrides["track_buffer"] = max(1, math.ceil(lost_timeout_s * frame_rate))
+            overrides["track_buffer"] = buffer_frames(lost_timeout_s, frame_rate)
         self.camera_id = camera_id
         self.kind = kind
         self.frame_rate = frame_rate

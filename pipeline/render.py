@@ -8,7 +8,6 @@ shows its final global id (a live overlay could only label a track after its fir
 from __future__ import annotations
 
 import colorsys
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +19,7 @@ from pipeline.calibration import footprint
 from pipeline.config import PipelineConfig
 from pipeline.events import track_identities
 from pipeline.sources import camera_fps, is_video_file, video_frames
+from pipeline.tracks_out import bridged_frames, fill_gaps, read_track_log
 from reid.identity.geometry import foot_points
 
 log = logging.getLogger(__name__)
@@ -31,30 +31,20 @@ def identity_colour(global_id: int) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
-def read_track_log(run_dir: Path, camera_id: str) -> dict[int, list[list[float]]]:
-    boxes: dict[int, list[list[float]]] = {}
-    for path in sorted((run_dir / "tracks").glob(f"{camera_id}.*.jsonl")):
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a killed process
-            boxes.setdefault(int(rec["f"]), []).extend(rec["t"])
-    return boxes
-
-
 def render_videos(config: PipelineConfig, events: Iterable[dict], out_dir: Path,
                   duration_s: float | None = None) -> list[Path]:
     """One annotated video per recorded camera; ``events`` is read once (a run's events, or those read back from
     the supervisor's spill file), and the last global id given to a track labels all its frames."""
     out_dir.mkdir(parents=True, exist_ok=True)
     gid = track_identities(events)
+    bridged = bridged_frames(config)
     written = []
     for cam in config.cameras:
         if not is_video_file(cam):
             log.warning("camera %s: --save-video renders recorded video files only", cam.id)
             continue
-        boxes = read_track_log(config.resolved_run_dir, cam.id)
+        boxes = fill_gaps(read_track_log(config.resolved_run_dir, cam.id), lambda t, c=cam.id: gid.get((c, t)),
+                          bridged[cam.id])
         fps = camera_fps(cam)
         path = out_dir / f"{cam.id}.mp4"
         writer = None
@@ -64,11 +54,12 @@ def render_videos(config: PipelineConfig, events: Iterable[dict], out_dir: Path,
                 h, w = frame.shape[:2]
                 writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             last = boxes.get(index, last)  # between detected frames, keep the last boxes
-            for track_id, x1, y1, x2, y2, *_ in last:  # older logs have no confidence
+            for track_id, x1, y1, x2, y2, *rest in last:  # older logs have no confidence
                 g = gid.get((cam.id, int(track_id)))
                 colour = identity_colour(g) if g is not None else (160, 160, 160)
                 label = f"id {g}" if g is not None else f"t{int(track_id)}"
-                cv2.rectangle(frame, (int(x1), int(y1)), (int(x2), int(y2)), colour, 2)
+                filled = bool(rest) and rest[0] == 0.0  # a gap drawn by fill_gaps: thin, the person was hidden
+                cv2.rectangle(frame, (int(x1), int(y1)), (int(x2), int(y2)), colour, 1 if filled else 2)
                 cv2.putText(frame, label, (int(x1), max(12, int(y1) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1,
                             cv2.LINE_AA)
             cv2.putText(frame, f"{cam.id}  frame {index}", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255),
