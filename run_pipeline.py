@@ -102,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         if floor is not None:
             log.info("wrote %s", floor)
     if args.tracks_out:
-        from pipeline.tracks_out import bridged_frames, write_tracks
+        from pipeline.gaps import GapFiller
+        from pipeline.tracks_out import write_tracks
 
         recorded = [c.id for c in config.cameras if c.id in supervisor.recorder.spill_cameras]
         for path in write_tracks(config.resolved_run_dir, recorded, events, args.tracks_out,
-                                 max_missed=bridged_frames(config)):
+                                 filler=GapFiller.from_config(config)):
             log.info("wrote %s", path)
     return code
 

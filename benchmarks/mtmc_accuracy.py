@@ -8,7 +8,7 @@ speed writes its tracks (``--tracks-out``), scored with ``pipeline.evaluate_mtmc
 truth, and its per-camera tracks before linking, scored by ``pipeline.evaluate_mtmc.loss_breakdown``:
 
 - unfilled: the MTMC IDF1 of the detected boxes alone, before ``--tracks-out`` fills the frames a person was
-  missed on (``pipeline.tracks_out.fill_gaps``; what filling adds is the difference);
+  missed on (``pipeline.gaps``; what filling adds is the difference);
 - tracker alone: IDF1 of the raw per-camera track ids;
 - track bound: MTMC IDF1 if these tracks were linked perfectly (the gap to it: the linking's loss);
 - detection bound: MTMC IDF1 if these boxes were tracked perfectly (the gap to 1: the detector's loss).
@@ -41,8 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.evaluate_mtmc import evaluate, loss_breakdown, read_folder, read_frames  # noqa: E402
+from pipeline.gaps import GapFiller  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
-from pipeline.tracks_out import bridged_frames, raw_tracks, write_tracks  # noqa: E402
+from pipeline.tracks_out import raw_tracks, write_tracks  # noqa: E402
 from reid.log import setup_logging  # noqa: E402
 from reid.paths import PROJECT_ROOT, shared_root  # noqa: E402
 
@@ -82,10 +83,10 @@ def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path |
         events = list(sup.recorder.spilled())
         raw = None
         if tracks_out is not None:
-            cams, bridged = [c.id for c in cfg.cameras], bridged_frames(cfg)
-            write_tracks(cfg.resolved_run_dir, cams, events, tracks_out, max_missed=bridged)
+            cams, filler = [c.id for c in cfg.cameras], GapFiller.from_config(cfg)
+            write_tracks(cfg.resolved_run_dir, cams, events, tracks_out, filler=filler)
             write_tracks(cfg.resolved_run_dir, cams, events, tracks_out / UNFILLED)
-            raw = raw_tracks(cfg.resolved_run_dir, cams, max_missed=bridged)
+            raw = raw_tracks(cfg.resolved_run_dir, cams, filler=filler)
         duration = max(e["video_ts"] for e in events) if events else float("nan")
         decisions = sorted((e["camera_id"], e["track_id"], e["global_id"]) for e in events
                            if e["kind"] != "track.ended")

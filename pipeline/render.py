@@ -18,8 +18,9 @@ import numpy as np
 from pipeline.calibration import footprint
 from pipeline.config import PipelineConfig
 from pipeline.events import track_identities
-from pipeline.sources import camera_fps, is_video_file, video_frames
-from pipeline.tracks_out import bridged_frames, fill_gaps, read_track_log
+from pipeline.gaps import GapFiller
+from pipeline.sources import camera_fps, is_video_file, probe_size, video_frames
+from pipeline.tracks_out import read_track_log
 from reid.identity.geometry import foot_points
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,14 @@ def render_videos(config: PipelineConfig, events: Iterable[dict], out_dir: Path,
     the supervisor's spill file), and the last global id given to a track labels all its frames."""
     out_dir.mkdir(parents=True, exist_ok=True)
     gid = track_identities(events)
-    bridged = bridged_frames(config)
+    filler = GapFiller.from_config(config)
+    logs = {c.id: read_track_log(config.resolved_run_dir, c.id) for c in config.cameras}
     written = []
     for cam in config.cameras:
         if not is_video_file(cam):
             log.warning("camera %s: --save-video renders recorded video files only", cam.id)
             continue
-        boxes = fill_gaps(read_track_log(config.resolved_run_dir, cam.id), lambda t, c=cam.id: gid.get((c, t)),
-                          bridged[cam.id])
+        boxes = filler.fill(cam.id, logs, lambda c, t: gid.get((c, t)))
         fps = camera_fps(cam)
         path = out_dir / f"{cam.id}.mp4"
         writer = None
@@ -58,7 +59,7 @@ def render_videos(config: PipelineConfig, events: Iterable[dict], out_dir: Path,
                 g = gid.get((cam.id, int(track_id)))
                 colour = identity_colour(g) if g is not None else (160, 160, 160)
                 label = f"id {g}" if g is not None else f"t{int(track_id)}"
-                filled = bool(rest) and rest[0] == 0.0  # a gap drawn by fill_gaps: thin, the person was hidden
+                filled = bool(rest) and rest[0] == 0.0  # a gap drawn by pipeline.gaps: thin, the person was hidden
                 cv2.rectangle(frame, (int(x1), int(y1)), (int(x2), int(y2)), colour, 1 if filled else 2)
                 cv2.putText(frame, label, (int(x1), max(12, int(y1) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1,
                             cv2.LINE_AA)
@@ -69,15 +70,6 @@ def render_videos(config: PipelineConfig, events: Iterable[dict], out_dir: Path,
             writer.release()
             written.append(path)
     return written
-
-
-def _frame_size(source: str) -> tuple[int, int] | None:
-    cap = cv2.VideoCapture(source)
-    try:
-        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally:
-        cap.release()
-    return (w, h) if w > 0 and h > 0 else None
 
 
 def _running_median(points: np.ndarray, k: int = 5) -> np.ndarray:
@@ -105,7 +97,7 @@ def render_floor(config: PipelineConfig, events: Iterable[dict], path: Path, siz
                 g, ok = h.project(foot_points(np.array([x1, y1, x2, y2])))
                 if ok[0]:
                     routes.setdefault((cam.id, int(track_id)), []).append(g[0])
-        size = _frame_size(str(cam.source))
+        size = probe_size(cam.source)
         if size is not None:  # the image border, where it lies on the ground
             footprints[cam.id] = footprint(h, *size)
     points = np.concatenate([np.array(r) for r in routes.values()]) if routes else None

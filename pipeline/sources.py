@@ -50,6 +50,16 @@ def is_video_file(camera) -> bool:
     return not camera.is_live and not Path(str(camera.source)).is_dir()
 
 
+def probe_size(source: str | Path) -> tuple[int, int] | None:
+    """(width, height) of a video file or stream's frames, None when it cannot be read."""
+    cap = cv2.VideoCapture(str(source))
+    try:
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    return (w, h) if w > 0 and h > 0 else None
+
+
 def camera_fps(camera) -> float:
     """Frame rate of a camera's source: the config's, else the file's, else 25 (live) or 1 (image folder)."""
     if camera.fps:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pipeline.evaluate_mtmc import evaluate, read_folder, read_frames
-from pipeline.tracks_out import bridged_frames, fill_gaps, write_tracks
+from pipeline.tracks_out import write_tracks
 from reid.paths import PROJECT_ROOT
 from run_pipeline import main
 
@@ -27,36 +27,6 @@ def test_labels_frames_and_format(tmp_path):
     assert (tmp_path / "out" / "c0.txt").read_text().splitlines() == [
         "1,3,10.0,20.0,40.0,100.0,0.900,-1,-1,-1", "6,3,12.0,20.0,40.0,100.0,0.900,-1,-1,-1"]
     assert read_frames(tmp_path / "out") == {"c0": [1, 6, 11]}
-
-
-def test_gaps_are_filled_per_identity_up_to_the_trackers_buffer(tmp_path):
-    """Track 7 is missed on two frames then found again, track 9 continues identity 3 after one missed frame,
-    track 8 (identity 4) is missed for three frames: with a buffer of two, 7's and 3's gaps are drawn on the
-    straight line with confidence 0, 8's is left empty, and the detected rows are untouched."""
-    rows = {0: [[7, 0, 0, 10, 20, 0.9], [8, 50, 0, 60, 20, 0.8]], 5: [], 10: [],
-            15: [[7, 30, 0, 40, 20, 0.7]], 20: [], 25: [[9, 50, 0, 60, 20, 0.6]], 30: [], 35: [],
-            40: [[8, 80, 0, 90, 20, 0.5]]}
-    gid = {7: 3, 9: 3, 8: 4}
-    run = tmp_path / "run"
-    (run / "tracks").mkdir(parents=True)
-    (run / "tracks" / "c0.0.jsonl").write_text("".join(
-        json.dumps({"f": f, "ts": f / 25, "t": t}) + "\n" for f, t in rows.items()))
-    filled = fill_gaps(rows, gid.get, max_missed=2)
-    assert filled[5] == [[7, 10.0, 0.0, 20.0, 20.0, 0.0]] and filled[10] == [[7, 20.0, 0.0, 30.0, 20.0, 0.0]]
-    assert filled[20] == [[7, 40.0, 0.0, 50.0, 20.0, 0.0]]  # between tracks 7 and 9 of identity 3
-    assert filled[30] == filled[35] == [] and filled[15] == rows[15]
-    assert fill_gaps(rows, lambda t: t, max_missed=2)[20] == []  # per track: 7 and 9 are two tracks
-    events = [{"kind": "identity.new", "camera_id": "c0", "track_id": t, "global_id": g} for t, g in gid.items()]
-    write_tracks(run, ["c0"], events, tmp_path / "out", max_missed={"c0": 2})
-    lines = (tmp_path / "out" / "c0.txt").read_text().splitlines()
-    assert "6,3,10.0,0.0,10.0,20.0,0.000,-1,-1,-1" in lines and len(lines) == 8
-
-
-def test_the_bridged_gap_is_the_trackers_buffer(shared):
-    from pipeline.config import load_config
-
-    cfg = load_config(PROJECT_ROOT / "configs" / "terrace1.yaml")  # 25 fps files, detect_fps 5, lost after 1.5 s
-    assert bridged_frames(cfg) == {"c0": 8, "c1": 8}
 
 
 @pytest.mark.slow
