@@ -16,8 +16,9 @@ truth, and its per-camera tracks before linking, scored by ``pipeline.evaluate_m
 The last three use each track's boxes with its own gaps filled (not those between two tracks of one identity,
 which only the linking knows), so the delivered figure can pass the track bound by what the linking fills.
 
-Each clip runs twice: the baseline without appearance in the per-camera association (``detector.appearance``
-off, the tracker before it) and the config as shipped. Then the three campus4 views of
+Each clip runs three times: the baseline without appearance in the per-camera association and without the ground
+gate (``detector.appearance`` and ``detector.ground_gate`` off, the tracker before them), the shipped config
+without the ground gate, and the config as shipped. Then the three campus4 views of
 ``configs/cams.example.yaml`` (80 s, no calibration, about four people) at ``--speed max`` and at recorded pace:
 the identities minted must not depend on the speed. One table: per row the median over ``--repeats`` runs, each
 in a fresh run directory (a fresh Redis). RT = video seconds per wall second, from the sources' start to the last
@@ -94,14 +95,20 @@ def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path |
                 "wall_s": wall, "rt": duration / wall, "decisions": decisions, "raw": raw}
 
 
+def _gate(on: bool) -> Callable[[PipelineConfig], PipelineConfig]:
+    return lambda cfg: cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"ground_gate": on})})
+
+
 def clip_rows(name: str, config: Path, gt_dir: Path, repeats: int, port: int, baseline: bool) -> list[dict]:
-    """The clip's rows: the baseline (no appearance in the association) when asked, then the config as shipped."""
+    """The clip's rows: the baseline (no appearance in the association, no ground gate) and the shipped config
+    without its ground gate when asked, then the config as shipped."""
     rows = []
-    for label, appearance in ([("baseline", False)] if baseline else []) + [("", None)]:
+    variants = [("baseline", False, _gate(False)), ("no gate", None, _gate(False))] if baseline else []
+    for label, appearance, adjust in variants + [("", None, None)]:
         scores = []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tracks:
-                run = replay(config, None, port, Path(tracks), appearance)
+                run = replay(config, None, port, Path(tracks), appearance, adjust=adjust)
                 frames = read_frames(Path(tracks))
                 gt = read_folder(gt_dir)
                 result = evaluate(read_folder(Path(tracks)), gt, frames)
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--campus", type=Path, default=PROJECT_ROOT / "configs" / "cams.example.yaml")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--skip-campus", action="store_true", help="the annotated clips only")
-    p.add_argument("--skip-baseline", action="store_true", help="no baseline row (appearance off) per clip")
+    p.add_argument("--skip-baseline", action="store_true", help="only the shipped config's row per clip")
     p.add_argument("--port", type=int, default=5597)
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON to this file")
     args = p.parse_args(argv)

@@ -30,6 +30,7 @@ import yaml
 from detectors._ultralytics import BOTSORT, TRACKER_CFG_DIR, BYTETracker, IterableSimpleNamespace
 from detectors.appearance import CLEAN_IOU, TWO_PEOPLE_MAX_IOU, AppearanceConfig, SimilarityScale, box_iou
 from detectors.crops import QualityConfig, assess_quality, crop_views
+from detectors.ground import GroundGate
 from detectors.types import Detections, TrackCrop, TrackState
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,28 @@ class _OwnIds:
         return tracks
 
 
-class _ByteTrack(_OwnIds, BYTETracker):
+class _Gated:
+    """Mixin: the association cost of a tracker with a :class:`GroundGate` (``self.gate``, None: none) loses the
+    pairs that would move a person faster than anyone walks."""
+
+    gate: GroundGate | None = None
+
+    def get_dists(self, tracks: list, detections: list) -> np.ndarray:
+        dists = super().get_dists(tracks, detections)  # type: ignore[misc]
+        if self.gate is None or not len(tracks) or not len(detections):
+            return dists
+        since = [self.frame_id - t.frame_id for t in tracks]  # type: ignore[attr-defined]
+        return self.gate.veto(dists, np.array([t.xyxy for t in tracks]), np.array(since),
+                              np.array([d.xyxy for d in detections]))
+
+
+class _ByteTrack(_OwnIds, _Gated, BYTETracker):
     def __init__(self, args: Any, **kwargs: Any):
         self._own_ids_init()
         super().__init__(args, **kwargs)
 
 
-class _BotSort(_OwnIds, BOTSORT):
+class _BotSort(_OwnIds, _Gated, BOTSORT):
     def __init__(self, args: Any, **kwargs: Any):
         self._own_ids_init()
         super().__init__(args, **kwargs)
@@ -148,7 +164,7 @@ class AppearanceByteTrack(BYTETracker):
         self.scale.observe(np.asarray(same), different)
 
 
-class _AppearanceTrack(_OwnIds, AppearanceByteTrack):
+class _AppearanceTrack(_OwnIds, _Gated, AppearanceByteTrack):
     def __init__(self, args: Any, appearance: AppearanceConfig, **kwargs: Any):
         self._own_ids_init()
         super().__init__(args, appearance, **kwargs)
@@ -180,9 +196,11 @@ def tracker_args(kind: str, overrides: Mapping[str, Any] | None = None) -> Itera
     return IterableSimpleNamespace(**cfg)
 
 
-def build_tracker(kind: str, args: IterableSimpleNamespace, appearance: AppearanceConfig | None = None) -> Any:
+def build_tracker(kind: str, args: IterableSimpleNamespace, appearance: AppearanceConfig | None = None,
+                  gate: GroundGate | None = None) -> Any:
     """A fresh tracker of ``kind`` whose tracks are numbered by the tracker itself (see ``_OwnIds``); with an
-    enabled ``appearance`` (ByteTrack only), the appearance-aware ByteTrack of :mod:`detectors.appearance`."""
+    enabled ``appearance`` (ByteTrack only), the appearance-aware ByteTrack of :mod:`detectors.appearance`; with
+    ``gate``, no match a walk could not make (:mod:`detectors.ground`)."""
     # Releases before 8.4.19x scale track_buffer by frame_rate / 30; 30 keeps it a plain frame count, as here.
     takes_rate = "frame_rate" in inspect.signature(_BASES[kind].__init__).parameters
     rate = {"frame_rate": 30} if takes_rate else {}
@@ -190,8 +208,11 @@ def build_tracker(kind: str, args: IterableSimpleNamespace, appearance: Appearan
         if kind != "bytetrack":
             raise TrackerConfigError(f"appearance in the association needs the bytetrack tracker, not {kind!r} "
                                      "(BoT-SORT has its own ReID fusion); disable detector.appearance for it")
-        return _AppearanceTrack(args, appearance, **rate)
-    return _TRACKERS[kind](args, **rate)
+        tracker = _AppearanceTrack(args, appearance, **rate)
+    else:
+        tracker = _TRACKERS[kind](args, **rate)
+    tracker.gate = gate
+    return tracker
 
 
 class _TrackerInput:
@@ -346,6 +367,7 @@ class CameraTracker:
     ``kind`` is ``"bytetrack"`` (default) or ``"botsort"``; ``overrides`` change keys of its ultralytics yaml
     (``track_buffer`` is in frames). With an enabled ``appearance`` (ByteTrack), :meth:`update` takes one HA-CNN
     embedding per detection and mixes appearance into the association (:mod:`detectors.appearance`).
+    ``gate`` (calibrated cameras) vetoes matches no walk could make (:mod:`detectors.ground`).
     ``lost_timeout_s``, when given, sets ``track_buffer`` to that many seconds of ``frame_rate``. Crops are padded
     by ``pad_frac`` of the box on each side and judged with ``quality``; ``selector`` (one per tracker) defaults to
     a ``BestCropSelector`` with a one-second gap.
@@ -362,6 +384,7 @@ class CameraTracker:
         quality: QualityConfig | None = None,
         selector: BestCropSelector | None = None,
         appearance: AppearanceConfig | None = None,
+        gate: GroundGate | None = None,
     ):
         if frame_rate <= 0:
             raise TrackerConfigError(f"frame_rate must be > 0, got {frame_rate}")
@@ -379,7 +402,8 @@ class CameraTracker:
         self.selector = selector or BestCropSelector(min_gap_frames=max(1, round(frame_rate)))
         self.tracks = _no_tracks()
         self.appearance = appearance if appearance is not None and appearance.enabled else None
-        self._tracker = build_tracker(kind, self.args, self.appearance)
+        self.gate = gate
+        self._tracker = build_tracker(kind, self.args, self.appearance, gate)
         self._ids = itertools.count(1)
         self._by_raw: dict[int, _Track] = {}
         self._last_frame_index = -1
@@ -464,7 +488,7 @@ class CameraTracker:
         for track in list(self._by_raw.values()):
             events.extend(self._end(track))
         scale = getattr(self._tracker, "scale", None)
-        self._tracker = build_tracker(self.kind, self.args, self.appearance)
+        self._tracker = build_tracker(self.kind, self.args, self.appearance, self.gate)
         if scale is not None:
             self._tracker.scale = scale  # what was learnt about the embedding outlives the tracks
         self.tracks = _no_tracks()

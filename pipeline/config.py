@@ -132,6 +132,9 @@ class DetectorConfig(_Section):
         default_factory=AppearanceConfig, description="HA-CNN appearance in the per-camera association, so tracks "
         "survive crossings (detectors/appearance.py); the detect stage then embeds every detection"
     )
+    ground_gate: bool = Field(True, description="on calibrated cameras, the tracker refuses a match that would move "
+                              "a person faster than geometry.max_speed on the ground (detectors/ground.py); turn off "
+                              "for a rough calibration")
 
     @model_validator(mode="after")
     def _appearance_tracker(self) -> DetectorConfig:

@@ -65,3 +65,25 @@ def indoor_dets(detector_320, indoor_frames):
 def epfl_frames() -> list[np.ndarray]:
     """Frames 1000-1039 of EPFL campus4 view 0: three to four people in the courtyard."""
     return read_frames(_need(shared_root() / EPFL_C0), 1000, 1040)
+
+
+CROWD_C1 = "video/epfl_terrace1_crowd/terrace1-c1.mp4"
+CROWD_GT = "video/epfl_terrace1_crowd/gt"
+
+
+@pytest.fixture(scope="session")
+def crowd_c1(shared, detector_320):
+    """The crowded clip's second view at 5 detections/s (every 5th frame of 30 s): detections and embeddings."""
+    from detectors.crops import crop_views
+    from trt_engines.embedder import build_embedder
+
+    path = shared / CROWD_C1
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    frames = read_frames(path, 0, 750)[::5]
+    embedder = build_embedder("onnxruntime", "fp32")
+    rows = []
+    for frame, dets in zip(frames, detector_320.detect(frames), strict=True):
+        crops = crop_views(frame, dets.xyxy, 0.0)
+        rows.append((frame, dets, embedder.embed(crops) if len(crops) else np.zeros((0, 1024), np.float32)))
+    return rows

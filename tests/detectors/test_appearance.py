@@ -8,10 +8,7 @@ import pytest
 from detectors.appearance import AppearanceConfig, SimilarityScale
 from detectors.tracking import CameraTracker, TrackerConfigError, build_tracker, tracker_args
 from detectors.types import Detections
-from tests.detectors.clips import read_frames
-
-CROWD_C1 = "video/epfl_terrace1_crowd/terrace1-c1.mp4"
-CROWD_GT = "video/epfl_terrace1_crowd/gt"
+from tests.detectors.conftest import CROWD_GT
 
 
 def test_scale_uses_priors_until_enough_samples_then_its_own_medians():
@@ -65,28 +62,13 @@ def test_appearance_needs_one_embedding_per_detection_and_bytetrack():
         build_tracker("botsort", tracker_args("botsort"), AppearanceConfig())
 
 
-@pytest.fixture(scope="module")
-def crowd_c1(shared, detector_320):
-    """The crowded clip's second view at 5 detections/s (every 5th frame of 30 s): detections and embeddings."""
-    from detectors.crops import crop_views
-    from trt_engines.embedder import build_embedder
+def _tracker_alone(rows, shared, appearance: bool, gate=None) -> dict:
+    """The tracker alone's scores on the crowded clip's second view (``pipeline.evaluate_mtmc``), the track bound
+    (each track labelled with its main person: what perfect linking would give) as ``track_bound``."""
+    from pipeline.evaluate_mtmc import MotSequence, evaluate, loss_breakdown, read_mot
 
-    path = shared / CROWD_C1
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
-    frames = read_frames(path, 0, 750)[::5]
-    embedder = build_embedder("onnxruntime", "fp32")
-    rows = []
-    for frame, dets in zip(frames, detector_320.detect(frames), strict=True):
-        crops = crop_views(frame, dets.xyxy, 0.0)
-        rows.append((frame, dets, embedder.embed(crops) if len(crops) else np.zeros((0, 1024), np.float32)))
-    return rows
-
-
-def _tracker_alone(rows, shared, appearance: bool) -> dict:
-    from pipeline.evaluate_mtmc import MotSequence, evaluate, read_mot
-
-    tracker = CameraTracker("c1", frame_rate=5, lost_timeout_s=1.5, appearance=AppearanceConfig(enabled=appearance))
+    tracker = CameraTracker("c1", frame_rate=5, lost_timeout_s=1.5, appearance=AppearanceConfig(enabled=appearance),
+                            gate=gate)
     seq = MotSequence()
     for k, (frame, dets, embs) in enumerate(rows):
         tracker.update(frame, 5 * k, k / 5, dets, embs)
@@ -95,7 +77,10 @@ def _tracker_alone(rows, shared, appearance: bool) -> dict:
             seq.ids[5 * k + 1] = t.track_id.astype(np.int64)
             seq.boxes[5 * k + 1] = np.concatenate([t.xyxy[:, :2], t.xyxy[:, 2:] - t.xyxy[:, :2]], 1).astype(float)
     gt = {"c1": read_mot(shared / CROWD_GT / "c1.txt")}
-    return evaluate({"c1": seq}, gt, {"c1": [5 * k + 1 for k in range(len(rows))]})["per_camera"]["c1"]
+    frames = {"c1": [5 * k + 1 for k in range(len(rows))]}
+    out = evaluate({"c1": seq}, gt, frames)["per_camera"]["c1"]
+    out["track_bound"] = loss_breakdown({"c1": seq}, gt, frames)["track_bound"]["mtmc_idf1"]
+    return out
 
 
 def test_appearance_tracks_the_crowded_clip_with_fewer_swaps(crowd_c1, shared):
