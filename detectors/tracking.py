@@ -65,15 +65,35 @@ class _OwnIds:
 
 class _Gated:
     """Mixin: the association cost of a tracker with a :class:`GroundGate` (``self.gate``, None: none) loses the
-    pairs that would move a person faster than anyone walks."""
+    pairs that would move a person faster than anyone walks.
+
+    The time since a track was last matched is taken from the frames' own times (:meth:`stamp`, called before
+    each update), not from the update count: a live camera drops frames when the detector falls behind.
+    ByteTrack's second round (low-score detections, below ``track_high_thresh``) matches on IoU alone, ungated;
+    with ``detector.conf`` above that threshold (0.35 against 0.25 as shipped) it receives no detections.
+    """
 
     gate: GroundGate | None = None
+    _frame_ts: dict[int, float] | None = None  # tracker frame id -> video time
+
+    def stamp(self, ts: float) -> None:
+        """The video time of the frame the next update is for; the times of frames no live track can still
+        refer to are dropped."""
+        if self._frame_ts is None:
+            self._frame_ts = {}
+        times = self._frame_ts
+        now = self.frame_id + 1  # type: ignore[attr-defined]
+        times[now] = ts
+        for frame in [f for f in times if f < now - self.max_frames_lost - 1]:  # type: ignore[attr-defined]
+            del times[frame]
 
     def get_dists(self, tracks: list, detections: list) -> np.ndarray:
         dists = super().get_dists(tracks, detections)  # type: ignore[misc]
-        if self.gate is None or not len(tracks) or not len(detections):
+        times = self._frame_ts or {}
+        now = times.get(self.frame_id)  # type: ignore[attr-defined]
+        if self.gate is None or now is None or not len(tracks) or not len(detections):
             return dists
-        since = [self.frame_id - t.frame_id for t in tracks]  # type: ignore[attr-defined]
+        since = [now - times.get(t.frame_id, -math.inf) for t in tracks]  # unknown: never refused
         return self.gate.veto(dists, np.array([t.xyxy for t in tracks]), np.array(since),
                               np.array([d.xyxy for d in detections]))
 
@@ -435,6 +455,7 @@ class CameraTracker:
             raise ValueError(f"{self.camera_id}: frame must be a BGR uint8 (H, W, 3) array")
         self._last_frame_index, self._last_ts = frame_index, ts
         tracker_input = _TrackerInput(detections.xyxy, detections.conf)
+        self._tracker.stamp(ts)
         if self.appearance is not None:
             out = self._tracker.update(tracker_input, frame, _unit_rows(embeddings, len(detections), self.camera_id))
         else:

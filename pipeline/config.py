@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from detectors.appearance import AppearanceConfig
+from detectors.ground import GroundGate
 from pipeline.service.config import HttpConfig, parse_listen
 from reid.identity.config import GalleryConfig, MatcherConfig
 from reid.identity.geometry import CalibrationError, GeometryConfig, Homography
@@ -277,6 +278,15 @@ class PipelineConfig(_Section):
     @property
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir else PROJECT_ROOT / "runs" / self.name
+
+    def ground_gate(self, camera_id: str) -> GroundGate | None:
+        """The ground-plane gate of a camera's tracker (``detectors.ground``): None without calibration or with
+        ``detector.ground_gate`` off."""
+        cam = next(c for c in self.cameras if c.id == camera_id)
+        h = cam.ground()
+        if h is None or self.geometry is None or not self.detector.ground_gate:
+            return None
+        return GroundGate(h, self.geometry.different_place, self.geometry.max_speed)
 
     def with_run_dir(self, run_dir: Path) -> PipelineConfig:
         """The same config running in another directory (sockets and embedded Redis data move with it)."""

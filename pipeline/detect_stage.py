@@ -63,7 +63,7 @@ class DetectStage(Stage):
                 cam.id, d.tracker, frame_rate=rate, lost_timeout_s=d.lost_timeout_s, pad_frac=d.crop_pad_frac,
                 quality=QualityConfig(min_height_px=d.min_crop_height_px),
                 selector=BestCropSelector(d.max_crops_per_track, min_gap_frames=max(1, round(rate))),
-                appearance=d.appearance, gate=ground_gate(cam, self.config, rate),
+                appearance=d.appearance, gate=self.config.ground_gate(cam.id),
             )
         self.embedder = None
         if any(t.wants_embeddings for t in self.trackers.values()):
@@ -219,17 +219,6 @@ class DetectStage(Stage):
         if cam in self.track_logs:
             self.track_logs[cam].flush()
         self.forward_end(cam)
-
-
-def ground_gate(cam, config: PipelineConfig, rate: float):
-    """The ground-plane gate of a calibrated camera's tracker (``detectors.ground``) updated ``rate`` times a
-    second; None without calibration or with ``detector.ground_gate`` off."""
-    from detectors.ground import GroundGate
-
-    h, geometry = cam.ground(), config.geometry
-    if h is None or geometry is None or not config.detector.ground_gate:
-        return None
-    return GroundGate(h, geometry.different_place, geometry.max_speed, rate)
 
 
 def association_reid(config: PipelineConfig) -> ReidConfig:

@@ -21,10 +21,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from reid.identity.geometry import Homography, foot_points
+
+if TYPE_CHECKING:
+    from pipeline.config import PipelineConfig
 
 Rows = list[list[float]]  # [track_id, x1, y1, x2, y2, conf] per tracked person on one frame
 
@@ -46,7 +50,10 @@ def fill_gaps(boxes: Mapping[int, Rows], label: Callable[[int], int | None], max
                 sightings[key].append((f, row))
     out = {f: list(rows) for f, rows in boxes.items()}
     for key, seen in sightings.items():
+        twice = {f for (f, _), (g, _) in zip(seen, seen[1:], strict=False) if f == g}
         for (f, a), (g, b) in zip(seen, seen[1:], strict=False):
+            if f in twice or g in twice:  # two tracks of one person at once: which line to follow is unknown
+                continue
             missed = frames[position[f] + 1:position[g]]
             if len(missed) > max_missed:
                 if in_view is None:
@@ -60,10 +67,9 @@ def fill_gaps(boxes: Mapping[int, Rows], label: Callable[[int], int | None], max
 
 @dataclass(frozen=True)
 class View:
-    """One camera as the filler sees it: frame rate, detector frames' spacing, and with calibration its
-    homography and image size."""
+    """One camera as the filler sees it: the tracker's buffer, the detector frames' spacing, and with
+    calibration its homography and image size."""
 
-    fps: float
     max_missed: int  # the tracker's buffer in detector frames
     interval_s: float  # between two frames the detector ran on
     homography: Homography | None = None
@@ -78,39 +84,44 @@ class GapFiller:
         self.views = dict(views)
 
     @classmethod
-    def from_config(cls, config) -> GapFiller:
-        """The views of a ``PipelineConfig``'s recorded cameras (frame sizes read from the files)."""
+    def from_config(cls, config: PipelineConfig) -> GapFiller:
+        """The views of a config's cameras (frame sizes read from the video files; other sources get no
+        cross-view filling)."""
         from detectors.tracking import buffer_frames
-        from pipeline.sources import camera_fps, camera_stride, probe_size
+        from pipeline.sources import camera_fps, camera_stride, is_video_file, probe_size
 
         views = {}
         for cam in config.cameras:
             fps = camera_fps(cam)
             rate = fps / camera_stride(cam, fps)
             h = cam.ground()
-            size = probe_size(cam.source) if h is not None and not cam.is_live else None
-            views[cam.id] = View(fps, buffer_frames(config.detector.lost_timeout_s, rate), 1.0 / rate,
+            size = probe_size(cam.source) if h is not None and is_video_file(cam) else None
+            views[cam.id] = View(buffer_frames(config.detector.lost_timeout_s, rate), 1.0 / rate,
                                  h if size is not None else None, size)
         return cls(views)
 
-    def fill(self, camera_id: str, logs: Mapping[str, Mapping[int, Rows]],
+    def fill(self, camera_id: str, logs: Mapping[str, Mapping[int, Rows]], times: Mapping[str, Mapping[int, float]],
              label: Callable[[str, int], int | None]) -> dict[int, Rows]:
-        """``logs[camera_id]`` with its gaps filled; ``logs`` holds every camera's track log (frame -> rows) and
-        ``label(camera, track_id)`` gives a track's global identity."""
+        """``logs[camera_id]`` with its gaps filled; ``logs`` holds every camera's track log (frame -> rows),
+        ``times`` each logged frame's video time (``pipeline.tracks_out.read_track_times``: cameras are lined up
+        by time, their start offsets included) and ``label(camera, track_id)`` gives a track's global identity."""
         view = self.views[camera_id]
-        seen = self._seen_from_elsewhere(camera_id, logs, label)
+        seen = self._seen_from_elsewhere(camera_id, logs, times, label)
+        # Two cameras' detector frames fall at different moments: a sighting counts for the nearest frame here.
+        tolerance = max((v.interval_s for v in self.views.values()), default=view.interval_s) / 2
+        here = times.get(camera_id, {})
 
         def in_view(person: int, frame: int) -> bool:
-            times = seen.get(person)
-            if times is None:
+            at, t = seen.get(person), here.get(frame)
+            if at is None or t is None:
                 return False
-            t = frame / view.fps
-            i = int(np.searchsorted(times, t))
-            return any(abs(times[j] - t) <= view.interval_s / 2 for j in (i - 1, i) if 0 <= j < len(times))
+            i = int(np.searchsorted(at, t))
+            return any(abs(at[j] - t) <= tolerance for j in (i - 1, i) if 0 <= j < len(at))
 
         return fill_gaps(logs[camera_id], lambda t: label(camera_id, t), view.max_missed, in_view)
 
     def _seen_from_elsewhere(self, camera_id: str, logs: Mapping[str, Mapping[int, Rows]],
+                             times: Mapping[str, Mapping[int, float]],
                              label: Callable[[str, int], int | None]) -> dict[int, np.ndarray]:
         """Per identity, the sorted video times at which another calibrated camera detected it standing inside
         ``camera_id``'s image (its feet projected through the ground plane)."""
@@ -119,11 +130,14 @@ class GapFiller:
             return {}
         to_image = np.linalg.inv(here.homography.matrix)
         width, height = here.size
-        times: dict[int, list[float]] = defaultdict(list)
+        seen: dict[int, list[float]] = defaultdict(list)
         for other, view in self.views.items():
             if other == camera_id or view.homography is None or other not in logs:
                 continue
             for frame, rows in logs[other].items():
+                t = times.get(other, {}).get(frame)
+                if t is None:
+                    continue
                 detected = [r for r in rows if (r[5] if len(r) > 5 else 1.0) > 0]
                 people = [label(other, int(r[0])) for r in detected]
                 keep = [i for i, p in enumerate(people) if p is not None]
@@ -131,11 +145,11 @@ class GapFiller:
                     continue
                 ground, ok = view.homography.project(foot_points(np.array([detected[i][1:5] for i in keep])))
                 image = np.c_[ground, np.ones(len(ground))] @ to_image.T
-                uv = image[:, :2] / image[:, 2:3]
-                back, ok_back = here.homography.project(uv)  # a point behind the camera does not come back
-                inside = ok & ok_back & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
-                inside &= np.isclose(back, ground, rtol=1e-6, atol=1e-6).all(axis=1)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    uv = image[:, :2] / image[:, 2:3]
+                _, on_floor = here.homography.project(uv)  # a ground point behind this camera has no image
+                inside = ok & on_floor & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
                 for i, k in enumerate(keep):
                     if inside[i]:
-                        times[people[k]].append(frame / view.fps)
-        return {p: np.sort(np.asarray(t)) for p, t in times.items()}
+                        seen[people[k]].append(t)
+        return {p: np.sort(np.asarray(ts)) for p, ts in seen.items()}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +26,27 @@ from pipeline.gaps import GapFiller, Rows, fill_gaps
 log = logging.getLogger(__name__)
 
 
-def read_track_log(run_dir: Path, camera_id: str) -> dict[int, Rows]:
-    """A camera's track log (every box on every frame the detector ran on): frame index -> rows
-    ``[track_id, x1, y1, x2, y2, conf]``."""
-    boxes: dict[int, list[list[float]]] = {}
+def _records(run_dir: Path, camera_id: str) -> Iterator[dict]:
     for path in sorted((run_dir / "tracks").glob(f"{camera_id}.*.jsonl")):
         for line in path.read_text().splitlines():
             try:
-                rec = json.loads(line)
+                yield json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a killed process
-            boxes.setdefault(int(rec["f"]), []).extend(rec["t"])
+
+
+def read_track_log(run_dir: Path, camera_id: str) -> dict[int, Rows]:
+    """A camera's track log (every box on every frame the detector ran on): frame index -> rows
+    ``[track_id, x1, y1, x2, y2, conf]``."""
+    boxes: dict[int, Rows] = {}
+    for rec in _records(run_dir, camera_id):
+        boxes.setdefault(int(rec["f"]), []).extend(rec["t"])
     return boxes
+
+
+def read_track_times(run_dir: Path, camera_id: str) -> dict[int, float]:
+    """The video time of each frame in a camera's track log (its start offset included)."""
+    return {int(rec["f"]): float(rec["ts"]) for rec in _records(run_dir, camera_id)}
 
 
 def write_tracks(run_dir: Path, camera_ids: Iterable[str], events: Iterable[dict], out_dir: Path,
@@ -50,10 +59,11 @@ def write_tracks(run_dir: Path, camera_ids: Iterable[str], events: Iterable[dict
     written = []
     camera_ids = list(camera_ids)
     logs = {cam: read_track_log(run_dir, cam) for cam in camera_ids}
+    times = {cam: read_track_times(run_dir, cam) for cam in camera_ids} if filler is not None else {}
     for cam in camera_ids:
         boxes = logs[cam]
         if filler is not None:
-            boxes = filler.fill(cam, logs, lambda c, t: gid.get((c, t)))
+            boxes = filler.fill(cam, logs, times, lambda c, t: gid.get((c, t)))
         lines, unlabelled = [], set()
         for index in sorted(boxes):
             for track_id, x1, y1, x2, y2, *rest in boxes[index]:

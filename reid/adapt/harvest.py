@@ -96,7 +96,6 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
     from detectors.crops import QualityConfig
     from detectors.tracking import BestCropSelector
     from pipeline.config import load_config
-    from pipeline.detect_stage import ground_gate
     from pipeline.embed_stage import crop_problem
     from pipeline.sources import camera_fps, camera_stride, is_video_file, probe_video, video_frames
 
@@ -123,7 +122,7 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
         tracker = CameraTracker(cam.id, d.tracker, frame_rate=rate, lost_timeout_s=d.lost_timeout_s,
                                 pad_frac=d.crop_pad_frac, quality=QualityConfig(min_height_px=d.min_crop_height_px),
                                 selector=BestCropSelector(1, min_gap_frames=10**9), appearance=d.appearance,
-                                gate=ground_gate(cam, cfg, rate))
+                                gate=cfg.ground_gate(cam.id))
         homography = cam.ground()
         open_tracks: dict[int, HarvestedTrack] = {}
         last_ts = 0.0

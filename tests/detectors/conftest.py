@@ -87,3 +87,31 @@ def crowd_c1(shared, detector_320):
         crops = crop_views(frame, dets.xyxy, 0.0)
         rows.append((frame, dets, embedder.embed(crops) if len(crops) else np.zeros((0, 1024), np.float32)))
     return rows
+
+
+@pytest.fixture(scope="session")
+def crowd_c1_tracker_alone(crowd_c1, shared):
+    """Scores the per-camera tracker alone on :func:`crowd_c1`: ``score(appearance, gate=None)`` gives
+    ``pipeline.evaluate_mtmc``'s per-camera figures plus ``track_bound`` (each track labelled with its main
+    person: what perfect linking would give)."""
+    from detectors.appearance import AppearanceConfig
+    from detectors.tracking import CameraTracker
+    from pipeline.evaluate_mtmc import MotSequence, evaluate, loss_breakdown, read_mot
+
+    def score(appearance: bool, gate=None) -> dict:
+        tracker = CameraTracker("c1", frame_rate=5, lost_timeout_s=1.5,
+                                appearance=AppearanceConfig(enabled=appearance), gate=gate)
+        seq = MotSequence()
+        for k, (frame, dets, embs) in enumerate(crowd_c1):
+            tracker.update(frame, 5 * k, k / 5, dets, embs)
+            t = tracker.tracks
+            if len(t.xyxy):
+                seq.ids[5 * k + 1] = t.track_id.astype(np.int64)
+                seq.boxes[5 * k + 1] = np.concatenate([t.xyxy[:, :2], t.xyxy[:, 2:] - t.xyxy[:, :2]], 1).astype(float)
+        gt = {"c1": read_mot(shared / CROWD_GT / "c1.txt")}
+        frames = {"c1": [5 * k + 1 for k in range(len(crowd_c1))]}
+        out = evaluate({"c1": seq}, gt, frames)["per_camera"]["c1"]
+        out["track_bound"] = loss_breakdown({"c1": seq}, gt, frames)["track_bound"]["mtmc_idf1"]
+        return out
+
+    return score

@@ -8,7 +8,6 @@ import pytest
 from detectors.appearance import AppearanceConfig, SimilarityScale
 from detectors.tracking import CameraTracker, TrackerConfigError, build_tracker, tracker_args
 from detectors.types import Detections
-from tests.detectors.conftest import CROWD_GT
 
 
 def test_scale_uses_priors_until_enough_samples_then_its_own_medians():
@@ -62,30 +61,9 @@ def test_appearance_needs_one_embedding_per_detection_and_bytetrack():
         build_tracker("botsort", tracker_args("botsort"), AppearanceConfig())
 
 
-def _tracker_alone(rows, shared, appearance: bool, gate=None) -> dict:
-    """The tracker alone's scores on the crowded clip's second view (``pipeline.evaluate_mtmc``), the track bound
-    (each track labelled with its main person: what perfect linking would give) as ``track_bound``."""
-    from pipeline.evaluate_mtmc import MotSequence, evaluate, loss_breakdown, read_mot
-
-    tracker = CameraTracker("c1", frame_rate=5, lost_timeout_s=1.5, appearance=AppearanceConfig(enabled=appearance),
-                            gate=gate)
-    seq = MotSequence()
-    for k, (frame, dets, embs) in enumerate(rows):
-        tracker.update(frame, 5 * k, k / 5, dets, embs)
-        t = tracker.tracks
-        if len(t.xyxy):
-            seq.ids[5 * k + 1] = t.track_id.astype(np.int64)
-            seq.boxes[5 * k + 1] = np.concatenate([t.xyxy[:, :2], t.xyxy[:, 2:] - t.xyxy[:, :2]], 1).astype(float)
-    gt = {"c1": read_mot(shared / CROWD_GT / "c1.txt")}
-    frames = {"c1": [5 * k + 1 for k in range(len(rows))]}
-    out = evaluate({"c1": seq}, gt, frames)["per_camera"]["c1"]
-    out["track_bound"] = loss_breakdown({"c1": seq}, gt, frames)["track_bound"]["mtmc_idf1"]
-    return out
-
-
-def test_appearance_tracks_the_crowded_clip_with_fewer_swaps(crowd_c1, shared):
+def test_appearance_tracks_the_crowded_clip_with_fewer_swaps(crowd_c1_tracker_alone):
     """About six people in view, crossing all the time: the tracker alone (raw track ids) gains identity."""
-    plain = _tracker_alone(crowd_c1, shared, appearance=False)
-    with_app = _tracker_alone(crowd_c1, shared, appearance=True)
+    plain = crowd_c1_tracker_alone(appearance=False)
+    with_app = crowd_c1_tracker_alone(appearance=True)
     assert with_app["idf1"] >= plain["idf1"] + 0.05, (plain, with_app)
     assert with_app["id_switches"] < plain["id_switches"]
