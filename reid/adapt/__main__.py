@@ -1,7 +1,7 @@
 """Adapt HA-CNN to a site from its own recorded video, without labels.
 
     python -m reid.adapt --cameras cams.yaml [--cameras more.yaml ...] [--duration S] --out DIR
-                         [--weights W] [--time-budget-s 840] [--epochs 10] [--resume]
+                         [--weights W] [--time-budget-s 1000] [--epochs 10] [--resume]
 
 1. Replays each config's recorded cameras through the pipeline's detector and tracker (:mod:`reid.adapt.harvest`).
 2. Builds pseudo-identities from what the video proves (:mod:`reid.adapt.pseudo`).
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--weights", type=Path, default=None,
                    help="starting weights (default: the first config's reid.weights)")
     p.add_argument("--epochs", type=int, default=10, help="most epochs (the first fits the fresh classifiers only)")
-    p.add_argument("--time-budget-s", type=float, default=840.0,
+    p.add_argument("--time-budget-s", type=float, default=1000.0,
                    help="training time budget; epochs are cut to fit it (reid.train --time-budget-s)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of each video kept out to check the result")
     p.add_argument("--max-crops-per-track", type=int, default=40)
