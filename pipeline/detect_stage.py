@@ -51,14 +51,13 @@ class DetectStage(Stage):
         from detectors import CameraTracker, PersonDetector
         from detectors.crops import QualityConfig
         from detectors.tracking import BestCropSelector
-        from pipeline.sources import camera_fps, camera_stride
+        from pipeline.sources import detect_rate
 
         d = self.config.detector
         self.detector = PersonDetector(d.weights, imgsz=d.imgsz, conf=d.conf, iou=d.iou, device=d.device)
         self.trackers = {}
         for cam in self.config.cameras:
-            fps = camera_fps(cam)
-            rate = fps / camera_stride(cam, fps)
+            rate = detect_rate(cam)
             self.trackers[cam.id] = CameraTracker(
                 cam.id, d.tracker, frame_rate=rate, lost_timeout_s=d.lost_timeout_s, pad_frac=d.crop_pad_frac,
                 quality=QualityConfig(min_height_px=d.min_crop_height_px),

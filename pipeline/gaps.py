@@ -88,12 +88,11 @@ class GapFiller:
         """The views of a config's cameras (frame sizes read from the video files; other sources get no
         cross-view filling)."""
         from detectors.tracking import buffer_frames
-        from pipeline.sources import camera_fps, camera_stride, is_video_file, probe_size
+        from pipeline.sources import detect_rate, is_video_file, probe_size
 
         views = {}
         for cam in config.cameras:
-            fps = camera_fps(cam)
-            rate = fps / camera_stride(cam, fps)
+            rate = detect_rate(cam)
             h = cam.ground()
             size = probe_size(cam.source) if h is not None and is_video_file(cam) else None
             views[cam.id] = View(buffer_frames(config.detector.lost_timeout_s, rate), 1.0 / rate,

@@ -77,6 +77,12 @@ def camera_stride(camera, video_fps: float) -> int:
     return max(1, round(video_fps / camera.detect_fps)) if camera.detect_fps else 1
 
 
+def detect_rate(camera) -> float:
+    """Frames the detector runs on per second of a camera's video: the rate its tracker counts in."""
+    fps = camera_fps(camera)
+    return fps / camera_stride(camera, fps)
+
+
 def video_frames(path: str | Path, stride: int = 1, start_frame: int = 0, fps: float | None = None,
                  max_ts: float | None = None) -> Iterator[Frame]:
     """Every ``stride``-th frame of a video file from ``start_frame``; video time from the frame index."""
