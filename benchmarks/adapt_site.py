@@ -11,7 +11,7 @@ Per weights file (the baseline first, then the adapted one), one row each of:
 - **MTMC IDF1** of each clip's replay with these weights (``benchmarks/mtmc_accuracy.py``'s replay and scoring),
   and its ids against people; for the adapted weights also a row "matching only", where the per-camera tracker's
   association keeps the baseline weights (``detector.appearance.weights``) and only the crops sent to the
-  matcher use the adapted ones;
+  matcher use the adapted ones (campus4 too, with ``--campus``);
 - **campus4** (``--campus``; three views, no calibration, no ground truth, about four people): the identities
   minted at ``--speed max`` and at recorded pace, and whether every decision is the same at both (1 / 0);
 - **source domain**: cuhk03_p1 and Market-1501 test splits (``reid.evaluate``'s protocol), to show how much of
@@ -85,10 +85,11 @@ def mtmc(weights: Path, clip: str, port: int, tracker_weights: Path | None = Non
     return {"mtmc_idf1": result["mtmc_idf1"], "ids": run["ids"], "people": result["num_gt_ids"]}
 
 
-def campus(weights: Path, port: int) -> dict[str, float]:
+def campus(weights: Path, port: int, tracker_weights: Path | None = None) -> dict[str, float]:
     """campus4's identities at full speed and at recorded pace, and whether the decisions are the same."""
     config = PROJECT_ROOT / "configs" / "cams.example.yaml"
-    fast, paced = (replay(config, speed, port, weights=weights) for speed in (None, 1.0))
+    fast, paced = (replay(config, speed, port, weights=weights, tracker_weights=tracker_weights)
+                   for speed in (None, 1.0))
     return {"campus4 ids max": fast["ids"], "campus4 ids 1x": paced["ids"],
             "campus4 same": float(fast["decisions"] == paced["decisions"])}
 
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         for clip in args.clips:
             m = mtmc(args.weights, clip, args.port, tracker_weights=args.baseline)
             rows["matching only"][f"{clip} MTMC"], rows["matching only"][f"{clip} ids"] = m["mtmc_idf1"], m["ids"]
+        if args.campus:
+            rows["matching only"].update(campus(args.weights, args.port, tracker_weights=args.baseline))
     rows["Δ"] = {k: rows["adapted"][k] - rows["baseline"][k] for k in rows["baseline"]}
     print(f"Adaptation site check; {platform.machine()} CPU x{os.cpu_count()}; crops: ground-truth boxes every "
           f"{EVERY} frames, query c0 / gallery c1, Rank-1 and mAP in %; MTMC: IDF1 of the clip's replay; source: "

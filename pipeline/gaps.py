@@ -33,6 +33,15 @@ if TYPE_CHECKING:
 Rows = list[list[float]]  # [track_id, x1, y1, x2, y2, conf] per tracked person on one frame
 
 
+@dataclass(frozen=True)
+class TrackLog:
+    """One camera's track log, read in one pass (``pipeline.tracks_out.read_track_log``): the rows of every frame
+    the detector ran on, and each of those frames' video time (its start offset included)."""
+
+    boxes: dict[int, Rows]
+    times: dict[int, float]
+
+
 def fill_gaps(boxes: Mapping[int, Rows], label: Callable[[int], int | None], max_missed: int,
               in_view: Callable[[int, int], bool] | None = None) -> dict[int, Rows]:
     """``boxes`` (frame index -> rows, every frame the detector ran on) with a row added on each frame where a
@@ -85,30 +94,29 @@ class GapFiller:
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> GapFiller:
-        """The views of a config's cameras (frame sizes read from the video files; other sources get no
-        cross-view filling)."""
+        """The views of a config's cameras (frame sizes read from the recorded sources, video files and image
+        folders; a live source is not opened again to measure it, and gets no cross-view filling)."""
         from detectors.tracking import buffer_frames
-        from pipeline.sources import detect_rate, is_video_file, probe_size
+        from pipeline.sources import detect_rate, probe_size
 
         views = {}
         for cam in config.cameras:
             rate = detect_rate(cam)
             h = cam.ground()
-            size = probe_size(cam.source) if h is not None and is_video_file(cam) else None
+            size = probe_size(cam.source) if h is not None and not cam.is_live else None
             views[cam.id] = View(buffer_frames(config.detector.lost_timeout_s, rate), 1.0 / rate,
                                  h if size is not None else None, size)
         return cls(views)
 
-    def fill(self, camera_id: str, logs: Mapping[str, Mapping[int, Rows]], times: Mapping[str, Mapping[int, float]],
+    def fill(self, camera_id: str, logs: Mapping[str, TrackLog],
              label: Callable[[str, int], int | None]) -> dict[int, Rows]:
-        """``logs[camera_id]`` with its gaps filled; ``logs`` holds every camera's track log (frame -> rows),
-        ``times`` each logged frame's video time (``pipeline.tracks_out.read_track_times``: cameras are lined up
-        by time, their start offsets included) and ``label(camera, track_id)`` gives a track's global identity."""
+        """``logs[camera_id]``'s boxes with their gaps filled; ``logs`` holds every camera's track log (cameras
+        are lined up by their frames' times) and ``label(camera, track_id)`` gives a track's global identity."""
         view = self.views[camera_id]
-        seen = self._seen_from_elsewhere(camera_id, logs, times, label)
+        seen = self._seen_from_elsewhere(camera_id, logs, label)
         # Two cameras' detector frames fall at different moments: a sighting counts for the nearest frame here.
         tolerance = max((v.interval_s for v in self.views.values()), default=view.interval_s) / 2
-        here = times.get(camera_id, {})
+        here = logs[camera_id].times
 
         def in_view(person: int, frame: int) -> bool:
             at, t = seen.get(person), here.get(frame)
@@ -117,10 +125,9 @@ class GapFiller:
             i = int(np.searchsorted(at, t))
             return any(abs(at[j] - t) <= tolerance for j in (i - 1, i) if 0 <= j < len(at))
 
-        return fill_gaps(logs[camera_id], lambda t: label(camera_id, t), view.max_missed, in_view)
+        return fill_gaps(logs[camera_id].boxes, lambda t: label(camera_id, t), view.max_missed, in_view)
 
-    def _seen_from_elsewhere(self, camera_id: str, logs: Mapping[str, Mapping[int, Rows]],
-                             times: Mapping[str, Mapping[int, float]],
+    def _seen_from_elsewhere(self, camera_id: str, logs: Mapping[str, TrackLog],
                              label: Callable[[str, int], int | None]) -> dict[int, np.ndarray]:
         """Per identity, the sorted video times at which another calibrated camera detected it standing inside
         ``camera_id``'s image (its feet projected through the ground plane)."""
@@ -133,8 +140,8 @@ class GapFiller:
         for other, view in self.views.items():
             if other == camera_id or view.homography is None or other not in logs:
                 continue
-            for frame, rows in logs[other].items():
-                t = times.get(other, {}).get(frame)
+            for frame, rows in logs[other].boxes.items():
+                t = logs[other].times.get(frame)
                 if t is None:
                     continue
                 detected = [r for r in rows if (r[5] if len(r) > 5 else 1.0) > 0]

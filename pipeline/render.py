@@ -20,7 +20,7 @@ from pipeline.config import PipelineConfig
 from pipeline.events import track_identities
 from pipeline.gaps import GapFiller
 from pipeline.sources import camera_fps, is_video_file, probe_size, video_frames
-from pipeline.tracks_out import read_track_log, read_track_times
+from pipeline.tracks_out import read_track_log
 from reid.identity.geometry import foot_points
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,12 @@ def render_videos(config: PipelineConfig, events: Iterable[dict], out_dir: Path,
     gid = track_identities(events)
     filler = GapFiller.from_config(config)
     logs = {c.id: read_track_log(config.resolved_run_dir, c.id) for c in config.cameras}
-    times = {c.id: read_track_times(config.resolved_run_dir, c.id) for c in config.cameras}
     written = []
     for cam in config.cameras:
         if not is_video_file(cam):
             log.warning("camera %s: --save-video renders recorded video files only", cam.id)
             continue
-        boxes = filler.fill(cam.id, logs, times, lambda c, t: gid.get((c, t)))
+        boxes = filler.fill(cam.id, logs, lambda c, t: gid.get((c, t)))
         fps = camera_fps(cam)
         path = out_dir / f"{cam.id}.mp4"
         writer = None
@@ -93,7 +92,7 @@ def render_floor(config: PipelineConfig, events: Iterable[dict], path: Path, siz
     footprints: dict[str, np.ndarray] = {}
     for cam in cams:
         h = cam.ground()
-        for index in sorted(boxes := read_track_log(config.resolved_run_dir, cam.id)):
+        for index in sorted(boxes := read_track_log(config.resolved_run_dir, cam.id).boxes):
             for track_id, x1, y1, x2, y2, *_ in boxes[index]:
                 g, ok = h.project(foot_points(np.array([x1, y1, x2, y2])))
                 if ok[0]:

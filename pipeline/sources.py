@@ -51,7 +51,14 @@ def is_video_file(camera) -> bool:
 
 
 def probe_size(source: str | Path) -> tuple[int, int] | None:
-    """(width, height) of a video file or stream's frames, None when it cannot be read."""
+    """(width, height) of a video file, stream or image folder's frames (a folder: its first readable image in
+    name order, as :func:`folder_frames` plays it), None when it cannot be read."""
+    if Path(str(source)).is_dir():
+        for path in sorted(p for p in Path(str(source)).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            image = cv2.imread(str(path))
+            if image is not None:
+                return image.shape[1], image.shape[0]
+        return None
     cap = cv2.VideoCapture(str(source))
     try:
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.evaluate_mtmc import FRAMES_FILE, MotSequence, frame_ranges
 from pipeline.events import track_identities
-from pipeline.gaps import GapFiller, Rows, fill_gaps
+from pipeline.gaps import GapFiller, Rows, TrackLog, fill_gaps
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +35,16 @@ def _records(run_dir: Path, camera_id: str) -> Iterator[dict]:
                 continue  # a line cut by a killed process
 
 
-def read_track_log(run_dir: Path, camera_id: str) -> dict[int, Rows]:
-    """A camera's track log (every box on every frame the detector ran on): frame index -> rows
-    ``[track_id, x1, y1, x2, y2, conf]``."""
+def read_track_log(run_dir: Path, camera_id: str) -> TrackLog:
+    """A camera's track log (every box on every frame the detector ran on), in one pass over its files: frame
+    index -> rows ``[track_id, x1, y1, x2, y2, conf]``, and frame index -> video time."""
     boxes: dict[int, Rows] = {}
+    times: dict[int, float] = {}
     for rec in _records(run_dir, camera_id):
-        boxes.setdefault(int(rec["f"]), []).extend(rec["t"])
-    return boxes
-
-
-def read_track_times(run_dir: Path, camera_id: str) -> dict[int, float]:
-    """The video time of each frame in a camera's track log (its start offset included)."""
-    return {int(rec["f"]): float(rec["ts"]) for rec in _records(run_dir, camera_id)}
+        frame = int(rec["f"])
+        boxes.setdefault(frame, []).extend(rec["t"])
+        times[frame] = float(rec["ts"])
+    return TrackLog(boxes, times)
 
 
 def write_tracks(run_dir: Path, camera_ids: Iterable[str], events: Iterable[dict], out_dir: Path,
@@ -59,11 +57,10 @@ def write_tracks(run_dir: Path, camera_ids: Iterable[str], events: Iterable[dict
     written = []
     camera_ids = list(camera_ids)
     logs = {cam: read_track_log(run_dir, cam) for cam in camera_ids}
-    times = {cam: read_track_times(run_dir, cam) for cam in camera_ids} if filler is not None else {}
     for cam in camera_ids:
-        boxes = logs[cam]
+        boxes = logs[cam].boxes
         if filler is not None:
-            boxes = filler.fill(cam, logs, times, lambda c, t: gid.get((c, t)))
+            boxes = filler.fill(cam, logs, lambda c, t: gid.get((c, t)))
         lines, unlabelled = [], set()
         for index in sorted(boxes):
             for track_id, x1, y1, x2, y2, *rest in boxes[index]:
@@ -91,7 +88,7 @@ def raw_tracks(run_dir: Path, camera_ids: Iterable[str], filler: GapFiller | Non
     out = {}
     for k, cam in enumerate(camera_ids, 1):
         seq = MotSequence()
-        boxes = read_track_log(run_dir, cam)
+        boxes = read_track_log(run_dir, cam).boxes
         if filler is not None:
             boxes = fill_gaps(boxes, int, filler.views[cam].max_missed)
         for index, rows in boxes.items():

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.evaluate_mtmc import evaluate, match_boxes, read_folder, read_frames
-from pipeline.gaps import GapFiller, View, fill_gaps
+from pipeline.gaps import GapFiller, TrackLog, View, fill_gaps
 from pipeline.supervisor import Supervisor
 from pipeline.tracks_out import write_tracks
 from reid.identity.geometry import Homography
@@ -65,17 +65,17 @@ def test_a_longer_gap_is_filled_only_where_another_view_sees_the_person_inside_t
     c1[20] = [[2, 30, 20, 40, 50, 0.8]]
     c1[25] = [[2, 140, 20, 150, 150, 0.8]]  # feet outside c0's image
     ids = {("c0", 1): 3, ("c1", 2): 3, ("c1", 4): 5}
-    logs = {"c0": c0, "c1": c1}
-    times = {c: {f: f / 25 for f in range(0, 35, 5)} for c in logs}
-    filled = GapFiller(views).fill("c0", logs, times, lambda c, t: ids.get((c, t)))
+    times = {f: f / 25 for f in range(0, 35, 5)}
+    logs = {"c0": TrackLog(c0, times), "c1": TrackLog(c1, times)}
+    filled = GapFiller(views).fill("c0", logs, lambda c, t: ids.get((c, t)))
     assert [f for f in range(5, 30, 5) if filled[f]] == [10, 20]
     assert filled[10] == [[1, 20.0, 10.0, 30.0, 40.0, 0.0]]  # on the line between c0's own boxes
     # Cameras are lined up by their frames' times: c1 started 0.4 s later, so its frame 10 is c0's frame 20.
-    late = {"c0": times["c0"], "c1": {f: f / 25 + 0.4 for f in range(0, 35, 5)}}
-    shifted = GapFiller(views).fill("c0", logs, late, lambda c, t: ids.get((c, t)))
+    late = {"c0": logs["c0"], "c1": TrackLog(c1, {f: f / 25 + 0.4 for f in range(0, 35, 5)})}
+    shifted = GapFiller(views).fill("c0", late, lambda c, t: ids.get((c, t)))
     assert [f for f in range(5, 30, 5) if shifted[f]] == [20]  # c1's frame 20 would fall at c0's frame 30
     # Without calibration, nothing beyond the buffer.
-    plain = GapFiller({c: _view() for c in logs}).fill("c0", logs, times, lambda c, t: ids.get((c, t)))
+    plain = GapFiller({c: _view() for c in logs}).fill("c0", logs, lambda c, t: ids.get((c, t)))
     assert not any(plain[f] for f in range(5, 30, 5))
 
 
@@ -88,9 +88,9 @@ def test_a_slower_camera_proves_presence_on_the_frames_nearest_its_own():
     c0 = {f: [] for f in range(0, 55, 5)}
     c0[0], c0[50] = [[1, 10, 10, 20, 40, 0.9]], [[1, 60, 10, 70, 40, 0.9]]
     c1 = {f: [[2, 40, 20, 50, 50, 0.8]] for f in range(0, 55, 12)}  # frames 0, 12, 24, 36, 48
-    times = {"c0": {f: f / 25 for f in c0}, "c1": {f: f / 25 for f in c1}}
+    logs = {"c0": TrackLog(c0, {f: f / 25 for f in c0}), "c1": TrackLog(c1, {f: f / 25 for f in c1})}
     ids = {("c0", 1): 3, ("c1", 2): 3}
-    filled = GapFiller(views).fill("c0", {"c0": c0, "c1": c1}, times, lambda c, t: ids.get((c, t)))
+    filled = GapFiller(views).fill("c0", logs, lambda c, t: ids.get((c, t)))
     assert all(filled[f] for f in range(5, 50, 5))
 
 

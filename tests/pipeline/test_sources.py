@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.sources import redact, stream_frames
+from pipeline.sources import probe_size, redact, stream_frames
 from pipeline.supervisor import Supervisor
 
 from .conftest import free_port
@@ -77,3 +77,14 @@ def test_stream_passwords_never_reach_the_logs():
     assert redact("rtsp://admin:s3cr:et@10.0.0.5:554/h264") == "rtsp://admin:***@10.0.0.5:554/h264"
     assert redact("http://10.0.0.5:8080/video.mjpg") == "http://10.0.0.5:8080/video.mjpg"
     assert redact(0) == "0"
+
+
+def test_frame_size_of_an_image_folder_is_its_first_readable_image(tmp_path, shared):
+    """The gap filler and the floor view need each calibrated view's image size, image folders included."""
+    video = shared / "video" / "epfl_terrace1" / "terrace1-c0.mp4"
+    assert probe_size(video) == (360, 288)
+    (tmp_path / "0000.jpg").write_bytes(b"not a jpeg")  # skipped, as folder_frames skips it
+    cv2.imwrite(str(tmp_path / "0001.jpg"), np.zeros((120, 200, 3), np.uint8))
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert probe_size(tmp_path) == (200, 120)
+    assert probe_size(tmp_path / "missing") is None
