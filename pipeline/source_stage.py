@@ -74,6 +74,8 @@ class SourceStage(Stage):
                     ts = time.time()
             msg = FrameMsg(self.camera.id, index, ts, frame, wall_ts=time.time(), live=live)
             if not self.send(msg, block=not live):
+                if self.stop.is_set():
+                    break  # told to stop while the detector's queue was full (it may be gone): not sent
                 self.counters["dropped_frames"] += 1  # live: the detector is behind; a camera never waits
                 continue
             self.counters["frames"] += 1

@@ -14,7 +14,9 @@ stream among them, when the match stage was seconds behind), whatever the sender
 finishes keeps its connection until every end of stream it sent was acknowledged - by then the next stage has
 read everything before it, however far behind it was - sending unacknowledged ones again now and then (a
 restarted next stage lost them). Told to stop, it waits no longer than 2 s, except a supervised source, whose stop
-ends its stream (the run drains, within the supervisor's deadline); a second stop signal ends any wait.
+ends its stream (the run drains, within the supervisor's deadline); a second stop signal ends any wait. The same
+holds for a send blocked by back-pressure: told to stop, the stage gives the message up (counted as
+``unsent_at_stop``) rather than hang on a next stage that may be gone.
 """
 
 from __future__ import annotations
@@ -179,10 +181,7 @@ class Stage:
         docstring), or until told to stop."""
         assert self.out_sock is not None
         t0 = last_send = last_log = time.monotonic()
-        # A supervised source told to stop is draining: the supervisor bounds that wait (a second SIGTERM).
-        drain = self.drain_on_stop and bool(self.options.get("supervised"))
-        while not self.ends_sent <= self.ends_acked and not self.abandon.is_set() and (
-                drain or not self.stop.is_set()):
+        while not self.ends_sent <= self.ends_acked and self.may_wait():
             if self.out_sock.poll(POLL_MS, zmq.POLLIN):
                 frames = self.out_sock.recv_multipart()
                 if len(frames) == 2 and frames[0] == END_ACK:
@@ -201,6 +200,13 @@ class Stage:
         if not self.ends_sent <= self.ends_acked:
             log.warning("%s: stopped before the next stage read the end of stream of %s", self.label,
                         sorted(self.ends_sent - self.ends_acked))
+
+    def may_wait(self) -> bool:
+        """May the stage go on waiting for the next stage (to read its queue, or an end of stream)? Not once told
+        to stop - except a supervised source, which is draining and whose wait the supervisor bounds (a second
+        SIGTERM) - and never after a second stop signal."""
+        drain = self.drain_on_stop and bool(self.options.get("supervised"))
+        return not self.abandon.is_set() and (drain or not self.stop.is_set())
 
     def notify(self, kind: str, **fields: Any) -> None:
         """A report to the supervisor (never blocks the stage)."""
@@ -269,8 +275,9 @@ class Stage:
 
     # -- main loop ----------------------------------------------------------------------------------------
     def send(self, msg: Msg, block: bool = True) -> bool:
-        """Send downstream. Blocking waits while the next stage's queue is full (back-pressure, replay);
-        non-blocking drops the message instead (live) and returns False."""
+        """Send downstream. Blocking waits while the next stage's queue is full (back-pressure, replay), as long
+        as :meth:`may_wait` (a stage told to stop must not hang on a next stage that is gone); non-blocking drops
+        the message instead (live). Returns False when the message was not sent."""
         assert self.out_sock is not None
         frames = encode(msg)
         while True:
@@ -280,6 +287,9 @@ class Stage:
                 return True
             except zmq.Again:
                 if not block:
+                    return False
+                if not self.may_wait():
+                    self.counters["unsent_at_stop"] += 1  # told to stop with the next stage's queue full
                     return False
                 self.out_sock.poll(POLL_MS, zmq.POLLOUT)
 

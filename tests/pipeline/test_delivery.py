@@ -124,3 +124,35 @@ def test_a_stop_ends_a_run_that_cannot_drain_within_10_s(tmp_path):
     took = time.monotonic() - stopped["at"]
     assert took < 10.0, f"the run ended {took:.1f} s after Ctrl-C"
     assert not any(p.alive for p in sup.procs)
+
+
+def test_a_stage_told_to_stop_does_not_hang_on_a_next_stage_that_is_gone(tmp_path):
+    """Back-pressure waits for the next stage, but not once a stage running alone is told to stop: with nobody
+    reading its output (the next stage exited first), a blocked send gives up and is counted. A supervised
+    source told to stop is draining the run, so it waits on, until a second stop signal."""
+    msgs, _ = scene()
+    cfg = example_config(tmp_path / "run")  # nobody binds the match endpoint: every send finds the queue full
+    for supervised, drains in ((False, False), (True, True)):
+        feeder = Feeder(cfg, msgs)
+        feeder.options["supervised"] = supervised
+        feeder.drain_on_stop = drains
+        feeder.open_sockets()
+        try:
+            while feeder.send(msgs[0], block=False):  # fill the queue no stage reads
+                pass
+            result = []
+            sender = threading.Thread(target=lambda f=feeder, r=result: r.append(f.send(msgs[0])), daemon=True)
+            sender.start()
+            time.sleep(0.3)
+            assert sender.is_alive()  # blocked: back-pressure
+            feeder.stop.set()
+            sender.join(2)
+            if drains:
+                assert sender.is_alive()  # a draining source waits for the run to read it
+                feeder.abandon.set()
+                sender.join(2)
+            assert not sender.is_alive() and result == [False]
+            assert feeder.counters["unsent_at_stop"] == 1
+        finally:
+            feeder.abandon.set()
+            feeder.close_sockets()
