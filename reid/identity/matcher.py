@@ -26,7 +26,8 @@ A batch of tracks is matched jointly (:meth:`Matcher.match`):
    where people stand on the ground, a person found again after an occlusion). An identity holding a track the
    link says DISAGREE with is not admissible; one holding a track it says AGREE with wins over appearance-only
    candidates, provided the appearance is at least ``link_min_similarity`` (reason ``linked`` when the
-   appearance alone would not have passed the threshold).
+   appearance alone would not have passed the threshold); a CONTINUES link needs at least its track's
+   ``continues_floor`` too (the camera's two-people level).
 
 All of this is decided on a local copy of the gallery (a prototype matrix searched by brute force, or an
 approximate faiss IVF index when faiss is installed and the gallery is large); the decisions are then written
@@ -111,6 +112,9 @@ class TrackSummary:
     # Still running and not placed yet: when its match is ambiguous it waits for more crops (no identity yet)
     # rather than founding one of its own at once.
     provisional: bool = False
+    # The appearance a CONTINUES link of this track needs (its camera's two-people level,
+    # reid.identity.links.TwoPeopleLevels); None: link_min_similarity, as for every other link.
+    continues_floor: float | None = None
 
     def __post_init__(self) -> None:
         if not self.camera_id:
@@ -341,9 +345,15 @@ class Matcher:
                     found = v
             return found
 
+        def backed(i: int, v: int, s: float) -> bool:
+            """Is a positive verdict ``v`` of track i backed by the appearance ``s``?"""
+            need = tracks[i].continues_floor if v == CONTINUES else None
+            return v in POSITIVE and s >= (floor if need is None else max(floor, need))
+
         def effective(i: int, gid: int, s: float) -> float:
             """The score the assignment sees: a positive link with enough appearance outranks appearance alone."""
-            return s + _LINK_BONUS.get(verdict(i, gid), 0.0) if s >= floor else s
+            v = verdict(i, gid)
+            return s + _LINK_BONUS[v] if backed(i, v, s) else s
 
         for i, owner in enumerate(owners):
             if owner is not None:
@@ -374,7 +384,7 @@ class Matcher:
             pending.remove(i)
             for j in pending:
                 s = float(tracks[j].emb @ tracks[i].emb)
-                if s >= thr - margin or (s >= floor and tracks[j].links.get(refs[i].key) in POSITIVE):
+                if s >= thr - margin or backed(j, tracks[j].links.get(refs[i].key, UNKNOWN), s):
                     cands[j][gid] = s
 
         while pending:
@@ -411,7 +421,7 @@ class Matcher:
             def grouped(i: int, f: int) -> bool:
                 s = float(tracks[i].emb @ tracks[f].emb)
                 link = tracks[i].links.get(refs[f].key, UNKNOWN)
-                return link != DISAGREE and (s >= thr or (s >= floor and link in POSITIVE)) \
+                return link != DISAGREE and (s >= thr or backed(i, link, s)) \
                     and compatible(refs[i], refs[f], topo)
 
             leaders: list[int] = []

@@ -53,7 +53,7 @@ import numpy as np
 from reid.identity.album import Album, Appearance
 from reid.identity.config import MatcherConfig
 from reid.identity.geometry import AGREE, CONTINUES, DISAGREE, GeometryConfig, GroundTrack, Homography, TimeWindow
-from reid.identity.links import ContinuityConfig, TrackMotion, links_for
+from reid.identity.links import ContinuityConfig, TrackMotion, TwoPeopleLevels, links_for
 from reid.identity.matcher import Matcher, MatchResult, TrackSummary
 from reid.identity.records import CORRECTED, ENDED, MOVED, NEW, SEEN, TrackRef
 from reid.identity.rules import admissible
@@ -146,6 +146,7 @@ class _Track:
     next_refresh_ts: float = math.inf
     next_audit_ts: float = math.inf
     placed_ts: float = math.inf  # decision time of its first identity (the later of two placements is suspect)
+    sampled: bool = False  # its first decision measured it against the tracks of its camera seen with it
     ended: bool = False
     final: TrackMotion | None = None  # its motion once ended (what every later decision sees)
 
@@ -214,6 +215,8 @@ class IdentityTracker:
         self.counters: Counter[str] = Counter()
         self.tracks: dict[tuple[str, int], _Track] = {}
         self.recent: deque[_Track] = deque(maxlen=RECENT_TRACKS)  # ended placed tracks, for links
+        q = config.continuity.appearance_quantile
+        self.levels = TwoPeopleLevels(q, config.continuity.min_pairs) if q is not None else None
         self._ready: list[tuple[float, str, int, int, _Due]] = []  # heap: (decision ts, camera, track, n, due)
         self._n = 0
         self.progress: dict[str, float] = {}  # camera -> latest video time reported
@@ -412,12 +415,14 @@ class IdentityTracker:
         bases = [t.summary(d.num_crops) for t, d in with_embs]
         new = [(t, s) for (t, _), s in zip(with_embs, bases, strict=True) if t.global_id is None]
         others, wanted = self._evidence(as_of, batch, new) if new else ([], set())
+        self._measure_two_people(new, as_of)
         summaries = []
         for (t, d), s in zip(with_embs, bases, strict=True):
             summaries.append(TrackSummary(
                 t.camera_id, t.track_id, t.start_ts, max(d.last_seen_ts, t.start_ts), s.emb, s.num_crops, s.quality,
                 links=self._links(t, as_of, others, wanted) if t.global_id is None else {},
-                provisional=self._provisional(t, d, as_of)))
+                provisional=self._provisional(t, d, as_of),
+                continues_floor=self._continues_floor(t.camera_id) if t.global_id is None else None))
         t0 = time.perf_counter()
         results = self.matcher.match(summaries, self._running(as_of, {t.key for t, _ in batch})
                                      if new else None) if summaries else []
@@ -600,6 +605,31 @@ class IdentityTracker:
             return MOVED, latest.camera_id
         return SEEN, None
 
+    def _measure_two_people(self, new: list[tuple[_Track, TrackSummary]], as_of: float) -> None:
+        """At a track's first decision, its cosine to every track of its camera seen with it and decided before
+        it (each pair once) goes to the camera's two-people levels: two tracks of one camera at the same time are
+        two people. Fragments that never reach a decision (false detections, half-seen people) are left out."""
+        if self.levels is None:
+            return
+        for t, s in new:
+            if t.sampled:
+                continue
+            t.sampled = True
+            for o in self.tracks.values():
+                if o is t or o.camera_id != t.camera_id or not o.sampled or o.start_ts > as_of:
+                    continue
+                last, n = o.last_seen(as_of), self._num_crops(o, as_of)
+                if last is not None and last >= t.start_ts and n:
+                    self.levels.add(t.camera_id, float(s.emb @ o.summary(n).emb))
+
+    def _continues_floor(self, camera_id: str) -> float | None:
+        """The appearance a continuity link of a track of ``camera_id`` needs: the camera's two-people level, or
+        the matcher's threshold while the camera has not shown enough pairs; None without the rule."""
+        if self.levels is None:
+            return None
+        level = self.levels.level(camera_id)
+        return self.config.threshold if level is None else level
+
     def _provisional(self, t: _Track, d: _Due, as_of: float) -> bool:
         """May this decision be deferred if ambiguous: a running, unplaced track within its wait."""
         wait = self.config.ambiguous_wait_s
@@ -682,6 +712,8 @@ class IdentityTracker:
         return {
             "open_tracks": len(self.tracks), "queued_decisions": len(self._ready), "recent_tracks": len(self.recent),
             "identities": len(self.matcher.gallery), "counters": dict(self.counters),
+            "two_people_levels": {c: round(v, 3) for c in sorted(self.levels.counts())
+                                  if (v := self.levels.level(c)) is not None} if self.levels is not None else {},
             "matcher": {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(m).items()},
             "store": {"corrupt_records": store.corrupt_records,
                       "write_conflicts": store.write_conflicts},

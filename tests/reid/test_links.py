@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from reid.identity.geometry import AGREE, CONTINUES, DISAGREE, GeometryConfig, GroundTrack
-from reid.identity.links import ContinuityConfig, TrackMotion, links_for
+from reid.identity.links import ContinuityConfig, TrackMotion, TwoPeopleLevels, links_for
 
 GEO = GeometryConfig(same_place=30, different_place=75, max_speed=150)
 CONT = ContinuityConfig(max_gap_s=4.0, max_shift=1.0)
@@ -58,3 +59,15 @@ def test_successive_fragments_of_one_person_both_agree():
     me = moving("c1", 1, 0, 8, 0, 0)
     first, second = moving("c0", 10, 0, 3.9, 5, 10), moving("c0", 11, 4.1, 8, 5 + 20 * 4.1, 10)
     assert links_for(me, [first, second], CONT, GEO) == {("c0", 10): AGREE, ("c0", 11): AGREE}
+
+
+def test_two_people_levels_are_per_camera_bounded_and_wait_for_enough_pairs():
+    levels = TwoPeopleLevels(quantile=0.9, min_pairs=5, max_samples=20)
+    for v in np.linspace(0.0, 1.0, 4):
+        levels.add("c0", v)
+    levels.add("c1", 0.5)
+    assert levels.level("c0") is None and levels.level("c1") is None and levels.level("c9") is None
+    for v in np.linspace(0.0, 1.0, 101):  # the latest 20 (0.80 to 1.00) are kept
+        levels.add("c0", v)
+    assert levels.counts() == {"c0": 20, "c1": 1}
+    assert levels.level("c0") == pytest.approx(0.981, abs=1e-3)

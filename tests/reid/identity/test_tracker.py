@@ -277,3 +277,43 @@ def test_of_two_tracks_at_one_place_the_one_of_the_smaller_identity_moves():
     fixes = [o for o in out if o.kind == CORRECTED]
     assert [(o.camera_id, o.track_id, o.from_global_id, o.global_id) for o in fixes] == [("c1", 2, two, one)]
     assert store.lookup_tracks([("c0", 2), ("c1", 2)]) == [one, one] and store.get(two) is None
+
+
+def with_cosines(gram: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Unit embeddings whose pairwise cosines are ``gram`` (positive definite, ones on the diagonal)."""
+    basis, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((1024, len(gram))))
+    return [unit(v) for v in np.linalg.cholesky(gram) @ basis.T]
+
+
+def lost_and_someone_else(two_people: float) -> list:
+    """c0: three people (tracks 1, 3, 8; pairwise cosine ``two_people``) seen together 0-3 s, all lost; at 3.5 s
+    track 4 starts where track 3 was (a continuity link to it) on a person whose cosine to track 3 is 0.6: below
+    the matcher's threshold (0.70), above ``link_min_similarity`` (0.45)."""
+    a, b = two_people, 0.3
+    p, q, r, s = with_cosines(np.array([[1, a, a, b], [a, 1, a, 0.6], [a, a, 1, b], [b, 0.6, b, 1]]), seed=21)
+    msgs = [frame("c0", t, [(tid, TrackState.STARTED if t == 0 else TrackState.ACTIVE, e if t == 0 else None)
+                            for tid, e in ((1, p), (3, q), (8, r))]) for t in np.arange(0.0, 3.01, 0.5)]
+    msgs.append(frame("c0", 3.5, [(1, TrackState.ENDED, None), (3, TrackState.ENDED, None), (8, TrackState.ENDED, None),
+                                  (4, TrackState.STARTED, s)]))
+    msgs += [frame("c0", t, [(4, TrackState.ACTIVE, None)]) for t in np.arange(4.0, 6.01, 0.5)]
+    return msgs
+
+
+@pytest.mark.parametrize(("two_people", "quantile", "min_pairs", "joins"), [
+    (0.45, 0.95, 3, True),  # two people of this camera score 0.45: 0.6 backs the link
+    (0.65, 0.95, 3, False),  # they score 0.65: 0.6 is what two people look like, the link counts for nothing
+    (0.65, None, 3, True),  # the rule off: link_min_similarity (0.45) alone
+    (0.45, 0.95, 10, False),  # three pairs seen, ten needed: until then a continuity link needs the threshold
+])
+def test_a_continuity_link_needs_more_likeness_than_two_people_of_the_camera_show(two_people, quantile, min_pairs,
+                                                                                   joins):
+    tracker, _ = make(continuity={"appearance_quantile": quantile, "min_pairs": min_pairs})
+    out = feed(tracker, lost_and_someone_else(two_people))
+    q, successor = first(out, "c0", 3), first(out, "c0", 4)
+    assert q.kind == NEW and tracker.counters["links_continue"] >= 1
+    if joins:
+        assert (successor.kind, successor.global_id, successor.reason) == (SEEN, q.global_id, "linked")
+    else:
+        assert successor.kind == NEW and successor.reason == "new:below_threshold"
+    levels = tracker.stats()["two_people_levels"]
+    assert levels == ({"c0": pytest.approx(two_people, abs=1e-3)} if quantile and min_pairs <= 3 else {})
