@@ -217,6 +217,7 @@ class IdentityTracker:
         self.recent: deque[_Track] = deque(maxlen=RECENT_TRACKS)  # ended placed tracks, for links
         q = config.continuity.appearance_quantile
         self.levels = TwoPeopleLevels(q, config.continuity.min_pairs) if q is not None else None
+        self._levels_told: set[str] = set()  # cameras whose level was logged when it became available
         self._ready: list[tuple[float, str, int, int, _Due]] = []  # heap: (decision ts, camera, track, n, due)
         self._n = 0
         self.progress: dict[str, float] = {}  # camera -> latest video time reported
@@ -244,6 +245,8 @@ class IdentityTracker:
         """The camera's stream ended: its running tracks end with it, and it no longer holds back decisions."""
         self._check_camera(camera_id)
         self.ended_cameras.add(camera_id)
+        if self.levels is not None:
+            self._tell_level(camera_id, "at the end of its stream")
         end_ts = self.progress.get(camera_id, -math.inf)
         for t in list(self.tracks.values()):
             if t.camera_id == camera_id and not t.ended:
@@ -628,7 +631,17 @@ class IdentityTracker:
         if self.levels is None:
             return None
         level = self.levels.level(camera_id)
+        if level is not None and camera_id not in self._levels_told:
+            self._levels_told.add(camera_id)
+            self._tell_level(camera_id, "now")
         return self.config.threshold if level is None else level
+
+    def _tell_level(self, camera_id: str, when: str) -> None:
+        assert self.levels is not None
+        level, pairs = self.levels.level(camera_id), self.levels.counts().get(camera_id, 0)
+        if level is not None:
+            log.info("camera %s: two people seen together score %.3f at the %.0fth percentile (%d pairs, %s); "
+                     "a continuity link needs more", camera_id, level, 100 * self.levels.quantile, pairs, when)
 
     def _provisional(self, t: _Track, d: _Due, as_of: float) -> bool:
         """May this decision be deferred if ambiguous: a running, unplaced track within its wait."""
