@@ -33,12 +33,17 @@ class MatchStage(Stage):
 
         cfg = self.config
         self.store = IdentityStore.from_config(cfg.matcher, self.options.get("redis_url"))
+        # A first start is a new run on the store (its detector numbers tracks from 1 again); a restart carries on.
+        run = self.store.begin_run(fresh=self.instance == 0)
+        if run:
+            log.info("identity store: run %d; the identities of earlier runs are kept, their track ids are theirs",
+                     run)
         g = cfg.gallery
         self.tracker = IdentityTracker(
             cfg.matcher, Matcher(cfg.matcher, self.store), {c.id: c.ground() for c in cfg.cameras}, cfg.geometry,
             lost_timeout_s=cfg.detector.lost_timeout_s, album=Album.from_config(self.store, g),
             keep_crops=cfg.events_include_crops or g.store_crops, album_max_age_s=g.max_age_s,
-            album_max_identities=g.max_identities)
+            album_max_identities=g.max_identities, run=run)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 1000)
         self.pub.setsockopt(zmq.SNDHWM, 10000)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -46,11 +47,36 @@ STOP_KILL_S = 2.5  # ... and are killed this long after that: any run ends withi
 EVENTS_SPILL = "render_events.jsonl"  # in the run directory: the events --save-video reads back
 
 
+def set_aside_replay_store(config: PipelineConfig) -> None:
+    """A replay starts from an empty embedded identity store; an earlier run's store is kept beside it as
+    ``redis.previous`` (one, the latest).
+
+    Why: a replay's video times start again at 0, so an earlier run's identities hold tracks seen "at the same
+    time" in the same cameras as this run's, which the matcher reads as two people; and a replay is an analysis of
+    its recording, expected to give the same identities every time. A live run keeps its store: identities
+    surviving a restart is the point of keeping them on disk. An external Redis (``matcher.redis.url``) is never
+    touched: give a replay its own ``namespace`` there.
+    """
+    redis = config.matcher.redis
+    data = Path(redis.embedded_dir)
+    if redis.url is not None or not data.is_dir() or not any(data.iterdir()):
+        return
+    kept = data.with_name(data.name + ".previous")
+    try:
+        if kept.exists():
+            shutil.rmtree(kept)
+        data.rename(kept)
+    except OSError as e:
+        raise PipelineError(f"replay: cannot set the earlier identity store {data} aside: {e.strerror or e}") from None
+    log.info("replay: starting from an empty identity store; the earlier run's is kept in %s", kept)
+
+
 def prepare_run_dir(run_dir: Path) -> None:
     """Create the run directory and prove it writable, so a full or read-only disk stops the run at once with
     a clear message instead of failing inside a stage. The track logs of an earlier run are removed: a restarted
     detect stage appends to this run's logs, and --save-video / --tracks-out read this run's only (identities
-    in the embedded Redis do persist: that is the point of keeping them on disk)."""
+    in the embedded Redis persist in a live run: that is the point of keeping them on disk; a replay starts from an
+    empty store, :func:`set_aside_replay_store`)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         for old in (run_dir / "tracks").glob("*.jsonl"):
@@ -245,6 +271,8 @@ class Supervisor:
         check_sources(self.config)
         limit_threads()
         prepare_run_dir(self.config.resolved_run_dir)
+        if self.replay:
+            set_aside_replay_store(self.config)
         self.recorder.open()
         self.sockets = SupervisorSockets(self.config)
         old = {s: signal.signal(s, self.signals.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}

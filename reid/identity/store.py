@@ -443,6 +443,12 @@ class IdentityStore:
         """The next number of the deployment's identity events (kept here, so it continues across restarts)."""
         return int(self.client.incr(self.key("events", "seq")))
 
+    def begin_run(self, fresh: bool) -> int:
+        """The number of the pipeline run writing to this store: a new one (0 for the first) when ``fresh``, the
+        current one for a stage restarted within its run (see ``reid.identity.tracker.RUN_STRIDE``)."""
+        key = self.key("runs", "count")
+        return int(self.client.incr(key) if fresh else self.client.get(key) or 1) - 1
+
     def expire(self, cutoff_ts: float, batch: int = 1000) -> list[int]:
         """Delete identities last seen before ``cutoff_ts`` (track time), with their track keys and their album
         (timeline, thumbnails); returns their ids."""
@@ -475,9 +481,14 @@ class MemoryStore:
         self.owners: dict[tuple[str, int], int] = {}
         self.next_id = 1
         self.log: list[tuple[int, int]] = []
+        self.runs = 0
 
     def lookup_tracks(self, keys: Sequence[tuple[str, int]]) -> list[int | None]:
         return [self.owners.get(k) for k in keys]
+
+    def begin_run(self, fresh: bool) -> int:
+        self.runs += fresh
+        return max(self.runs - 1, 0)
 
     def _write(self, ident: Identity, track: TrackRef) -> Identity:
         self.records[ident.global_id] = ident.copy()

@@ -64,6 +64,10 @@ _GROUND_ONLY = ContinuityConfig(max_gap_s=0)  # the corrections' links: the grou
 RECENT_TRACKS = 256  # ended placed tracks kept for continuity and walking-speed links (the latest ones)
 PATH_LENGTH = 600  # sightings kept per track without a geometry section (2 minutes at 5 detections per second)
 TRACK_ID_STRIDE = 1_000_000  # a restarted detector numbers its tracks from instance * stride
+# Run k of a pipeline on one identity store keeps its tracks under ids k * RUN_STRIDE + the reported id: every run's
+# detector numbers its tracks from 1 again, and a track key of an earlier run (in the store, in identities'
+# histories) must never be taken for this run's track of the same number.
+RUN_STRIDE = 10**12
 
 STARTED, ACTIVE, LOST, TRACK_ENDED = "started", "active", "lost", "ended"  # detectors.types.TrackState values
 
@@ -147,6 +151,7 @@ class _Track:
     next_audit_ts: float = math.inf
     placed_ts: float = math.inf  # decision time of its first identity (the later of two placements is suspect)
     sampled: bool = False  # its first decision measured it against the tracks of its camera seen with it
+    reported_id: int = 0  # the id its detector reports (``track_id`` is the run's key: see RUN_STRIDE)
     ended: bool = False
     final: TrackMotion | None = None  # its motion once ended (what every later decision sees)
 
@@ -191,13 +196,16 @@ class IdentityTracker:
     ``homographies``: camera id -> its image-to-ground homography (None: uncalibrated); every camera the tracker
     will hear from must be listed. ``album`` (optional) receives each placed track's appearance and best crop;
     ``keep_crops`` keeps each crop's JPEG for the album and for NEW/MOVED outcomes. ``clock`` is the wall clock
-    of the live watermark (a test passes its own).
+    of the live watermark (a test passes its own). ``run``: the pipeline run's number on the store
+    (``IdentityStore.begin_run``): its tracks are stored under their own keys (:data:`RUN_STRIDE`), while outcomes
+    and albums carry the ids the detector reports.
     """
 
     def __init__(self, config: MatcherConfig, matcher: Matcher, homographies: Mapping[str, Homography | None],
                  geometry: GeometryConfig | None = None, lost_timeout_s: float = 1.5, album: Album | None = None,
                  keep_crops: bool = False, album_max_age_s: float = 3600.0, album_max_identities: int = 10_000,
-                 track_id_stride: int = TRACK_ID_STRIDE, clock: Callable[[], float] = time.monotonic) -> None:
+                 track_id_stride: int = TRACK_ID_STRIDE, clock: Callable[[], float] = time.monotonic,
+                 run: int = 0) -> None:
         if any(h is not None for h in homographies.values()) and geometry is None:
             raise ValueError("calibrated cameras need a geometry config (same_place, different_place, max_speed)")
         self.config = config
@@ -210,6 +218,7 @@ class IdentityTracker:
         self.album_max_age_s = album_max_age_s
         self.album_max_identities = album_max_identities
         self.track_id_stride = track_id_stride
+        self.track_key_base = run * RUN_STRIDE
         self.clock = clock
         self.path_length = geometry.history if geometry is not None else PATH_LENGTH
         self.counters: Counter[str] = Counter()
@@ -263,13 +272,15 @@ class IdentityTracker:
 
     def _sighting(self, cam: str, s: Sighting, embs: np.ndarray, jpegs: Sequence[bytes] | None,
                   report_ts: float) -> None:
-        key, ts = (cam, int(s.track_id)), float(s.ts)
-        self._new_range(cam, key[1], ts)
+        reported, ts = int(s.track_id), float(s.ts)
+        key = (cam, self.track_key_base + reported)
+        self._new_range(cam, reported, ts)
         t = self.tracks.get(key)
         if t is None:
             h = self.homographies[cam]
             t = self.tracks[key] = _Track(cam, key[1], ts, TimeWindow(self.path_length, 7),
-                                          GroundTrack(self.path_length) if h is not None else None)
+                                          GroundTrack(self.path_length) if h is not None else None,
+                                          reported_id=reported)
         t.last_ts = max(t.last_ts, ts)
         t.frame_index = int(s.frame_index)
         t.box = tuple(float(v) for v in s.xyxy)
@@ -324,7 +335,7 @@ class IdentityTracker:
             return
         self.id_range[cam] = r
         old = [t for t in self.tracks.values() if t.camera_id == cam and not t.ended
-               and t.track_id // self.track_id_stride < r]
+               and t.reported_id // self.track_id_stride < r]
         for t in old:
             self._finish(t, t.last_ts)
         self.counters["tracks_ended_by_restart"] += len(old)
@@ -441,7 +452,7 @@ class IdentityTracker:
         self._update_albums(batch, as_of)
         for t, d in batch:
             if d.ended:
-                out.append(Outcome(ENDED, t.camera_id, t.track_id, t.global_id, d.last_ts, d.frame_index, d.box,
+                out.append(Outcome(ENDED, t.camera_id, t.reported_id, t.global_id, d.last_ts, d.frame_index, d.box,
                                    ground_xy=t.ground_xy(d.last_ts), duration_s=round(d.last_ts - t.start_ts, 3),
                                    num_crops=d.num_crops, last_seen_ts=round(d.last_seen_ts, 4)))
                 del self.tracks[t.key]
@@ -469,7 +480,7 @@ class IdentityTracker:
         if self.keep_crops and kind in (NEW, MOVED):
             best = t.best_crop(d.num_crops)
             crop = t.jpegs[best] if best is not None else None
-        return [Outcome(kind, t.camera_id, t.track_id, t.global_id, d.last_ts, d.frame_index, d.box, r.similarity,
+        return [Outcome(kind, t.camera_id, t.reported_id, t.global_id, d.last_ts, d.frame_index, d.box, r.similarity,
                         from_cam, r.reason, t.ground_xy(d.last_ts), crop)]
 
     def _audit(self, t: _Track, as_of: float) -> list[Outcome]:
@@ -560,16 +571,16 @@ class IdentityTracker:
         t.global_id = ident.global_id
         t.placed_ts = as_of  # placed anew: the apart rule compares placements
         self.counters["corrected_tracks"] += 1
-        log.info("%s/%s moved from identity %s to %s (%s)", t.camera_id, t.track_id, old, ident.global_id, reason)
+        log.info("%s/%s moved from identity %s to %s (%s)", t.camera_id, t.reported_id, old, ident.global_id, reason)
         seen = t.path.until(as_of)
         last_ts, box, frame = float(seen.ts[-1]), tuple(float(v) for v in seen.values[-1, :4]), int(seen.values[-1, 6])
         if self.album is not None:
-            self.album.forget(old, t.camera_id, t.track_id)
+            self.album.forget(old, t.camera_id, t.reported_id)
             best = t.best_crop(num) if self.keep_crops else None
             jpeg, quality = (t.jpegs[best], t.quality[best]) if best is not None else (b"", 0.0)
-            self.album.record(t.global_id, Appearance(t.camera_id, t.track_id, t.start_ts, max(last_ts, t.start_ts),
+            self.album.record(t.global_id, Appearance(t.camera_id, t.reported_id, t.start_ts, max(last_ts, t.start_ts),
                                                       t.ground_xy(as_of)), jpeg, quality)
-        return [Outcome(CORRECTED, t.camera_id, t.track_id, ident.global_id, last_ts, frame, box,
+        return [Outcome(CORRECTED, t.camera_id, t.reported_id, ident.global_id, last_ts, frame, box,
                         None if sim is None else round(float(sim), 4), None, reason, t.ground_xy(as_of),
                         from_global_id=old)]
 
@@ -706,7 +717,7 @@ class IdentityTracker:
         for t, d in batch:
             if t.global_id is None:
                 continue
-            app = Appearance(t.camera_id, t.track_id, t.start_ts, max(d.last_seen_ts, t.start_ts),
+            app = Appearance(t.camera_id, t.reported_id, t.start_ts, max(d.last_seen_ts, t.start_ts),
                              t.ground_xy(d.last_ts))
             best = t.best_crop(d.num_crops) if self.keep_crops else None
             jpeg, quality = (t.jpegs[best], t.quality[best]) if best is not None else (b"", 0.0)

@@ -10,7 +10,7 @@ import time
 from pipeline.events import NEW, make_event
 from pipeline.recorder import EventRecorder
 from pipeline.stage import LATENCY_WINDOW
-from pipeline.supervisor import Supervisor
+from pipeline.supervisor import Supervisor, set_aside_replay_store
 
 from .conftest import EchoStage, example_config, running
 
@@ -52,3 +52,22 @@ def test_stage_logs_its_periodic_line_and_keeps_a_bounded_latency_window(tmp_pat
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and r.getMessage().startswith("echo")]
     assert any("malformed 2" in line for line in lines), lines
     assert all(" fps | busy " in line and "latency p50 " in line for line in lines), lines
+
+
+def test_a_replay_starts_from_an_empty_store_and_keeps_the_earlier_one_aside(tmp_path):
+    """A replay's video times restart at 0: an earlier run's identities would hold tracks seen "at the same time" in
+    the same cameras. Its embedded store is set aside (the latest only); an external Redis is never touched."""
+    cfg = example_config(tmp_path / "run")
+    data = cfg.matcher.redis.embedded_dir
+    set_aside_replay_store(cfg)  # nothing there yet: nothing to do
+    assert not data.exists()
+    for generation in ("first", "second"):
+        data.mkdir(parents=True)
+        (data / "appendonly.aof").write_text(generation)
+        set_aside_replay_store(cfg)
+        assert not data.exists() and (data.parent / "redis.previous" / "appendonly.aof").read_text() == generation
+    data.mkdir()
+    (data / "appendonly.aof").write_text("external")
+    external = cfg.matcher.model_copy(update={"redis": cfg.matcher.redis.model_copy(update={"url": "redis://x/0"})})
+    set_aside_replay_store(cfg.model_copy(update={"matcher": external}))
+    assert (data / "appendonly.aof").read_text() == "external"

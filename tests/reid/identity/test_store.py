@@ -65,6 +65,15 @@ def test_gallery_survives_a_matcher_restart(redis_url):
     assert fresh.is_new and fresh.global_id == max(ids) + 1  # the counter carries on, no id reused
 
 
+def test_each_pipeline_run_gets_the_next_number_and_a_restarted_stage_keeps_its_runs(redis_url):
+    store = matcher(redis_url, redis={"namespace": "site3"}).store
+    assert store.begin_run(fresh=False) == 0, "a restart before any run: the first run"
+    assert [store.begin_run(fresh=True) for _ in range(2)] == [0, 1]
+    again = matcher(redis_url, redis={"namespace": "site3"}).store  # a restarted match stage, another connection
+    assert again.begin_run(fresh=False) == 1 and again.begin_run(fresh=True) == 2
+    assert store.client.get("site3:reid:runs:count") == b"3"
+
+
 def test_matchers_see_each_others_identities(redis_url):
     x = unit(7)
     a, b = matcher(redis_url), matcher(redis_url)

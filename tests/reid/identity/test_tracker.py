@@ -317,3 +317,36 @@ def test_a_continuity_link_needs_more_likeness_than_two_people_of_the_camera_sho
         assert successor.kind == NEW and successor.reason == "new:below_threshold"
     levels = tracker.stats()["two_people_levels"]
     assert levels == ({"c0": pytest.approx(two_people, abs=1e-3)} if quantile and min_pairs <= 3 else {})
+
+
+def one_person_per_camera(seed: int) -> tuple[list, list[np.ndarray]]:
+    """c0 and c1, 0-3 s: track 1 of each camera, two unlike people."""
+    people = [unit(v) for v in np.random.default_rng(seed).standard_normal((2, 1024))]
+    msgs = [frame(cam, t, [(1, TrackState.STARTED if t == 0 else TrackState.ACTIVE, e if t == 0 else None)])
+            for t in np.arange(0.0, 3.01, 0.5) for cam, e in zip(("c0", "c1"), people, strict=True)]
+    return msgs, people
+
+
+def test_a_new_run_on_the_same_store_never_takes_an_earlier_runs_track_for_its_own():
+    """Every run's detector numbers its tracks from 1: run 1's c0/1 is someone else than run 0's c0/1, and must be
+    matched on its appearance, not found as a known track; outcomes keep the detector's ids."""
+    config = MatcherConfig()
+    store = MemoryStore(dim=config.embedding_dim)
+
+    def run(msgs: list) -> list[Outcome]:
+        number = store.begin_run(fresh=True)
+        return feed(IdentityTracker(config, Matcher(config, store), {c: None for c in CAMS}, run=number), msgs)
+
+    first_run, _ = one_person_per_camera(seed=31)
+    before = run(first_run)
+    swapped, people = one_person_per_camera(seed=31)  # the same two people, each now in the other camera
+    for m in swapped:
+        m.embeddings[:] = people[1] if m.camera_id == "c0" else people[0]
+    after = run(swapped)
+    assert store.runs == 2
+    a0, a1 = first(before, "c0", 1), first(before, "c1", 1)
+    b0, b1 = first(after, "c0", 1), first(after, "c1", 1)
+    assert (a0.kind, a1.kind) == (NEW, NEW)
+    assert (b0.global_id, b1.global_id) == (a1.global_id, a0.global_id), "matched on appearance, across runs"
+    assert b0.reason == b1.reason == "matched" and b0.kind == b1.kind == MOVED
+    assert {o.track_id for o in after} == {1}, "outcomes carry the detector's ids"
