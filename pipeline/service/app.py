@@ -233,7 +233,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
             raise HTTPException(404, f"no camera {camera_id!r}")
         try:  # written atomically (os.replace) by the detect stage: a read sees a whole file
             snap = read_snapshot(snapshot_path(snapshot_folder(ctx.run_dir), camera_id))
-            jpeg = render_snapshot(snap, ctx.store.lookup_tracks)
+            jpeg = render_snapshot(snap, ctx.store.lookup_run_tracks)
         except FileNotFoundError:
             raise HTTPException(404, f"camera {camera_id}: no snapshot yet") from None
         except SnapshotError as e:

@@ -114,6 +114,12 @@ UpdateFn = Callable[[Identity | None, int], Identity]
 """(current record or None when missing/corrupt, global id) -> the record to write."""
 
 
+# Run k of a pipeline on one store keeps its tracks under ids k * RUN_STRIDE + the id its detector reports: every
+# run's detector numbers its tracks from 1 again, and a track of an earlier run (its key here, its references in
+# identities' histories) must never be taken for this run's track of the same number.
+RUN_STRIDE = 10**12
+
+
 class IdentityBackend(Protocol):
     """What :class:`reid.identity.matcher.Matcher` needs from a store: Redis, or in memory for sweeps and benchmarks."""
 
@@ -445,9 +451,15 @@ class IdentityStore:
 
     def begin_run(self, fresh: bool) -> int:
         """The number of the pipeline run writing to this store: a new one (0 for the first) when ``fresh``, the
-        current one for a stage restarted within its run (see ``reid.identity.tracker.RUN_STRIDE``)."""
+        current one for a stage restarted within its run (see :data:`RUN_STRIDE`)."""
         key = self.key("runs", "count")
         return int(self.client.incr(key) if fresh else self.client.get(key) or 1) - 1
+
+    def lookup_run_tracks(self, keys: Sequence[tuple[str, int]]) -> list[int | None]:
+        """:meth:`lookup_tracks` for the current run's tracks, by the ids their detector reports (the service's
+        snapshots)."""
+        base = self.begin_run(fresh=False) * RUN_STRIDE
+        return self.lookup_tracks([(c, base + t) for c, t in keys])
 
     def expire(self, cutoff_ts: float, batch: int = 1000) -> list[int]:
         """Delete identities last seen before ``cutoff_ts`` (track time), with their track keys and their album

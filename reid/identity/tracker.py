@@ -57,6 +57,7 @@ from reid.identity.links import ContinuityConfig, TrackMotion, TwoPeopleLevels, 
 from reid.identity.matcher import Matcher, MatchResult, TrackSummary
 from reid.identity.records import CORRECTED, ENDED, MOVED, NEW, SEEN, TrackRef
 from reid.identity.rules import admissible
+from reid.identity.store import RUN_STRIDE
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,6 @@ _GROUND_ONLY = ContinuityConfig(max_gap_s=0)  # the corrections' links: the grou
 RECENT_TRACKS = 256  # ended placed tracks kept for continuity and walking-speed links (the latest ones)
 PATH_LENGTH = 600  # sightings kept per track without a geometry section (2 minutes at 5 detections per second)
 TRACK_ID_STRIDE = 1_000_000  # a restarted detector numbers its tracks from instance * stride
-# Run k of a pipeline on one identity store keeps its tracks under ids k * RUN_STRIDE + the reported id: every run's
-# detector numbers its tracks from 1 again, and a track key of an earlier run (in the store, in identities'
-# histories) must never be taken for this run's track of the same number.
-RUN_STRIDE = 10**12
 
 STARTED, ACTIVE, LOST, TRACK_ENDED = "started", "active", "lost", "ended"  # detectors.types.TrackState values
 

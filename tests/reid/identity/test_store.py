@@ -13,7 +13,7 @@ import redis
 from reid.identity.config import MatcherConfig, RedisConfig
 from reid.identity.matcher import Matcher, TrackSummary, new_identity
 from reid.identity.records import encode_identity
-from reid.identity.store import IdentityStore
+from reid.identity.store import RUN_STRIDE, IdentityStore
 from tests.redis_server import RedisServer
 from tests.reid.identity.vectors import track, unit
 
@@ -72,6 +72,9 @@ def test_each_pipeline_run_gets_the_next_number_and_a_restarted_stage_keeps_its_
     again = matcher(redis_url, redis={"namespace": "site3"}).store  # a restarted match stage, another connection
     assert again.begin_run(fresh=False) == 1 and again.begin_run(fresh=True) == 2
     assert store.client.get("site3:reid:runs:count") == b"3"
+    store.client.set(f"site3:reid:track:c0:{2 * RUN_STRIDE + 5}", 7)  # run 2's c0/5
+    store.client.set("site3:reid:track:c0:5", 3)  # run 0's
+    assert store.lookup_run_tracks([("c0", 5), ("c0", 6)]) == [7, None]
 
 
 def test_matchers_see_each_others_identities(redis_url):
