@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             line += f"{r['track_bound']:>10.3f}{r['detection_bound']:>9.3f}"
         elif r.get("pairs"):
             q = r["pairs"]
-            line += f"{q['f1']:>7.3f}{'':>9}{q['precision']:.3f}/{q['recall']:.3f}".ljust(29) + " " * 47
+            pr = f"{q['precision']:.3f}/{q['recall']:.3f}"
+            line += f"{q['f1']:>7.3f}{'':>9}{pr:>13}" + " " * 47
         else:
             line += " " * 76
         same = {None: "-", True: "yes", False: "NO"}[r["same_as_first"]]

@@ -65,16 +65,20 @@ class TwoPeopleLevels:
     min_pairs: int
     max_samples: int = 500
     _samples: dict[str, deque[float]] = field(default_factory=dict)
+    _levels: dict[str, float | None] = field(default_factory=dict)  # computed once per camera between two adds
 
     def add(self, camera_id: str, cosine: float) -> None:
         self._samples.setdefault(camera_id, deque(maxlen=self.max_samples)).append(float(cosine))
+        self._levels.pop(camera_id, None)
 
     def level(self, camera_id: str) -> float | None:
-        """The camera's level; None until it has shown ``min_pairs`` pairs."""
-        got = self._samples.get(camera_id)
-        if got is None or len(got) < self.min_pairs:
-            return None
-        return float(np.quantile(np.fromiter(got, np.float64), self.quantile))
+        """The camera's level; None until it has shown ``min_pairs`` pairs. Every unplaced track of every decision
+        asks: it is computed again only after new pairs arrived."""
+        if camera_id not in self._levels:
+            got = self._samples.get(camera_id)
+            self._levels[camera_id] = None if got is None or len(got) < self.min_pairs else \
+                float(np.quantile(np.fromiter(got, np.float64), self.quantile))
+        return self._levels[camera_id]
 
     def counts(self) -> dict[str, int]:
         return {c: len(v) for c, v in self._samples.items()}

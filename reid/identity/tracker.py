@@ -622,6 +622,7 @@ class IdentityTracker:
         two people. Fragments that never reach a decision (false detections, half-seen people) are left out."""
         if self.levels is None:
             return
+        embs: dict[tuple[str, int], np.ndarray] = {}  # each other track's summary as of now, computed once
         for t, s in new:
             if t.sampled:
                 continue
@@ -631,7 +632,9 @@ class IdentityTracker:
                     continue
                 last, n = o.last_seen(as_of), self._num_crops(o, as_of)
                 if last is not None and last >= t.start_ts and n:
-                    self.levels.add(t.camera_id, float(s.emb @ o.summary(n).emb))
+                    if o.key not in embs:
+                        embs[o.key] = o.summary(n).emb
+                    self.levels.add(t.camera_id, float(s.emb @ embs[o.key]))
 
     def _continues_floor(self, camera_id: str) -> float | None:
         """The appearance a continuity link of a track of ``camera_id`` needs: the camera's two-people level, or
