@@ -92,7 +92,7 @@ def campus(weights: Path, port: int, tracker_weights: Path | None = None) -> dic
     config = PROJECT_ROOT / "configs" / "cams.example.yaml"
     fast, paced = (replay(config, speed, port, weights=weights, tracker_weights=tracker_weights)
                    for speed in (None, 1.0))
-    pairs = campus_pairs(fast["decisions"])  # None when the tracker cut other tracks than the labelled ones
+    pairs = campus_pairs(fast["owners"])  # None when the tracker cut other tracks than the labelled ones
     return {"campus4 ids max": fast["ids"], "campus4 ids 1x": paced["ids"],
             "campus4 same": float(fast["decisions"] == paced["decisions"]),
             **({"campus4 pair F1": pairs["f1"]} if pairs else {})}

@@ -27,7 +27,7 @@ A batch of tracks is matched jointly (:meth:`Matcher.match`):
    link says DISAGREE with is not admissible; one holding a track it says AGREE with wins over appearance-only
    candidates, provided the appearance is at least ``link_min_similarity`` (reason ``linked`` when the
    appearance alone would not have passed the threshold); a CONTINUES link needs at least its track's
-   ``continues_floor`` too (the camera's two-people level).
+   ``continues_floor`` too (the site's two-people level).
 
 All of this is decided on a local copy of the gallery (a prototype matrix searched by brute force, or an
 approximate faiss IVF index when faiss is installed and the gallery is large); the decisions are then written
@@ -112,7 +112,7 @@ class TrackSummary:
     # Still running and not placed yet: when its match is ambiguous it waits for more crops (no identity yet)
     # rather than founding one of its own at once.
     provisional: bool = False
-    # The appearance a CONTINUES link of this track needs (its camera's two-people level,
+    # The appearance a CONTINUES link of this track needs (the site's two-people level,
     # reid.identity.links.TwoPeopleLevels); None: link_min_similarity, as for every other link.
     continues_floor: float | None = None
 

@@ -223,7 +223,7 @@ class IdentityTracker:
         self.recent: deque[_Track] = deque(maxlen=RECENT_TRACKS)  # ended placed tracks, for links
         q = config.continuity.appearance_quantile
         self.levels = TwoPeopleLevels(q, config.continuity.min_pairs) if q is not None else None
-        self._levels_told: set[str] = set()  # cameras whose level was logged when it became available
+        self._level_told = False  # the two-people level was logged when it became available
         self._ready: list[tuple[float, str, int, int, _Due]] = []  # heap: (decision ts, camera, track, n, due)
         self._n = 0
         self.progress: dict[str, float] = {}  # camera -> latest video time reported
@@ -251,8 +251,8 @@ class IdentityTracker:
         """The camera's stream ended: its running tracks end with it, and it no longer holds back decisions."""
         self._check_camera(camera_id)
         self.ended_cameras.add(camera_id)
-        if self.levels is not None:
-            self._tell_level(camera_id, "at the end of its stream")
+        if self.levels is not None and self.ended_cameras >= set(self.homographies):
+            self._tell_level("at the end of the streams")
         end_ts = self.progress.get(camera_id, -math.inf)
         for t in list(self.tracks.values()):
             if t.camera_id == camera_id and not t.ended:
@@ -433,7 +433,7 @@ class IdentityTracker:
                 t.camera_id, t.track_id, t.start_ts, max(d.last_seen_ts, t.start_ts), s.emb, s.num_crops, s.quality,
                 links=self._links(t, as_of, others, wanted) if t.global_id is None else {},
                 provisional=self._provisional(t, d, as_of),
-                continues_floor=self._continues_floor(t.camera_id) if t.global_id is None else None))
+                continues_floor=self._continues_floor() if t.global_id is None else None))
         t0 = time.perf_counter()
         results = self.matcher.match(summaries, self._running(as_of, {t.key for t, _ in batch})
                                      if new else None) if summaries else []
@@ -636,23 +636,24 @@ class IdentityTracker:
                         embs[o.key] = o.summary(n).emb
                     self.levels.add(t.camera_id, float(s.emb @ embs[o.key]))
 
-    def _continues_floor(self, camera_id: str) -> float | None:
-        """The appearance a continuity link of a track of ``camera_id`` needs: the camera's two-people level, or
-        the matcher's threshold while the camera has not shown enough pairs; None without the rule."""
+    def _continues_floor(self) -> float | None:
+        """The appearance a continuity link needs: the site's two-people level, or the matcher's threshold while
+        the cameras have not shown enough pairs; None without the rule."""
         if self.levels is None:
             return None
-        level = self.levels.level(camera_id)
-        if level is not None and camera_id not in self._levels_told:
-            self._levels_told.add(camera_id)
-            self._tell_level(camera_id, "now")
+        level = self.levels.level()
+        if level is not None and not self._level_told:
+            self._level_told = True
+            self._tell_level("now")
         return self.config.threshold if level is None else level
 
-    def _tell_level(self, camera_id: str, when: str) -> None:
+    def _tell_level(self, when: str) -> None:
         assert self.levels is not None
-        level, pairs = self.levels.level(camera_id), self.levels.counts().get(camera_id, 0)
+        level, pairs = self.levels.level(), self.levels.counts()
         if level is not None:
-            log.info("camera %s: two people seen together score %.3f at the %.0fth percentile (%d pairs, %s); "
-                     "a continuity link needs more", camera_id, level, 100 * self.levels.quantile, pairs, when)
+            log.info("two people seen together in one camera score %.3f at the %.0fth percentile (%s pairs, %s); "
+                     "a continuity link needs more", level, 100 * self.levels.quantile,
+                     ", ".join(f"{c} {n}" for c, n in sorted(pairs.items())), when)
 
     def _provisional(self, t: _Track, d: _Due, as_of: float) -> bool:
         """May this decision be deferred if ambiguous: a running, unplaced track within its wait."""
@@ -736,8 +737,9 @@ class IdentityTracker:
         return {
             "open_tracks": len(self.tracks), "queued_decisions": len(self._ready), "recent_tracks": len(self.recent),
             "identities": len(self.matcher.gallery), "counters": dict(self.counters),
-            "two_people_levels": {c: round(v, 3) for c in sorted(self.levels.counts())
-                                  if (v := self.levels.level(c)) is not None} if self.levels is not None else {},
+            "two_people_level": round(v, 3) if self.levels is not None and (v := self.levels.level()) is not None
+            else None,
+            "two_people_pairs": self.levels.counts() if self.levels is not None else {},
             "matcher": {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(m).items()},
             "store": {"corrupt_records": store.corrupt_records,
                       "write_conflicts": store.write_conflicts},

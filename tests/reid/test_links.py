@@ -61,13 +61,15 @@ def test_successive_fragments_of_one_person_both_agree():
     assert links_for(me, [first, second], CONT, GEO) == {("c0", 10): AGREE, ("c0", 11): AGREE}
 
 
-def test_two_people_levels_are_per_camera_bounded_and_wait_for_enough_pairs():
+def test_the_two_people_level_pools_the_cameras_is_bounded_and_waits_for_enough_pairs():
     levels = TwoPeopleLevels(quantile=0.9, min_pairs=5, max_samples=20)
-    for v in np.linspace(0.0, 1.0, 4):
+    for v in np.linspace(0.0, 1.0, 3):
         levels.add("c0", v)
     levels.add("c1", 0.5)
-    assert levels.level("c0") is None and levels.level("c1") is None and levels.level("c9") is None
+    assert levels.level() is None  # 4 pairs over both cameras, 5 needed
+    levels.add("c1", 0.25)
+    assert levels.level() == pytest.approx(0.8)  # 0, 0.25, 0.5, 0.5, 1: both cameras' pairs count
     for v in np.linspace(0.0, 1.0, 101):  # the latest 20 (0.80 to 1.00) are kept
         levels.add("c0", v)
-    assert levels.counts() == {"c0": 20, "c1": 1}
-    assert levels.level("c0") == pytest.approx(0.981, abs=1e-3)
+    assert levels.counts() == {"c0": 104, "c1": 2}
+    assert levels.level() == pytest.approx(0.981, abs=1e-3)

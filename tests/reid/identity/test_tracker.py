@@ -285,38 +285,52 @@ def with_cosines(gram: np.ndarray, seed: int) -> list[np.ndarray]:
     return [unit(v) for v in np.linalg.cholesky(gram) @ basis.T]
 
 
-def lost_and_someone_else(two_people: float) -> list:
+def lost_and_someone_else(two_people: float, in_c1: float | None = None) -> list:
     """c0: three people (tracks 1, 3, 8; pairwise cosine ``two_people``) seen together 0-3 s, all lost; at 3.5 s
     track 4 starts where track 3 was (a continuity link to it) on a person whose cosine to track 3 is 0.6: below
-    the matcher's threshold (0.70), above ``link_min_similarity`` (0.45)."""
+    the matcher's threshold (0.70), above ``link_min_similarity`` (0.45). With ``in_c1``, c1 shows three other
+    people together at the same time (pairwise cosine ``in_c1``, unlike c0's people)."""
     a, b = two_people, 0.3
-    p, q, r, s = with_cosines(np.array([[1, a, a, b], [a, 1, a, 0.6], [a, a, 1, b], [b, 0.6, b, 1]]), seed=21)
+    gram = np.full((7, 7), b)
+    gram[:4, :4] = [[1, a, a, b], [a, 1, a, 0.6], [a, a, 1, b], [b, 0.6, b, 1]]
+    gram[4:, 4:] = in_c1 if in_c1 is not None else b
+    np.fill_diagonal(gram, 1.0)
+    p, q, r, s, *others = with_cosines(gram, seed=21)
     msgs = [frame("c0", t, [(tid, TrackState.STARTED if t == 0 else TrackState.ACTIVE, e if t == 0 else None)
                             for tid, e in ((1, p), (3, q), (8, r))]) for t in np.arange(0.0, 3.01, 0.5)]
+    if in_c1 is not None:
+        msgs += [frame("c1", t, [(tid, TrackState.STARTED if t == 0 else TrackState.ACTIVE, e if t == 0 else None)
+                                 for tid, e in zip((1, 2, 3), others, strict=True)]) for t in np.arange(0.0, 3.01, 0.5)]
+        msgs.append(frame("c1", 3.5, [(tid, TrackState.ENDED, None) for tid in (1, 2, 3)]))
     msgs.append(frame("c0", 3.5, [(1, TrackState.ENDED, None), (3, TrackState.ENDED, None), (8, TrackState.ENDED, None),
                                   (4, TrackState.STARTED, s)]))
     msgs += [frame("c0", t, [(4, TrackState.ACTIVE, None)]) for t in np.arange(4.0, 6.01, 0.5)]
-    return msgs
+    return sorted(msgs, key=lambda m: m.ts)
 
 
-@pytest.mark.parametrize(("two_people", "quantile", "min_pairs", "joins"), [
-    (0.45, 0.95, 3, True),  # two people of this camera score 0.45: 0.6 backs the link
-    (0.65, 0.95, 3, False),  # they score 0.65: 0.6 is what two people look like, the link counts for nothing
-    (0.65, None, 3, True),  # the rule off: link_min_similarity (0.45) alone
-    (0.45, 0.95, 10, False),  # three pairs seen, ten needed: until then a continuity link needs the threshold
+@pytest.mark.parametrize(("two_people", "in_c1", "quantile", "min_pairs", "joins"), [
+    (0.45, None, 0.95, 3, True),  # two people of this site score 0.45: 0.6 backs the link
+    (0.65, None, 0.95, 3, False),  # they score 0.65: 0.6 is what two people look like, the link counts for nothing
+    (0.65, None, None, 3, True),  # the rule off: link_min_similarity (0.45) alone
+    (0.45, None, 0.95, 10, False),  # three pairs seen, ten needed: until then a continuity link needs the threshold
+    # c0's own three pairs score 0.45, c1's 0.65: the level is the site's, over both cameras' six pairs
+    (0.45, 0.65, 0.95, 6, False),
 ])
-def test_a_continuity_link_needs_more_likeness_than_two_people_of_the_camera_show(two_people, quantile, min_pairs,
-                                                                                   joins):
+def test_a_continuity_link_needs_more_likeness_than_two_people_of_the_site_show(two_people, in_c1, quantile,
+                                                                                 min_pairs, joins):
     tracker, _ = make(continuity={"appearance_quantile": quantile, "min_pairs": min_pairs})
-    out = feed(tracker, lost_and_someone_else(two_people))
+    out = feed(tracker, lost_and_someone_else(two_people, in_c1))
     q, successor = first(out, "c0", 3), first(out, "c0", 4)
     assert q.kind == NEW and tracker.counters["links_continue"] >= 1
     if joins:
         assert (successor.kind, successor.global_id, successor.reason) == (SEEN, q.global_id, "linked")
     else:
         assert successor.kind == NEW and successor.reason == "new:below_threshold"
-    levels = tracker.stats()["two_people_levels"]
-    assert levels == ({"c0": pytest.approx(two_people, abs=1e-3)} if quantile and min_pairs <= 3 else {})
+    stats = tracker.stats()
+    pairs = 3 + (3 if in_c1 is not None else 0)
+    expected = max(two_people, in_c1 or -1.0) if quantile and min_pairs <= pairs else None
+    assert stats["two_people_level"] == (pytest.approx(expected, abs=2e-3) if expected is not None else None)
+    assert stats["two_people_pairs"] == ({} if quantile is None else {"c0": 3, **({"c1": 3} if in_c1 else {})})
 
 
 def one_person_per_camera(seed: int) -> tuple[list, list[np.ndarray]]:
