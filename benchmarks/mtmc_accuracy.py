@@ -21,11 +21,11 @@ gate (``detector.appearance`` and ``detector.ground_gate`` off, the tracker befo
 without the ground gate, and the config as shipped. Then the three campus4 views of
 ``configs/cams.example.yaml`` (80 s, no calibration, five people) at ``--speed max`` and at recorded pace:
 the identities minted must not depend on the speed, and how right they are: campus4 has no ground truth, but its
-tracks carry hand labels (``benchmarks/campus4_tracks.json``, one person per track, given by looking at the
-crops), so the campus rows score the identities as pairs of tracks (precision: pairs given one identity that are
-one person; recall: pairs of one person given one identity; F1 in the MTMC column). The labels name the tracks of
-the shipped detector and tracker, with their boxes: a run whose tracker cuts other tracks gets its tracks labelled
-by overlap with those boxes (:func:`campus_labels`).
+tracks carry hand labels (``benchmarks/campus4_tracks.json``, one person per track or where it switches, given
+by looking at the crops), so the campus rows score the identities as pairs of tracks (precision: pairs given one
+identity that are one person; recall: pairs of one person given one identity; F1 in the MTMC column). The labels
+name the tracks of the shipped detector and tracker, with their boxes: a run whose tracker cuts other tracks gets
+its tracks labelled by overlap with those boxes (:func:`campus_labels`).
 One table: per row the median over ``--repeats`` runs, each in a fresh run directory (a fresh Redis). RT = video
 seconds per wall second, from the sources' start to the last decision (model loading excluded); ratio = this
 row's RT / the clip's first row's (its baseline, unless skipped).
@@ -50,6 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from detectors.appearance import box_iou  # noqa: E402
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.evaluate_mtmc import evaluate, loss_breakdown, read_folder, read_frames  # noqa: E402
 from pipeline.gaps import GapFiller, TrackLog  # noqa: E402
@@ -119,33 +120,30 @@ def campus_labels(logs: Mapping[str, TrackLog], labels_path: Path = CAMPUS_LABEL
     other tracks (adapted weights, another tracker) gets them by overlap."""
     data = json.loads(labels_path.read_text())
     person = {**data["tracks"], **{k: None for k in data["unclear"]}}
-    reference: dict[tuple[str, int], list[tuple[str | None, np.ndarray]]] = {}  # (camera, frame) -> person, box
+    labelled: dict[tuple[str, int], list[tuple[str | None, list[float]]]] = {}  # (camera, frame) -> person, box
     for key, rows in data["boxes"].items():
         cam, switches = key.split("/")[0], data.get("switches", {}).get(key, [])
         for frame, *box in rows:
             who = next((p for since, p in reversed(switches) if frame >= since), person[key])
-            reference.setdefault((cam, int(frame)), []).append((who, np.array(box)))
+            labelled.setdefault((cam, int(frame)), []).append((who, box))
     out: dict[str, str] = {}
     for cam, log in logs.items():
         votes: dict[int, Counter[str | None]] = {}
         for frame, rows in log.boxes.items():
-            for track, *box in rows:
-                ious = [(iou(np.array(box[:4]), ref), who) for who, ref in reference.get((cam, int(frame)), ())]
-                best = max(ious, default=(0.0, None), key=lambda x: x[0])
-                votes.setdefault(int(track), Counter())[best[1] if best[0] >= min_iou else None] += 1
+            if not rows:
+                continue
+            ref = labelled.get((cam, int(frame)), [])
+            overlap = box_iou(np.array([r[1:5] for r in rows], np.float64),
+                              np.array([b for _, b in ref], np.float64).reshape(-1, 4))
+            for row, ious in zip(rows, overlap, strict=True):
+                best = int(ious.argmax()) if len(ref) else -1
+                who = ref[best][0] if best >= 0 and ious[best] >= min_iou else None
+                votes.setdefault(int(row[0]), Counter())[who] += 1
         for track, counted in votes.items():
             (winner, n), = counted.most_common(1)
             if winner is not None and 2 * n >= sum(counted.values()):
                 out[f"{cam}/{track}"] = winner
     return out
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def campus_pairs(owner: dict[str, int], logs: Mapping[str, TrackLog]) -> dict:

@@ -427,13 +427,14 @@ class IdentityTracker:
         new = [(t, s) for (t, _), s in zip(with_embs, bases, strict=True) if t.global_id is None]
         others, wanted = self._evidence(as_of, batch, new) if new else ([], set())
         self._measure_two_people(new, as_of)
+        floor = self._continues_floor() if new else None
         summaries = []
         for (t, d), s in zip(with_embs, bases, strict=True):
             summaries.append(TrackSummary(
                 t.camera_id, t.track_id, t.start_ts, max(d.last_seen_ts, t.start_ts), s.emb, s.num_crops, s.quality,
                 links=self._links(t, as_of, others, wanted) if t.global_id is None else {},
                 provisional=self._provisional(t, d, as_of),
-                continues_floor=self._continues_floor() if t.global_id is None else None))
+                continues_floor=floor if t.global_id is None else None))
         t0 = time.perf_counter()
         results = self.matcher.match(summaries, self._running(as_of, {t.key for t, _ in batch})
                                      if new else None) if summaries else []
@@ -618,7 +619,7 @@ class IdentityTracker:
 
     def _measure_two_people(self, new: list[tuple[_Track, TrackSummary]], as_of: float) -> None:
         """At a track's first decision, its cosine to every track of its camera seen with it and decided before
-        it (each pair once) goes to the camera's two-people levels: two tracks of one camera at the same time are
+        it (each pair once) goes to the site's two-people level: two tracks of one camera at the same time are
         two people. Fragments that never reach a decision (false detections, half-seen people) are left out."""
         if self.levels is None:
             return
