@@ -280,6 +280,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "history": self.history,
             "recipe": recipe(self.args),
+            "budget_epochs": self.args.epochs if self.args.time_budget_s is not None else None,
             "sampler_rng": self.sampler.rng.bit_generator.state,
             "aug_rng": self.aug_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -302,6 +303,9 @@ class Trainer:
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda_rng"]])
         self.start_epoch = state["epoch"] + 1
+        if self.args.time_budget_s is not None and state.get("budget_epochs") is not None:
+            # The budget is the whole run's: the epochs it planned stand (a run it ended trains no more).
+            self.args.epochs = min(self.args.epochs, state["budget_epochs"])
         log.info("resumed from %s at epoch %d", self.last_path, self.start_epoch + 1)
 
     # -- training -------------------------------------------------------------------------------------
@@ -398,11 +402,11 @@ class Trainer:
 
     def fit(self) -> Path:
         args = self.args
+        self.requested_epochs, self.requested_milestones = args.epochs, list(args.milestones)
         if args.resume and self.last_path.exists():
             self.load_checkpoint()
         t_start = time.perf_counter() - sum(h.get("time_s", 0) for h in self.history)
         epoch = self.start_epoch
-        self.requested_epochs, self.requested_milestones = args.epochs, list(args.milestones)
         while epoch < args.epochs:
             t_epoch = time.perf_counter()
             stats = self.train_epoch(epoch)
@@ -417,11 +421,11 @@ class Trainer:
                 save_weights(self.model, args.out / "model.pt", self.card(epoch + 1, wall))
             log.info("epoch %d/%d  %s", epoch + 1, args.epochs,
                      "  ".join(f"{k}={v:.4g}" for k, v in stats.items() if k != "epoch"))
-            self.save_checkpoint(epoch)
-            (args.out / "history.json").write_text(json.dumps(self.history, indent=1))
             epoch += 1
             if args.time_budget_s is not None:
                 self.fit_budget(epoch, time.perf_counter() - t_start, time.perf_counter() - t_epoch)
+            self.save_checkpoint(epoch - 1)  # after the budget's plan: a resumed run keeps to it
+            (args.out / "history.json").write_text(json.dumps(self.history, indent=1))
         if self.evalsets and self.history and "mAP" not in self.history[-1]:  # a budget ended it off the eval grid
             self.history[-1].update(self.evaluate())
             (args.out / "history.json").write_text(json.dumps(self.history, indent=1))

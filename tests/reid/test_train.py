@@ -41,6 +41,14 @@ def test_resume_continues_exactly(cuhk03_root, tmp_path):
         torch.testing.assert_close(sa[k], sb[k], atol=0, rtol=0, msg=k)
 
 
+def test_a_resumed_run_keeps_to_its_time_budget(cuhk03_root, tmp_path):
+    """A run its time budget ended is complete: resuming it (as ``reid.adapt --resume`` does after an interruption
+    past the last epoch) trains no further epoch."""
+    common = ("--epochs", "3", "--eval-every", "0", "--time-budget-s", "0.01")
+    assert len(_run(cuhk03_root, tmp_path, *common)) == 1
+    assert len(_run(cuhk03_root, tmp_path, *common, "--resume")) == 1
+
+
 def test_init_with_head_only_epoch_keeps_the_backbone(cuhk03_root, tiny_weights, tmp_path):
     history = _run(cuhk03_root, tmp_path, "--epochs", "1", "--eval-every", "0", "--init", str(tiny_weights),
                    "--head-only-epochs", "1", "--lr", "1e-3")
