@@ -16,7 +16,8 @@ A batch of tracks is matched jointly (:meth:`Matcher.match`):
    may instead found a new identity), so tracks that compete for the same identities are solved together rather
    than first-come first-served.
 4. An assigned track must beat its best rival by ``margin`` (rivals: admissible identities not taken by another
-   track of the same round); otherwise the evidence is ambiguous and it founds a new identity, or, when the track
+   track of the same round, and the round's tracks about to found an identity that could be the same person, so
+   that two views of a newcomer seen at once are not split between an old lookalike and a new identity); otherwise the evidence is ambiguous and it founds a new identity, or, when the track
    is *provisional* (still running, not placed yet), it gets no identity yet and its caller asks again later, with
    more evidence: an identity founded on a close call is a person counted twice if the call was right.
 5. Rounds repeat, with the histories updated, so tracks from *other* cameras can still join an identity taken
@@ -387,6 +388,14 @@ class Matcher:
                 if s >= thr - margin or backed(j, tracks[j].links.get(refs[i].key, UNKNOWN), s):
                     cands[j][gid] = s
 
+        def mate_rival(i: int, founding: list[int]) -> tuple[int, float]:
+            """The batch's track most like track i among those about to found an identity, that could be the same
+            person (another camera, or not seen at the same time, and no DISAGREE link): an identity not founded
+            yet is a rival too."""
+            return max(((j, float(tracks[i].emb @ tracks[j].emb)) for j in founding
+                        if j != i and tracks[i].links.get(refs[j].key, UNKNOWN) != DISAGREE
+                        and compatible(refs[i], refs[j], topo)), key=lambda p: p[1], default=(-1, -math.inf))
+
         while pending:
             allowed = {i: {g: effective(i, g, s) for g, s in cands[i].items()
                            if admissible(refs[i], history(g), topo) and verdict(i, g) != DISAGREE}
@@ -394,11 +403,15 @@ class Matcher:
             chosen = assign({i: {g: s for g, s in a.items() if s >= thr} for i, a in allowed.items()}, thr,
                             cfg.assignment)
             taken = {g: i for i, g in chosen.items()}
+            founding = [j for j in pending if j not in chosen]  # they found identities (or wait) this round
             accepted, ambiguous = [], []
             for i, g in sorted(chosen.items()):
                 s = allowed[i][g]
                 rival, rival_gid = max(((s2, g2) for g2, s2 in allowed[i].items() if g2 != g and taken.get(g2, i) == i),
                                        default=(-math.inf, None))
+                mate, mate_s = mate_rival(i, founding)
+                if mate_s > rival:
+                    rival, rival_gid = mate_s, f"to be founded by {refs[mate].camera_id}/{refs[mate].track_id}"
                 (accepted if s - rival >= margin else ambiguous).append((i, g, s))
                 if s - rival < margin:
                     log.debug("%s/%s ambiguous: identity %s at %.3f, identity %s at %.3f", refs[i].camera_id,

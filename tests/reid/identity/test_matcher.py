@@ -110,6 +110,36 @@ def test_hungarian_beats_greedy_on_competing_tracks(make_matcher):
     assert assign(scores, 0.6, "greedy") == {1: "A"}
 
 
+@pytest.mark.parametrize("newcomers", [0.90, 0.65])
+def test_two_views_of_a_newcomer_are_not_split_between_a_lookalike_and_a_new_identity(make_matcher, newcomers):
+    """c0 and c1 see a newcomer at once (campus4's E): c1's view scores 0.74 to an earlier lookalike, c0's only
+    0.60. When the two views are far more alike to each other (0.90), the identity c0's view is about to found is a
+    rival of the lookalike, so both views found one identity together; when they are not (0.65), c1's view still
+    joins the lookalike."""
+    look, n0, n1 = gram_vectors([[1.00, 0.60, 0.74], [0.60, 1.00, newcomers], [0.74, newcomers, 1.00]])
+    m = make_matcher(threshold=0.70, margin=0.03)
+    lookalike = m.match([track("c2", 1, 0, 10, look)])[0].global_id
+    r0, r1 = m.match([track("c0", 1, 40, 50, n0), track("c1", 1, 40, 50, n1)])
+    if newcomers == 0.90:  # c1's view founds (ambiguous: the lookalike or the newcomer), c0's joins it
+        assert r1.is_new and r0.global_id == r1.global_id != lookalike, (r0, r1)
+    else:
+        assert r0.is_new and r0.reason == "new:below_threshold", r0
+        assert r1.global_id == lookalike and r1.reason == "matched", r1
+    # Still running, the c1 view waits for more evidence instead, and then joins the newcomer's identity.
+    m.store.client.flushall()
+    m.reload()
+    lookalike = m.match([track("c2", 1, 0, 10, look)])[0].global_id
+    running = TrackSummary("c1", 1, 40, 45, n1, num_crops=4, quality=1.0, provisional=True)
+    r0, r1 = m.match([track("c0", 1, 40, 50, n0), running])
+    assert r0.is_new and r0.reason == "new:below_threshold", r0
+    if newcomers == 0.90:
+        assert r1.global_id is None and r1.reason == "deferred", r1
+        r1 = m.match([track("c1", 1, 40, 50, n1)])[0]
+        assert r1.global_id == r0.global_id, r1
+    else:
+        assert r1.global_id == lookalike, r1
+
+
 def test_same_camera_co_occurrence_is_never_one_person(make_matcher):
     e = unit(5)
     m = make_matcher(threshold=0.7, margin=0.0)
