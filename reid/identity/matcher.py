@@ -17,9 +17,10 @@ A batch of tracks is matched jointly (:meth:`Matcher.match`):
    than first-come first-served.
 4. An assigned track must beat its best rival by ``margin`` (rivals: admissible identities not taken by another
    track of the same round, and the round's tracks about to found an identity that could be the same person, so
-   that two views of a newcomer seen at once are not split between an old lookalike and a new identity); otherwise the evidence is ambiguous and it founds a new identity, or, when the track
-   is *provisional* (still running, not placed yet), it gets no identity yet and its caller asks again later, with
-   more evidence: an identity founded on a close call is a person counted twice if the call was right.
+   that two views of a newcomer seen at once are not split between an old lookalike and a new identity);
+   otherwise the evidence is ambiguous and it founds a new identity, or, when the track is *provisional* (still
+   running, not placed yet), it gets no identity yet and its caller asks again later, with more evidence: an
+   identity founded on a close call is a person counted twice if the call was right.
 5. Rounds repeat, with the histories updated, so tracks from *other* cameras can still join an identity taken
    in an earlier round (overlapping views); when a round assigns nothing, the remaining tracks found identities,
    one per group of mutually similar compatible tracks, and the rest may join those in the next round.
