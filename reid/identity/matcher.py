@@ -22,8 +22,10 @@ A batch of tracks is matched jointly (:meth:`Matcher.match`):
    running, not placed yet), it gets no identity yet and its caller asks again later, with more evidence: an
    identity founded on a close call is a person counted twice if the call was right.
 5. Rounds repeat, with the histories updated, so tracks from *other* cameras can still join an identity taken
-   in an earlier round (overlapping views); when a round assigns nothing, the remaining tracks found identities,
-   one per group of mutually similar compatible tracks, and the rest may join those in the next round.
+   in an earlier round (overlapping views), seen with the tracks that joined it (a view of a person too unlike
+   the identity's prototypes may be like the person's other view that just joined); when a round assigns
+   nothing, the remaining tracks found identities, one per group of mutually similar compatible tracks, and the
+   rest may join those in the next round.
 6. A track may carry *links*, evidence about other tracks that appearance does not give (:mod:`reid.identity.links`:
    where people stand on the ground, a person found again after an occlusion). An identity holding a track the
    link says DISAGREE with is not admissible; one holding a track it says AGREE with wins over appearance-only
@@ -422,6 +424,11 @@ class Matcher:
                 decisions[i] = Decision("join", g, raw, "matched" if raw >= thr else "linked")
                 record(g, refs[i])
                 pending.remove(i)
+            for i, g, _ in accepted:  # a track that joined shows its identity as the batch sees it now
+                for j in pending:
+                    s = float(tracks[j].emb @ tracks[i].emb)
+                    if s > cands[j].get(g, -math.inf) and s >= thr - margin:
+                        cands[j][g] = s
             for i, _, _ in ambiguous:
                 if tracks[i].provisional:
                     decisions[i] = Decision("defer", 0, best[i], "deferred")

@@ -140,6 +140,24 @@ def test_two_views_of_a_newcomer_are_not_split_between_a_lookalike_and_a_new_ide
         assert r1.global_id == lookalike, r1
 
 
+@pytest.mark.parametrize("views", [0.80, 0.60])
+def test_a_view_that_joins_shows_its_identity_to_the_other_views_of_the_batch(make_matcher, views):
+    """A person returns and c1 and c2 see them at once (campus4's B): c1's view scores 0.85 to their identity, c2's
+    only 0.66, under the threshold. When the two views are alike (0.80), c2's view sees the identity as it is once
+    c1's view has joined, and joins too; when they are not (0.60), it founds an identity of its own, as before.
+    (Two views more alike than 0.82, within the margin of c1's 0.85, would make c1's view wait as a newcomer's:
+    the test above.)"""
+    p, a, b = gram_vectors([[1.00, 0.85, 0.66], [0.85, 1.00, views], [0.66, views, 1.00]])
+    m = make_matcher(threshold=0.70, margin=0.03)
+    person = m.match([track("c0", 1, 0, 10, p)])[0].global_id
+    ra, rb = m.match([track("c1", 1, 40, 50, a), track("c2", 1, 40, 50, b)])
+    assert ra.global_id == person and ra.reason == "matched", ra
+    if views == 0.80:
+        assert rb.global_id == person and not rb.is_new and rb.reason == "matched", rb
+    else:
+        assert rb.is_new and rb.reason == "new:below_threshold", rb
+
+
 def test_same_camera_co_occurrence_is_never_one_person(make_matcher):
     e = unit(5)
     m = make_matcher(threshold=0.7, margin=0.0)
