@@ -58,11 +58,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="training time budget; epochs are cut to fit it (reid.train --time-budget-s)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of each video kept out to check the result")
     p.add_argument("--max-crops-per-track", type=int, default=40)
-    p.add_argument("--rehearse", default=None,
-                   help="Market-layout dataset the starting weights learnt from, a sample of which is trained on "
-                        "beside the site so the rest of the world is not forgotten (default: "
-                        "$REID_SHARED/datasets/cuhk03_p1 when present; 'none': site only)")
-    p.add_argument("--rehearse-ids", type=int, default=150, help="identities sampled from --rehearse")
+    p.add_argument("--rehearse", nargs="+", default=None,
+                   help="Market-layout datasets the starting weights learnt from, a sample of which is trained on "
+                        "beside the site so the rest of the world is not forgotten (default: the datasets the "
+                        "starting weights' card names, found under $REID_SHARED/datasets; 'none': site only)")
+    p.add_argument("--rehearse-ids", type=int, default=150,
+                   help="identities sampled from --rehearse, shared evenly between its datasets")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--resume", action="store_true", help="reuse DIR's harvest and continue DIR/train's checkpoint")
     return p.parse_args(argv)
@@ -88,15 +89,23 @@ def consistency(weights: Path, root: Path) -> dict[str, float]:
     return {"rank1": round(scores["rank1"], 2), "mAP": round(scores["mAP"], 2)}
 
 
-def rehearsal_source(args: argparse.Namespace) -> Path | None:
-    if args.rehearse == "none":
-        return None
-    if args.rehearse is None:
-        from reid.paths import default_dataset
+def rehearsal_sources(args: argparse.Namespace) -> list[Path]:
+    """``--rehearse``'s datasets, or by default every dataset the starting weights' card says they learnt from
+    that is found under the shared datasets folder (by folder name: the card's paths were another checkout's)."""
+    if args.rehearse == ["none"]:
+        return []
+    if args.rehearse is not None:
+        return [Path(d) for d in args.rehearse]
+    from reid.paths import default_dataset
 
-        found = default_dataset()
-        return found if found.is_dir() else None
-    return Path(args.rehearse)
+    shared = default_dataset().parent
+    named = str(read_weights(args.weights)["card"].get("data", "")).split(",")
+    found = [shared / Path(d.strip()).name for d in named if d.strip() and (shared / Path(d.strip()).name).is_dir()]
+    if not found and default_dataset().is_dir():
+        found = [default_dataset()]
+    if not found:
+        log.warning("no source-domain dataset found to rehearse (%s): the site alone is trained on", shared)
+    return found
 
 
 def train_args(args: argparse.Namespace, data: list[Path], weights: Path) -> argparse.Namespace:
@@ -124,10 +133,10 @@ def prepare(args: argparse.Namespace, weights: Path, data: Path, rehearse: Path 
     log.info("pseudo-identities: %s", json.dumps(labels.summary()))
     summary = write_dataset(recordings, labels, data, args.holdout)
     kept = None
-    if args.rehearse_source is not None:
-        sample = write_rehearsal(args.rehearse_source, rehearse, args.rehearse_ids, seed=args.seed)  # type: ignore
-        kept = {"source": str(args.rehearse_source), **sample.as_dict(),
-                "before": consistency(weights, rehearse)}  # type: ignore[arg-type]
+    if rehearse is not None:
+        sample = write_rehearsal(args.rehearse_sources, rehearse, args.rehearse_ids, seed=args.seed)
+        kept = {"sources": [str(d) for d in args.rehearse_sources], **sample.as_dict(),
+                "before": consistency(weights, rehearse)}
     state = {
         "videos": {r.name: {"config": str(r.config_path), "sources": r.sources,
                             "seconds": {c: round(d, 1) for c, d in r.duration_s.items()},
@@ -157,8 +166,8 @@ def adapt(args: argparse.Namespace) -> int:
     read_weights(args.weights)  # a clear error now, not after the harvest
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / "data" / "site"
-    args.rehearse_source = rehearsal_source(args)
-    rehearse = args.out / "data" / "rehearse" if args.rehearse_source is not None else None
+    args.rehearse_sources = rehearsal_sources(args)
+    rehearse = args.out / "data" / "rehearse" if args.rehearse_sources else None
     state = prepare(args, args.weights, data, rehearse)
     trainer = Trainer(train_args(args, [data] + ([rehearse] if rehearse is not None else []), args.weights))
     trained = trainer.fit()
@@ -172,7 +181,7 @@ def adapt(args: argparse.Namespace) -> int:
         kept = state["rehearsal"]
         kept["after"] = {k: round(last[f"rehearse/{k}"], 2) for k in ("rank1", "mAP")}
         log.info("source domain kept (%s, %d query crops of people never trained on): mAP %.1f -> %.1f",
-                 Path(kept["source"]).name, kept["query_crops"], kept["before"]["mAP"], kept["after"]["mAP"])
+                 " + ".join(Path(d).name for d in kept["sources"]), kept["query_crops"], kept["before"]["mAP"], kept["after"]["mAP"])
     log.info("pseudo-label consistency (held out): Rank-1 %.1f -> %.1f, mAP %.1f -> %.1f", before["rank1"],
              after["rank1"], before["mAP"], after["mAP"])
     if after["mAP"] < before["mAP"]:
