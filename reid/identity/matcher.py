@@ -23,7 +23,8 @@ A batch of tracks is matched jointly (:meth:`Matcher.match`):
    identity founded on a close call is a person counted twice if the call was right.
 5. Rounds repeat, with the histories updated, so tracks from *other* cameras can still join an identity taken
    in an earlier round (overlapping views), seen with the tracks that joined it (a view of a person too unlike
-   the identity's prototypes may be like the person's other view that just joined); when a round assigns
+   the identity's prototypes may be like the person's other view that just joined, or linked to it: a track that
+   joins or founds an identity offers it to the batch's other tracks alike); when a round assigns
    nothing, the remaining tracks found identities, one per group of mutually similar compatible tracks, and the
    rest may join those in the next round.
 6. A track may carry *links*, evidence about other tracks that appearance does not give (:mod:`reid.identity.links`:
@@ -379,6 +380,15 @@ class Matcher:
         founders: dict[int, int] = {}  # placeholder gid -> track index
         next_placeholder = -1
 
+        def offer(i: int, gid: int) -> None:
+            """Track i has just joined or founded identity gid: the batch's pending tracks see gid through it, where
+            it is alike enough or a backed link points to it (the batch's own tracks are not in the gallery yet)."""
+            for j in pending:
+                s = float(tracks[j].emb @ tracks[i].emb)
+                if s > cands[j].get(gid, -math.inf) and (
+                        s >= thr - margin or backed(j, tracks[j].links.get(refs[i].key, UNKNOWN), s)):
+                    cands[j][gid] = s
+
         def found(i: int, reason: str) -> None:
             nonlocal next_placeholder
             gid, next_placeholder = next_placeholder, next_placeholder - 1
@@ -386,10 +396,7 @@ class Matcher:
             founders[gid] = i
             histories[gid] = [refs[i]]
             pending.remove(i)
-            for j in pending:
-                s = float(tracks[j].emb @ tracks[i].emb)
-                if s >= thr - margin or backed(j, tracks[j].links.get(refs[i].key, UNKNOWN), s):
-                    cands[j][gid] = s
+            offer(i, gid)
 
         def mate_rival(i: int, founding: list[int]) -> tuple[int, float]:
             """The batch's track most like track i among those about to found an identity, that could be the same
@@ -424,11 +431,8 @@ class Matcher:
                 decisions[i] = Decision("join", g, raw, "matched" if raw >= thr else "linked")
                 record(g, refs[i])
                 pending.remove(i)
-            for i, g, _ in accepted:  # a track that joined shows its identity as the batch sees it now
-                for j in pending:
-                    s = float(tracks[j].emb @ tracks[i].emb)
-                    if s > cands[j].get(g, -math.inf) and s >= thr - margin:
-                        cands[j][g] = s
+            for i, g, _ in accepted:
+                offer(i, g)
             for i, _, _ in ambiguous:
                 if tracks[i].provisional:
                     decisions[i] = Decision("defer", 0, best[i], "deferred")

@@ -41,3 +41,19 @@ def test_links_inside_one_batch(redis_url):
     a2, c2 = gram_vectors([[1, 0.95], [0.95, 1]], seed=1)
     r = m.match([track("c0", 11, 10, 15, a2), replace(track("c1", 12, 10, 15, c2), links={("c0", 11): DISAGREE})])
     assert r[0].global_id != r[1].global_id
+
+
+def test_a_link_to_a_view_that_joins_in_the_same_batch_carries_the_other_view_with_it(redis_url):
+    """A person comes back into both views at once: c0's view looks like their identity (0.85) and joins it; c1's
+    view does not (0.50), but the ground says it stands where c0's view stands (AGREE). It follows c0's view into
+    the identity, as it would if c0's view had been decided in an earlier batch; without the link it founds one."""
+    p, a, b = gram_vectors([[1, 0.85, 0.50], [0.85, 1, 0.55], [0.50, 0.55, 1]])
+    for links, namespace in (({("c0", 2): AGREE}, "links3"), ({}, "links4")):
+        m = matcher(redis_url, namespace)
+        person = m.match([track("c0", 1, 0, 5, p)])[0].global_id
+        ra, rb = m.match([track("c0", 2, 20, 25, a), replace(track("c1", 3, 20, 25, b), links=links)])
+        assert ra.global_id == person and ra.reason == "matched", ra
+        if links:
+            assert rb.global_id == person and rb.reason == "linked", rb
+        else:
+            assert rb.is_new and rb.global_id != person, rb
