@@ -127,10 +127,9 @@ def write_rehearsal(sources: Sequence[Path], root: Path, num_ids: int = 150, per
     without it, fine-tuning on a site's handful of people forgets how to tell everyone else apart. ``num_ids``
     training identities (at most ``per_id`` images each) and, to measure what is kept, ``eval_ids`` identities of
     the sources' test splits, shared evenly between the sources. The sources share one folder, so one batch of the
-    trainer's dataset-balanced sampler is half site, half source domain however many sources there are: the
-    default weights learnt two datasets, and rehearsing one of them (cuhk03_p1) still cost 12 points of mAP on the
-    other. The files are links to the sources' images (their licences stay with them), renamed with each source's
-    person and camera ids moved apart."""
+    trainer's dataset-balanced sampler is half site, half source domain however many sources there are. The files
+    are links to the sources' images (their licences stay with them), renamed with each source's person and camera
+    ids moved apart."""
     from reid.data import load_market, parse_name
 
     rng = np.random.default_rng(seed)

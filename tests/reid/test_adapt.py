@@ -160,9 +160,10 @@ def test_adapt_end_to_end_without_ground_truth(tmp_path):
     assert kept["train_ids"] == 20 and {"before", "after"} <= set(kept)
 
 
-def test_rehearsal_keeps_every_source_domain_apart_in_one_folder(tmp_path):
-    """The default weights learnt Market-1501 and cuhk03_p1: both are rehearsed, half the people each, in one folder
-    (one dataset for the trainer's balanced batches) without either's person or camera ids meeting the other's."""
+def test_rehearsal_keeps_several_source_domains_apart_in_one_folder(tmp_path):
+    """The default weights learnt Market-1501 and cuhk03_p1: rehearsing both shares the people between them, in one
+    folder (one dataset for the trainer's balanced batches), without either's person or camera ids meeting the
+    other's. By default cuhk03_p1 alone is rehearsed."""
     from reid.adapt.__main__ import parse_args, rehearsal_sources
     from reid.adapt.dataset import SOURCE_PID_OFFSET, write_rehearsal
     from reid.data import load_market
@@ -172,11 +173,11 @@ def test_rehearsal_keeps_every_source_domain_apart_in_one_folder(tmp_path):
     for name in ("market1501", "cuhk03_p1"):
         if not (shared / name).is_dir():
             pytest.skip(f"{shared / name} is not here")
-    start = PROJECT_ROOT / "reid" / "weights" / "hacnn_joint.pt"
-    args = parse_args(["--cameras", "c.yaml", "--out", str(tmp_path / "o"), "--weights", str(start)])
-    sources = rehearsal_sources(args)
-    assert sorted(p.name for p in sources) == ["cuhk03_p1", "market1501"]  # the card's datasets, found by name
-    summary = write_rehearsal(sources, tmp_path / "r", num_ids=21, per_id=4, eval_ids=6, seed=0)
+    assert rehearsal_sources(parse_args(["--cameras", "c.yaml", "--out", "o"])) == [shared / "cuhk03_p1"]
+    assert rehearsal_sources(parse_args(["--cameras", "c.yaml", "--out", "o", "--rehearse", "none"])) == []
+    args = parse_args(["--cameras", "c.yaml", "--out", "o", "--rehearse", str(shared / "market1501"),
+                       str(shared / "cuhk03_p1")])
+    summary = write_rehearsal(rehearsal_sources(args), tmp_path / "r", num_ids=21, per_id=4, eval_ids=6, seed=0)
     ds = load_market(tmp_path / "r")
     by_source = {k: {s.pid for s in ds.train.samples if s.pid // SOURCE_PID_OFFSET == k} for k in (0, 1)}
     assert sorted(len(v) for v in by_source.values()) == [10, 11] and summary.train_ids == 21
@@ -184,4 +185,3 @@ def test_rehearsal_keeps_every_source_domain_apart_in_one_folder(tmp_path):
     cams = {k: {s.camid for s in held_out if s.pid // SOURCE_PID_OFFSET == k} for k in (0, 1)}
     assert cams[0] and cams[1] and not cams[0] & cams[1]
     assert all(s.path.resolve().parent.parent.name in ("market1501", "cuhk03_p1") for s in ds.train.samples)
-    assert rehearsal_sources(parse_args(["--cameras", "c.yaml", "--out", "o", "--rehearse", "none"])) == []
