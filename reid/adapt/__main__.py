@@ -180,8 +180,9 @@ def adapt(args: argparse.Namespace) -> int:
         kept = state["rehearsal"]
         kept["after"] = {k: round(last[f"rehearse/{k}"], 2) for k in ("rank1", "mAP")}
         log.info("source domain kept (%s, %d query crops of people never trained on): mAP %.1f -> %.1f",
-                 " + ".join(Path(d).name for d in kept["sources"]), kept["query_crops"], kept["before"]["mAP"],
-                 kept["after"]["mAP"])
+                 # a run prepared before several sources were possible names one "source"
+                 " + ".join(Path(d).name for d in kept.get("sources", [kept.get("source", "?")])),
+                 kept["query_crops"], kept["before"]["mAP"], kept["after"]["mAP"])
     log.info("pseudo-label consistency (held out): Rank-1 %.1f -> %.1f, mAP %.1f -> %.1f", before["rank1"],
              after["rank1"], before["mAP"], after["mAP"])
     if after["mAP"] < before["mAP"]:
