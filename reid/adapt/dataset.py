@@ -159,12 +159,11 @@ def write_rehearsal(sources: Sequence[Path], root: Path, num_ids: int = 150, per
     n_ids = n_train = n_query = n_gallery = 0
     for k, source in enumerate(sources):
         ds = load_market(source)
-        share_train = num_ids // len(sources) + (k < num_ids % len(sources))
-        share_eval = eval_ids // len(sources) + (k < eval_ids % len(sources))
+        share = lambda total, k=k: total // len(sources) + (k < total % len(sources))  # noqa: E731
         train_ids = sorted({s.pid for s in ds.train.samples})
-        chosen = set(rng.choice(train_ids, min(share_train, len(train_ids)), replace=False).tolist())
+        chosen = set(rng.choice(train_ids, min(share(num_ids), len(train_ids)), replace=False).tolist())
         test_ids = sorted({s.pid for s in ds.query.samples})
-        checked = set(rng.choice(test_ids, min(share_eval, len(test_ids)), replace=False).tolist())
+        checked = set(rng.choice(test_ids, min(share(eval_ids), len(test_ids)), replace=False).tolist())
         n_ids += len(chosen)
         n_train += link(pick(ds.train.samples, chosen, per_id), "bounding_box_train", k)
         n_query += link(pick(ds.query.samples, checked, None), "query", k)
