@@ -266,28 +266,30 @@ class _Kept:
 class _Selection:
     kept: list[_Kept] = field(default_factory=list)
     sent: int = 0
-    last_sent_frame: int = -(10**9)
+    last_sent_ts: float = -math.inf
     best_sent_quality: float = -1.0
 
 
 class BestCropSelector:
     """Chooses which crops of each track go to the embedder: few, good, and spread over the track's life.
 
-    Per track it keeps the ``max_crops_per_track`` best crops by quality, no two closer than
-    ``min_gap_frames`` (a person standing still gives near-identical crops; spread gives the matcher views
-    from several moments). ``offer()`` says whether a crop goes out now: the first one always (the matcher
-    needs something at once), later ones when kept (best within ``min_gap_frames`` around it), at least
-    ``min_gap_frames`` after the last sent, and better than every sent one by ``min_improvement``.
+    Per track it keeps the ``max_crops_per_track`` best crops by quality, no two closer than ``min_gap_s``
+    seconds of video (a person standing still gives near-identical crops; spread gives the matcher views from
+    several moments). ``offer()`` says whether a crop goes out now: the first one always (the matcher needs
+    something at once), later ones when kept (best within ``min_gap_s`` around it), at least ``min_gap_s`` after
+    the last sent, and better than every sent one by ``min_improvement``.
+    The gap is in video time, not frames: frame indices count the source's frames, not the detector's, and a
+    gap in either would change with the frame or detection rate.
     ``finish()`` returns the best kept crop not sent yet, if it beats the sent ones. At most
     ``max_crops_per_track`` are sent in all, one of them kept for ``finish()``.
     Kept crops are copies: a view would pin its whole frame and break if the source reuses frame buffers.
     """
 
-    def __init__(self, max_crops_per_track: int = 4, min_gap_frames: int = 10, min_improvement: float = 0.05):
-        if max_crops_per_track < 1 or min_gap_frames < 0 or min_improvement < 0:
-            raise ValueError("need max_crops_per_track >= 1, min_gap_frames >= 0 and min_improvement >= 0")
+    def __init__(self, max_crops_per_track: int = 4, min_gap_s: float = 1.0, min_improvement: float = 0.05):
+        if max_crops_per_track < 1 or min_gap_s < 0 or min_improvement < 0:
+            raise ValueError("need max_crops_per_track >= 1, min_gap_s >= 0 and min_improvement >= 0")
         self.max_crops_per_track = max_crops_per_track
-        self.min_gap_frames = min_gap_frames
+        self.min_gap_s = min_gap_s
         self.min_improvement = min_improvement
         self._tracks: dict[int, _Selection] = {}
 
@@ -297,14 +299,14 @@ class BestCropSelector:
         kept = self._keep(sel, crop)
         live_budget = max(1, self.max_crops_per_track - 1)
         send = sel.sent == 0 or (
-            kept is not None  # the best crop within min_gap_frames of this one
+            kept is not None  # the best crop within min_gap_s of this one
             and sel.sent < live_budget
-            and crop.frame_index - sel.last_sent_frame >= self.min_gap_frames
+            and crop.ts - sel.last_sent_ts >= self.min_gap_s
             and crop.quality >= sel.best_sent_quality + self.min_improvement
         )
         if send:
             sel.sent += 1
-            sel.last_sent_frame = crop.frame_index
+            sel.last_sent_ts = crop.ts
             sel.best_sent_quality = max(sel.best_sent_quality, crop.quality)
             if kept is not None:
                 kept.sent = True
@@ -313,7 +315,7 @@ class BestCropSelector:
     def _keep(self, sel: _Selection, crop: TrackCrop) -> _Kept | None:
         if not crop.has_crop:
             return None
-        near = [k for k in sel.kept if abs(k.crop.frame_index - crop.frame_index) < self.min_gap_frames]
+        near = [k for k in sel.kept if abs(k.crop.ts - crop.ts) < self.min_gap_s]
         if near:
             if crop.quality <= max(k.crop.quality for k in near):
                 return None
@@ -390,7 +392,7 @@ class CameraTracker:
     ``gate`` (calibrated cameras) vetoes matches no walk could make (:mod:`detectors.ground`).
     ``lost_timeout_s``, when given, sets ``track_buffer`` to that many seconds of ``frame_rate``. Crops are padded
     by ``pad_frac`` of the box on each side and judged with ``quality``; ``selector`` (one per tracker) defaults to
-    a ``BestCropSelector`` with a one-second gap.
+    ``BestCropSelector`` (crops at least a second apart).
     """
 
     def __init__(
@@ -419,7 +421,7 @@ class CameraTracker:
         self.args = tracker_args(kind, overrides)
         self.pad_frac = pad_frac
         self.quality = quality or QualityConfig()
-        self.selector = selector or BestCropSelector(min_gap_frames=max(1, round(frame_rate)))
+        self.selector = selector or BestCropSelector()
         self.tracks = _no_tracks()
         self.appearance = appearance if appearance is not None and appearance.enabled else None
         self.gate = gate

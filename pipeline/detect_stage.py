@@ -61,7 +61,7 @@ class DetectStage(Stage):
             self.trackers[cam.id] = CameraTracker(
                 cam.id, d.tracker, frame_rate=rate, lost_timeout_s=d.lost_timeout_s, pad_frac=d.crop_pad_frac,
                 quality=QualityConfig(min_height_px=d.min_crop_height_px),
-                selector=BestCropSelector(d.max_crops_per_track, min_gap_frames=max(1, round(rate))),
+                selector=BestCropSelector(d.max_crops_per_track),
                 appearance=d.appearance, gate=self.config.ground_gate(cam.id),
             )
         self.embedder = None

@@ -121,7 +121,7 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
         rate = fps / stride
         tracker = CameraTracker(cam.id, d.tracker, frame_rate=rate, lost_timeout_s=d.lost_timeout_s,
                                 pad_frac=d.crop_pad_frac, quality=QualityConfig(min_height_px=d.min_crop_height_px),
-                                selector=BestCropSelector(1, min_gap_frames=10**9), appearance=d.appearance,
+                                selector=BestCropSelector(1, min_gap_s=math.inf), appearance=d.appearance,
                                 gate=cfg.ground_gate(cam.id))
         homography = cam.ground()
         open_tracks: dict[int, HarvestedTrack] = {}

@@ -54,7 +54,7 @@ def test_one_person_crossing_keeps_one_id(kind, indoor_frames, indoor_dets):
 
 def test_flush_ends_live_tracks_with_their_best_unsent_crop(indoor_frames, indoor_dets):
     tracker = CameraTracker("indoor", frame_rate=INDOOR_FPS,
-                            selector=BestCropSelector(max_crops_per_track=3, min_gap_frames=1000))
+                            selector=BestCropSelector(max_crops_per_track=3, min_gap_s=1000.0))
     events, _ = run(tracker, indoor_frames[:80], indoor_dets[:80])
     assert [e.state for e in events] == [TrackState.STARTED]  # the gap holds back every later crop
     final = tracker.flush()
@@ -112,7 +112,7 @@ def _crop(frame_index, quality, track_id=1):
 
 
 def test_selector_sends_first_then_better_spread_crops():
-    s = BestCropSelector(max_crops_per_track=3, min_gap_frames=10, min_improvement=0.05)
+    s = BestCropSelector(max_crops_per_track=3, min_gap_s=1.0, min_improvement=0.05)
     sent = [f for f, q in [(0, 0.2), (1, 0.8), (5, 0.85), (10, 0.5), (12, 0.9), (30, 0.92), (45, 0.99)]
             if s.offer(_crop(f, q))]
     # first at once; 1 and 5 too soon after it; 10 worse than 5 nearby; 12 sent; 30 and 45 over the live budget
