@@ -22,18 +22,22 @@ import json
 import logging
 import time
 from collections import defaultdict, deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from detectors.crops import crop_views
 from detectors.types import Detections, TrackState, within_roi
-from pipeline.config import PipelineConfig, ReidConfig
+from pipeline.config import CameraConfig, PipelineConfig, ReidConfig
 from pipeline.embed_stage import crop_problem
 from pipeline.messages import CropsMsg, EndMsg, FrameMsg, Msg, TrackEntry
 from pipeline.snapshots import SnapshotWriter, snapshot_folder
 from pipeline.stage import Stage
 from reid.identity.tracker import TRACK_ID_STRIDE
 from reid.model_spec import EMBEDDING_DIM
+
+if TYPE_CHECKING:
+    from detectors import CameraTracker
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +52,11 @@ class DetectStage(Stage):
         # At most two frames per camera leave the socket queue per turn: the rest stay there, so replay sources
         # feel back-pressure and a killed detector loses only what it held.
         self.max_drain = 2 * len(self.config.cameras)
-        from detectors import CameraTracker, PersonDetector
-        from detectors.crops import QualityConfig
-        from detectors.tracking import BestCropSelector
-        from pipeline.sources import detect_rate
+        from detectors import PersonDetector
 
         d = self.config.detector
         self.detector = PersonDetector(d.weights, imgsz=d.imgsz, conf=d.conf, iou=d.iou, device=d.device)
-        self.trackers = {}
-        for cam in self.config.cameras:
-            rate = detect_rate(cam)
-            self.trackers[cam.id] = CameraTracker(
-                cam.id, d.tracker, frame_rate=rate, lost_timeout_s=d.lost_timeout_s, pad_frac=d.crop_pad_frac,
-                quality=QualityConfig(min_height_px=d.min_crop_height_px),
-                selector=BestCropSelector(d.max_crops_per_track),
-                appearance=d.appearance, gate=self.config.ground_gate(cam.id),
-            )
+        self.trackers = {cam.id: camera_tracker(self.config, cam) for cam in self.config.cameras}
         self.embedder = None
         if any(t.wants_embeddings for t in self.trackers.values()):
             self.embedder = association_reid(self.config).build_embedder()
@@ -218,6 +211,21 @@ class DetectStage(Stage):
         if cam in self.track_logs:
             self.track_logs[cam].flush()
         self.forward_end(cam)
+
+
+def camera_tracker(config: PipelineConfig, camera: CameraConfig) -> CameraTracker:
+    """The per-camera tracker the detect stage runs for ``camera`` (its detection rate, the detector section's
+    tracker settings, its ground gate); benchmarks build theirs here too, so they measure the shipped one."""
+    from detectors import CameraTracker
+    from detectors.crops import QualityConfig
+    from detectors.tracking import BestCropSelector
+    from pipeline.sources import detect_rate
+
+    d = config.detector
+    return CameraTracker(camera.id, d.tracker, frame_rate=detect_rate(camera), lost_timeout_s=d.lost_timeout_s,
+                         pad_frac=d.crop_pad_frac, quality=QualityConfig(min_height_px=d.min_crop_height_px),
+                         selector=BestCropSelector(d.max_crops_per_track), appearance=d.appearance,
+                         gate=config.ground_gate(camera.id))
 
 
 def association_reid(config: PipelineConfig) -> ReidConfig:
