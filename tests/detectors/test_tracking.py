@@ -52,6 +52,20 @@ def test_one_person_crossing_keeps_one_id(kind, indoor_frames, indoor_dets):
     assert tracker.flush() == []  # already ended
 
 
+def test_selector_spaces_crops_by_video_time_whatever_the_frame_numbering():
+    # A 25 fps video detected 5 times a second: frame indices step by 5, video time by 0.2 s. The crops of a
+    # person getting clearer go out a second of video apart, not every 5 frames (one detection apart).
+    s = BestCropSelector(max_crops_per_track=4, min_gap_s=1.0, min_improvement=0.05)
+    sent = []
+    for k in range(11):
+        index = 5 * k
+        crop = TrackCrop("cam", 1, TrackState.ACTIVE, index, index / 25, np.zeros(4, np.float32), 0.9, 0.1 + 0.05 * k,
+                         (), np.zeros((100, 40, 3), np.uint8))
+        if s.offer(crop):
+            sent.append(index)
+    assert sent == [0, 25, 50]
+
+
 def test_flush_ends_live_tracks_with_their_best_unsent_crop(indoor_frames, indoor_dets):
     tracker = CameraTracker("indoor", frame_rate=INDOOR_FPS,
                             selector=BestCropSelector(max_crops_per_track=3, min_gap_s=1000.0))
