@@ -172,8 +172,7 @@ def _detect_fps(fps: float | None) -> Callable[[PipelineConfig], PipelineConfig]
     """Every camera detects ``fps`` times a second instead of its config's rate (None: as configured)."""
     if fps is None:
         return lambda cfg: cfg
-    return lambda cfg: cfg.model_copy(update={"cameras": [c.model_copy(update={"detect_fps": fps})
-                                                          for c in cfg.cameras]})
+    return lambda cfg: cfg.with_detect_fps(fps)
 
 
 def clip_rows(name: str, config: Path, gt_dir: Path, repeats: int, port: int, baseline: bool,

@@ -31,16 +31,13 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detectors.crops import crop_views  # noqa: E402
 from detectors.types import Detections  # noqa: E402
 from detectors.yolo import PersonDetector  # noqa: E402
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
-from pipeline.detect_stage import association_reid, camera_tracker  # noqa: E402
-from pipeline.embed_stage import crop_problem  # noqa: E402
+from pipeline.detect_stage import association_reid, camera_tracker, embed_detections  # noqa: E402
 from pipeline.evaluate_mtmc import MotSequence, loss_breakdown, read_folder  # noqa: E402
 from pipeline.sources import camera_fps, camera_stride, video_frames  # noqa: E402
 from reid.log import setup_logging  # noqa: E402
-from reid.model_spec import EMBEDDING_DIM  # noqa: E402
 from reid.paths import PROJECT_ROOT, shared_root  # noqa: E402
 
 CLIPS = {"terrace1": ("terrace1.yaml", "epfl_terrace1"), "crowd": ("terrace1_crowd.yaml", "epfl_terrace1_crowd")}
@@ -57,12 +54,7 @@ def detect_every_frame(cfg: PipelineConfig) -> dict[str, list[tuple[int, float, 
         rows = []
         for index, ts, frame in tqdm(video_frames(cam.source), desc=f"detect {cam.id}", unit="frame"):
             dets = detector.detect([frame])[0]
-            embs = np.zeros((len(dets), EMBEDDING_DIM), np.float32)
-            crops = crop_views(frame, dets.xyxy, d.crop_pad_frac)
-            ok = [j for j, c in enumerate(crops) if crop_problem(c) is None]
-            if ok:
-                embs[ok] = embedder.embed([crops[j] for j in ok])
-            rows.append((index, ts, dets, embs))
+            rows.append((index, ts, dets, embed_detections(embedder, [frame], [dets], d.crop_pad_frac)[0][0]))
         out[cam.id] = rows
     return out
 
@@ -74,10 +66,9 @@ def track(cfg: PipelineConfig, detected: dict, rate: float, shipped: bool) -> tu
     if not shipped:
         det = det.model_copy(update={"ground_gate": False,
                                      "appearance": det.appearance.model_copy(update={"enabled": False})})
-    cfg = cfg.model_copy(update={"detector": det})
+    cfg = cfg.model_copy(update={"detector": det}).with_detect_fps(rate)
     seqs, frames, counts = {}, {}, {}
     for k, cam in enumerate(cfg.cameras):
-        cam = cam.model_copy(update={"detect_fps": rate, "frame_stride": None})
         stride = camera_stride(cam, camera_fps(cam))
         tracker = camera_tracker(cfg, cam)
         blank = np.zeros((8, 8, 3), np.uint8)  # crops and their quality only feed the matcher, not the association

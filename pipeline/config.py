@@ -296,6 +296,12 @@ class PipelineConfig(_Section):
         return self.model_copy(update={"run_dir": run_dir,
                                        "matcher": self.matcher.model_copy(update={"redis": redis})})
 
+    def with_detect_fps(self, fps: float) -> PipelineConfig:
+        """The config with every camera detecting ``fps`` times a second (a ``frame_stride``, which would override
+        the rate, is dropped): how a benchmark or a test runs the same cameras at another detection rate."""
+        return self.model_copy(update={"cameras": [c.model_copy(update={"detect_fps": fps, "frame_stride": None})
+                                                   for c in self.cameras]})
+
     def with_http(self, listen: str) -> PipelineConfig:
         """The config with the HTTP service on ``HOST:PORT`` (``--http``; the config's other http settings kept),
         checked again: a non-loopback address needs a token."""

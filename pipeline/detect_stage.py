@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,6 +39,8 @@ from reid.model_spec import EMBEDDING_DIM
 
 if TYPE_CHECKING:
     from detectors import CameraTracker
+    from detectors.tracking import BestCropSelector
+    from trt_engines.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -150,22 +153,15 @@ class DetectStage(Stage):
         out: list[np.ndarray | None] = [None] * len(batch)
         if self.embedder is None:
             return out
-        crops, owners = [], []
-        for i, (m, dets) in enumerate(zip(batch, detections, strict=True)):
-            if not self.trackers[m.camera_id].wants_embeddings:
-                continue
-            out[i] = np.zeros((len(dets), EMBEDDING_DIM), np.float32)
-            for j, crop in enumerate(crop_views(m.frame, dets.xyxy, self.config.detector.crop_pad_frac)):
-                if crop_problem(crop) is None:
-                    crops.append(crop)
-                    owners.append((i, j))
+        wanted = [i for i, m in enumerate(batch) if self.trackers[m.camera_id].wants_embeddings]
+        t0 = time.perf_counter()
+        embs, crops = embed_detections(self.embedder, [batch[i].frame for i in wanted],
+                                       [detections[i] for i in wanted], self.config.detector.crop_pad_frac)
         if crops:
-            t0 = time.perf_counter()
-            embs = self.embedder.embed(crops)
-            self.counters["association_crops"] += len(crops)
+            self.counters["association_crops"] += crops
             self.counters["association_embed_ms"] += round(1e3 * (time.perf_counter() - t0))
-            for (i, j), e in zip(owners, embs, strict=True):
-                out[i][j] = e  # type: ignore[index]
+        for i, e in zip(wanted, embs, strict=True):
+            out[i] = e
         return out
 
     def log_tracks(self, cam: str, frame_index: int, ts: float, tracks: Detections) -> None:
@@ -213,9 +209,11 @@ class DetectStage(Stage):
         self.forward_end(cam)
 
 
-def camera_tracker(config: PipelineConfig, camera: CameraConfig) -> CameraTracker:
+def camera_tracker(config: PipelineConfig, camera: CameraConfig,
+                   selector: BestCropSelector | None = None) -> CameraTracker:
     """The per-camera tracker the detect stage runs for ``camera`` (its detection rate, the detector section's
-    tracker settings, its ground gate); benchmarks build theirs here too, so they measure the shipped one."""
+    tracker settings, its ground gate); ``reid.adapt`` and the benchmarks build theirs here too, so they run the
+    shipped one. ``selector``: which crops leave the tracker (default: the detector section's crops per track)."""
     from detectors import CameraTracker
     from detectors.crops import QualityConfig
     from detectors.tracking import BestCropSelector
@@ -224,8 +222,26 @@ def camera_tracker(config: PipelineConfig, camera: CameraConfig) -> CameraTracke
     d = config.detector
     return CameraTracker(camera.id, d.tracker, frame_rate=detect_rate(camera), lost_timeout_s=d.lost_timeout_s,
                          pad_frac=d.crop_pad_frac, quality=QualityConfig(min_height_px=d.min_crop_height_px),
-                         selector=BestCropSelector(d.max_crops_per_track), appearance=d.appearance,
+                         selector=selector or BestCropSelector(d.max_crops_per_track), appearance=d.appearance,
                          gate=config.ground_gate(camera.id))
+
+
+def embed_detections(embedder: Embedder, frames: Sequence[np.ndarray], detections: Sequence[Detections],
+                     pad_frac: float) -> tuple[list[np.ndarray], int]:
+    """One embedding per detection of each frame (the per-camera association's), every crop in one embedder call;
+    a crop that cannot be embedded gets a zero row, which makes its detection look like nobody the tracker knows.
+    Returns the arrays, one per frame, and how many crops were embedded."""
+    out = [np.zeros((len(dets), EMBEDDING_DIM), np.float32) for dets in detections]
+    crops, owners = [], []
+    for i, (frame, dets) in enumerate(zip(frames, detections, strict=True)):
+        for j, crop in enumerate(crop_views(frame, dets.xyxy, pad_frac)):
+            if crop_problem(crop) is None:
+                crops.append(crop)
+                owners.append((i, j))
+    if crops:
+        for (i, j), e in zip(owners, embedder.embed(crops), strict=True):
+            out[i][j] = e
+    return out, len(crops)
 
 
 def association_reid(config: PipelineConfig) -> ReidConfig:

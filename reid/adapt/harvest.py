@@ -25,7 +25,6 @@ from detectors.appearance import CLEAN_IOU, box_iou
 from detectors.crops import crop_views
 from detectors.types import Detections, within_roi
 from reid.identity.geometry import GeometryConfig, Homography, foot_points
-from reid.model_spec import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +91,10 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
             progress: bool = True) -> Recording:
     """Detect and track every recorded camera of the config at its ``detect_fps`` (the first ``duration_s``
     seconds when given). Raises :class:`HarvestError` for a config with a live or image-folder camera only."""
-    from detectors import CameraTracker, PersonDetector
-    from detectors.crops import QualityConfig
+    from detectors import PersonDetector
     from detectors.tracking import BestCropSelector
     from pipeline.config import load_config
-    from pipeline.embed_stage import crop_problem
+    from pipeline.detect_stage import camera_tracker, embed_detections
     from pipeline.sources import camera_fps, camera_stride, is_video_file, probe_video, video_frames
 
     config_path = Path(config_path)
@@ -118,11 +116,7 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
         fps = camera_fps(cam)
         stride = camera_stride(cam, fps)
         _, count = probe_video(cam.source)
-        rate = fps / stride
-        tracker = CameraTracker(cam.id, d.tracker, frame_rate=rate, lost_timeout_s=d.lost_timeout_s,
-                                pad_frac=d.crop_pad_frac, quality=QualityConfig(min_height_px=d.min_crop_height_px),
-                                selector=BestCropSelector(1, min_gap_s=math.inf), appearance=d.appearance,
-                                gate=cfg.ground_gate(cam.id))
+        tracker = camera_tracker(cfg, cam, selector=BestCropSelector(1, min_gap_s=math.inf))
         homography = cam.ground()
         open_tracks: dict[int, HarvestedTrack] = {}
         last_ts = 0.0
@@ -132,13 +126,7 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
                    disable=None if progress else True)  # None: shown on a terminal only
         for index, ts, frame in bar:
             dets = within_roi(detector.detect([frame])[0], cam.roi)  # as the detect stage does
-            embs = None
-            if embedder is not None:
-                embs = np.zeros((len(dets), EMBEDDING_DIM), np.float32)
-                views = crop_views(frame, dets.xyxy, d.crop_pad_frac)
-                ok = [j for j, v in enumerate(views) if crop_problem(v) is None]
-                if ok:
-                    embs[ok] = embedder.embed([views[j] for j in ok])
+            embs = embed_detections(embedder, [frame], [dets], d.crop_pad_frac)[0][0] if embedder is not None else None
             tracker.update(frame, index, ts, Detections(dets.xyxy, dets.conf), embs)
             _collect(tracker.tracks, dets.xyxy, frame, index, ts, name, cam.id, homography, open_tracks,
                      d.crop_pad_frac, d.min_crop_height_px)

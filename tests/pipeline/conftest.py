@@ -19,10 +19,9 @@ EXAMPLE = PROJECT_ROOT / "configs" / "cams.example.yaml"
 
 
 def example_config(run_dir: Path, detect_fps: float = 2.5) -> PipelineConfig:
-    cfg = load_config(EXAMPLE).with_run_dir(run_dir)
-    cams = [c.model_copy(update={"detect_fps": detect_fps}) for c in cfg.cameras]
+    cfg = load_config(EXAMPLE).with_run_dir(run_dir).with_detect_fps(detect_fps)
     endpoints = cfg.endpoints.model_copy(update={"events": f"tcp://127.0.0.1:{free_port()}"})
-    return cfg.model_copy(update={"cameras": cams, "endpoints": endpoints})
+    return cfg.model_copy(update={"endpoints": endpoints})
 
 
 def write_config(path: Path, videos: dict[str, Path], detect_fps: float = 5, **endpoints: str) -> Path:
