@@ -1,16 +1,22 @@
 """How right ``reid.adapt``'s pseudo-identities are, scored with the ground truth they are built without.
 
-    python benchmarks/pseudo_labels.py [--clips terrace1 crowd] [--quantiles 0.9 0.95 0.99]
+    python benchmarks/pseudo_labels.py [--clips terrace1 crowd] [--quantiles 0.9 0.95 0.99] [--compare-cuts]
 
 Each annotated terrace1 clip is harvested once (the pipeline's detector and tracker, as ``reid.adapt`` does) and
-labelled twice: with its calibration (cross-camera merges on the ground) and with the calibration hidden (merges
-on appearance, :func:`reid.adapt.pseudo.build_labels`, at each ``--quantiles`` of the cross-camera pairs the
-video proves to be two people; the shipped default is marked). Per row:
+labelled with its calibration (cross-camera merges on the ground) and with the calibration hidden (merges on
+appearance, :func:`reid.adapt.pseudo.build_labels`, at each ``--quantiles`` of the cross-camera pairs the video
+proves to be two people; the shipped default is marked), as ``reid.adapt`` labels them: a calibrated camera's
+tracks cut where they come out of a crossing (:func:`reid.adapt.harvest.split_at_crossings`), an uncalibrated
+camera's whole. ``--compare-cuts`` adds the calibrated cameras' whole tracks (the rule before) and the cut tracks
+with the calibration hidden. Per row:
 
 - labels / people: pseudo-identities kept, and the people the ground truth sees in the harvested tracks;
 - cross pairs right: of the pairs of tracks from two cameras sharing a label, how many are one person (each
   track's person: the ground-truth person most of its boxes match at IoU 0.5);
 - purity: the share of the training crops whose track is its label's main person;
+- crop purity: the share of the training crops that are themselves their label's main person (each crop's
+  person: the ground-truth box its box matches at IoU 0.5; crops matching nobody are left out and counted in
+  "nobody"): what a swap inside a track costs, which track purity cannot see;
 - threshold: the similarity an appearance merge needed.
 
 The baseline row of each clip is the rule before this benchmark existed: the threshold set on the co-visible
@@ -36,7 +42,7 @@ from mtmc_accuracy import CLIPS  # noqa: E402
 
 from pipeline.evaluate_mtmc import person_votes, read_folder  # noqa: E402
 from reid.adapt.__main__ import track_embeddings  # noqa: E402
-from reid.adapt.harvest import Recording, harvest  # noqa: E402
+from reid.adapt.harvest import Recording, harvest, split_at_crossings  # noqa: E402
 from reid.adapt.pseudo import PseudoLabels, build_labels  # noqa: E402
 from reid.log import setup_logging  # noqa: E402
 from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root  # noqa: E402
@@ -55,13 +61,23 @@ def track_people(rec: Recording, gt_dir: Path) -> dict[tuple[str, str, int], int
     return out
 
 
-def score(rec: Recording, labels: PseudoLabels, person: dict) -> dict:
+def crop_people(rec: Recording, gt_dir: Path) -> dict[tuple[str, str, int], list[int]]:
+    """Each harvested track's crops' ground-truth persons, in crop order (-1: the crop's box matches nobody)."""
+    gt = read_folder(gt_dir)
+    out = {}
+    for t in rec.tracks:
+        box_at = dict(zip(t.ts, t.boxes, strict=True))
+        out[t.key] = [next(iter(person_votes([c.ts], [box_at[c.ts]], gt[t.camera_id], FPS))) for c in t.crops]
+    return out
+
+
+def score(rec: Recording, labels: PseudoLabels, person: dict, crop_person: dict) -> dict:
     crops = {t.key: len(t.crops) for t in rec.tracks}
     pairs = right = 0
     by_label: dict[int, list] = {}
     for key, lab in labels.labels.items():
         by_label.setdefault(lab, []).append(key)
-    main = 0
+    main = crop_main = crop_total = nobody = 0
     for keys in by_label.values():
         for i, a in enumerate(keys):
             for b in keys[i + 1:]:
@@ -72,9 +88,14 @@ def score(rec: Recording, labels: PseudoLabels, person: dict) -> dict:
         for k in keys:
             weight[person[k]] += crops[k]
         main += max(weight.values())
+        seen = Counter(p for k in keys for p in crop_person[k] if p != -1)
+        crop_main += seen.most_common(1)[0][1] if seen else 0
+        crop_total += sum(seen.values())
+        nobody += sum(p == -1 for k in keys for p in crop_person[k])
     total = sum(crops[k] for k in labels.labels)
     return {"labels": labels.num_labels, "people": len({p for k, p in person.items() if k in labels.labels} - {-1}),
-            "pairs": pairs, "right": right, "purity": main / max(total, 1), "threshold": labels.appearance_threshold}
+            "pairs": pairs, "right": right, "purity": main / max(total, 1), "threshold": labels.appearance_threshold,
+            "crops": total, "crop_purity": crop_main / max(crop_total, 1), "nobody": nobody}
 
 
 def old_rule(rec: Recording, emb: dict) -> PseudoLabels:
@@ -113,30 +134,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", nargs="+", choices=sorted(CLIPS), default=["terrace1", "crowd"])
     p.add_argument("--quantiles", nargs="+", type=float, default=[0.9, DEFAULT_QUANTILE, 0.99])
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="starting weights of the appearance merges")
+    p.add_argument("--compare-cuts", action="store_true",
+                   help="also label the calibrated cameras' whole tracks (the rule before they were cut at "
+                        "crossings), and the cut tracks with the calibration hidden")
     args = p.parse_args(argv)
     setup_logging(30)
     rows = []
     for name in args.clips:
         config, folder = CLIPS[name]
-        rec = harvest(PROJECT_ROOT / "configs" / config, progress=True)
-        person = track_people(rec, shared_root() / "video" / folder / "gt")
-        rows.append((name, "calibrated (ground)", score(rec, build_labels([rec]), person)))
-        hidden = replace(rec, cameras=dict.fromkeys(rec.cameras, None), geometry=None)
+        harvested = harvest(PROJECT_ROOT / "configs" / config, progress=True)
+        gt_dir = shared_root() / "video" / folder / "gt"
+        cut = split_at_crossings(harvested)
+        hidden = replace(harvested, cameras=dict.fromkeys(harvested.cameras, None), geometry=None)
         emb = track_embeddings([hidden], args.weights)
-        before = old_rule(hidden, emb)
-        rows.append((name, "hidden, baseline (one camera's pairs, q0.99)", score(hidden, before, person)))
-        for q in args.quantiles:
-            mark = " (default)" if q == DEFAULT_QUANTILE else ""
-            rows.append((name, f"hidden, q{q}{mark}", score(hidden, build_labels([hidden], emb, appearance_quantile=q),
-                                                              person)))
+        variants = [("calibrated (ground)", cut, None)]
+        if args.compare_cuts:
+            variants.append(("calibrated (ground), whole tracks", harvested, None))
+        variants.append(("hidden, baseline (one camera's pairs, q0.99)", hidden, old_rule))
+        variants += [(f"hidden, q{q}" + (" (default)" if q == DEFAULT_QUANTILE else ""), hidden, q)
+                     for q in args.quantiles]
+        if args.compare_cuts:  # what cutting would do where only appearance can join the pieces again
+            cut_hidden = replace(cut, cameras=hidden.cameras, geometry=None)
+            variants.append((f"hidden, q{DEFAULT_QUANTILE}, tracks cut at crossings", cut_hidden, DEFAULT_QUANTILE))
+        for how, rec, rule in variants:
+            person, crop_person = track_people(rec, gt_dir), crop_people(rec, gt_dir)
+            rec_emb = emb if rec is hidden else track_embeddings([rec], args.weights)
+            labels = rule(rec, rec_emb) if callable(rule) else \
+                build_labels([rec], rec_emb) if rule is None else build_labels([rec], rec_emb, appearance_quantile=rule)
+            rows.append((name, how, score(rec, labels, person, crop_person)))
     print(f"Pseudo-identities against the ground truth; {platform.machine()} CPU x{os.cpu_count()}; weights "
           f"{args.weights.name}; calibration hidden = merges on appearance")
-    print(f"{'clip':<10}{'labelling':<48}{'labels':>7}{'people':>7}{'cross pairs right':>19}{'purity':>8}"
-          f"{'threshold':>10}")
+    print(f"{'clip':<10}{'labelling':<62}{'labels':>7}{'people':>7}{'cross pairs right':>19}{'crops':>7}"
+          f"{'purity':>8}{'crop purity':>12}{'nobody':>8}{'threshold':>10}")
     for name, how, r in rows:
         share = f"{r['right']}/{r['pairs']}" + (f" ({r['right'] / r['pairs']:.2f})" if r["pairs"] else "")
         thr = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
-        print(f"{name:<10}{how:<48}{r['labels']:>7}{r['people']:>7}{share:>19}{r['purity']:>8.3f}{thr:>10}")
+        print(f"{name:<10}{how:<62}{r['labels']:>7}{r['people']:>7}{share:>19}{r['crops']:>7}{r['purity']:>8.3f}"
+              f"{r['crop_purity']:>12.3f}{r['nobody']:>8}{thr:>10}")
     return 0
 
 

@@ -3,7 +3,8 @@
     python -m reid.adapt --cameras cams.yaml [--cameras more.yaml ...] [--duration S] --out DIR
                          [--weights W] [--time-budget-s 1000] [--epochs 10] [--resume]
 
-1. Replays each config's recorded cameras through the pipeline's detector and tracker (:mod:`reid.adapt.harvest`).
+1. Replays each config's recorded cameras through the pipeline's detector and tracker (:mod:`reid.adapt.harvest`),
+   and cuts a calibrated camera's tracks where they come out of a crossing.
 2. Builds pseudo-identities from what the video proves (:mod:`reid.adapt.pseudo`).
 3. Writes them as a Market-layout dataset in ``DIR/data`` (:mod:`reid.adapt.dataset`), the last 20 % of each
    camera's video held out to check the result.
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from reid.adapt.dataset import MANIFEST, write_dataset, write_rehearsal
-from reid.adapt.harvest import HarvestError, Recording, embed_tracks, harvest_all, unit
+from reid.adapt.harvest import HarvestError, Recording, embed_tracks, harvest_all, split_at_crossings, unit
 from reid.adapt.pseudo import Key, build_labels
 from reid.data import DatasetError, load_market
 from reid.log import setup_logging
@@ -127,7 +128,7 @@ def prepare(args: argparse.Namespace, weights: Path, data: Path, rehearse: Path 
         log.info("resuming: reusing the harvest in %s", data)
         return json.loads(state_path.read_text())
     t0 = time.perf_counter()
-    recordings = harvest_all(args.cameras, args.duration, args.max_crops_per_track)
+    recordings = [split_at_crossings(r) for r in harvest_all(args.cameras, args.duration, args.max_crops_per_track)]
     labels = build_labels(recordings, track_embeddings(recordings, weights))
     log.info("pseudo-identities: %s", json.dumps(labels.summary()))
     summary = write_dataset(recordings, labels, data, args.holdout)

@@ -8,6 +8,10 @@ another camera.
 A crop is kept only when it is *clean*: no other detection of the frame overlaps its box by more than
 :data:`detectors.appearance.CLEAN_IOU`, and it is tall enough to embed. In a crowd the person in front leaks into
 the crop of the one behind; a pseudo-label on such a crop would teach the network to confuse the two.
+
+A calibrated camera's track is cut where it comes out of a crossing (:func:`split_at_crossings`): a tracker that
+follows two people through a crossing sometimes comes out on the other one, and nothing on one camera tells which,
+so only the stretch between two crossings is surely one person; the other view's ground joins the pieces again.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,8 @@ from detectors.types import Detections, within_roi
 from reid.identity.geometry import GeometryConfig, Homography, foot_points
 
 log = logging.getLogger(__name__)
+
+PIECE_STRIDE = 1_000_000  # piece n of track k is k * PIECE_STRIDE + n (a track has far fewer sightings than this)
 
 
 class HarvestError(ValueError):
@@ -42,7 +48,8 @@ class Crop:
 
 @dataclass
 class HarvestedTrack:
-    """One per-camera track: its sightings (video time, xyxy box, ground x/y or NaN) and its clean crops."""
+    """One per-camera track: its sightings (video time, xyxy box, ground x/y or NaN, whether another detection
+    overlapped it) and its clean crops."""
 
     recording: str
     camera_id: str
@@ -50,6 +57,7 @@ class HarvestedTrack:
     ts: list[float] = field(default_factory=list)
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
     ground: list[tuple[float, float]] = field(default_factory=list)
+    crowded: list[bool] = field(default_factory=list)
     crops: list[Crop] = field(default_factory=list)
 
     @property
@@ -94,7 +102,7 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
     from detectors import PersonDetector
     from detectors.tracking import BestCropSelector
     from pipeline.config import load_config
-    from pipeline.detect_stage import camera_tracker, embed_detections
+    from pipeline.detect_stage import association_reid, camera_tracker, embed_detections
     from pipeline.sources import camera_fps, camera_stride, is_video_file, probe_video, video_frames
 
     config_path = Path(config_path)
@@ -108,7 +116,8 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
         log.warning("%s: cameras %s are not recorded video files and are left out", config_path, skipped)
     d = cfg.detector
     detector = PersonDetector(d.weights, imgsz=d.imgsz, conf=d.conf, iou=d.iou, device=d.device)
-    embedder = cfg.reid.build_embedder() if d.appearance.enabled and d.tracker == "bytetrack" else None
+    # The association's own embedder, as the detect stage builds it: the tracker must group crops as the pipeline's.
+    embedder = association_reid(cfg).build_embedder() if d.appearance.enabled and d.tracker == "bytetrack" else None
     name = cfg.name or config_path.stem
     tracks: list[HarvestedTrack] = []
     durations: dict[str, float] = {}
@@ -152,7 +161,7 @@ def _collect(tracked: Detections, all_boxes: np.ndarray, frame: np.ndarray, inde
     overlap = box_iou(boxes, np.asarray(all_boxes, np.float64)) if len(all_boxes) else np.zeros((len(ids), 0))
     # a tracked box is one of the frame's detections: its own IoU of 1 is not an overlap
     overlap[overlap > 0.999] = 0.0
-    clean = overlap.max(axis=1) <= CLEAN_IOU if overlap.shape[1] else np.ones(len(ids), bool)
+    crowded = overlap.max(axis=1) > CLEAN_IOU if overlap.shape[1] else np.zeros(len(ids), bool)
     ground = homography.project(foot_points(boxes))[0] if homography is not None else None
     views = crop_views(frame, boxes, pad_frac)
     for i, tid in enumerate(ids.tolist()):
@@ -161,8 +170,45 @@ def _collect(tracked: Detections, all_boxes: np.ndarray, frame: np.ndarray, inde
         t.ts.append(ts)
         t.boxes.append(b)  # type: ignore[arg-type]
         t.ground.append((float(ground[i, 0]), float(ground[i, 1])) if ground is not None else (math.nan, math.nan))
-        if clean[i] and b[3] - b[1] >= min_height and crop_problem(views[i]) is None:
+        t.crowded.append(bool(crowded[i]))
+        if not crowded[i] and b[3] - b[1] >= min_height and crop_problem(views[i]) is None:
             t.crops.append(Crop(ts, index, views[i].copy()))
+
+
+def pieces(t: HarvestedTrack) -> list[HarvestedTrack]:
+    """``t`` cut at each sighting where it comes clear of another detection's box (overlap above
+    :data:`detectors.appearance.CLEAN_IOU`) after one or more crowded sightings; the crowded sightings stay with the
+    piece before (they carry no crop). Piece ``n`` of track ``k`` is numbered ``k * PIECE_STRIDE + n``.
+
+    Why: on the crowd clip, scored with its ground truth (``benchmarks/pseudo_labels.py``), 5 % of the whole
+    tracks' crops are another person than their label's, nearly all taken after a crossing the tracker came out
+    of on the wrong person; pieces halve that. A piece's label and its track's other pieces' are not proven two
+    people, so training never sets them apart (:meth:`reid.adapt.pseudo.PseudoLabels.unknown_pairs`); the ground
+    joins the pieces of one person again where another calibrated view saw them."""
+    out: list[HarvestedTrack] = []
+    piece = None
+    for i, ts in enumerate(t.ts):
+        if piece is None or (t.crowded[i - 1] and not t.crowded[i]):
+            piece = HarvestedTrack(t.recording, t.camera_id, t.track_id * PIECE_STRIDE + len(out))
+            out.append(piece)
+        piece.ts.append(ts)
+        piece.boxes.append(t.boxes[i])
+        piece.ground.append(t.ground[i])
+        piece.crowded.append(t.crowded[i])
+    crops = {c.ts: c for c in t.crops}
+    for p in out:
+        p.crops = [crops[ts] for ts in p.ts if ts in crops]
+    return out
+
+
+def split_at_crossings(recording: Recording) -> Recording:
+    """The recording with each track of a calibrated camera cut into :func:`pieces`; an uncalibrated camera's
+    tracks stay whole. Why not those: there only appearance can join the pieces again, and the merge threshold it
+    sets from pairs proven two people does worse on pieces (crowd clip with its calibration hidden, crops of the
+    label's main person: 0.90 with whole tracks, 0.81 with pieces; ``benchmarks/pseudo_labels.py
+    --compare-cuts``)."""
+    return replace(recording, tracks=[p for t in recording.tracks
+                                      for p in (pieces(t) if recording.cameras.get(t.camera_id) is not None else [t])])
 
 
 def unit(v: np.ndarray) -> np.ndarray:
