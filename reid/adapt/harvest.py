@@ -59,6 +59,7 @@ class HarvestedTrack:
     ground: list[tuple[float, float]] = field(default_factory=list)
     crowded: list[bool] = field(default_factory=list)
     crops: list[Crop] = field(default_factory=list)
+    parent: int | None = None  # a piece's track (:func:`pieces`)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -182,14 +183,13 @@ def pieces(t: HarvestedTrack) -> list[HarvestedTrack]:
 
     Why: on the crowd clip, scored with its ground truth (``benchmarks/pseudo_labels.py``), 5 % of the whole
     tracks' crops are another person than their label's, nearly all taken after a crossing the tracker came out
-    of on the wrong person; pieces halve that. A piece's label and its track's other pieces' are not proven two
-    people, so training never sets them apart (:meth:`reid.adapt.pseudo.PseudoLabels.unknown_pairs`); the ground
-    joins the pieces of one person again where another calibrated view saw them."""
+    of on the wrong person. :func:`reid.adapt.pseudo.build_labels` joins the pieces again unless the other view's
+    ground puts two of them with different people."""
     out: list[HarvestedTrack] = []
     piece = None
     for i, ts in enumerate(t.ts):
         if piece is None or (t.crowded[i - 1] and not t.crowded[i]):
-            piece = HarvestedTrack(t.recording, t.camera_id, t.track_id * PIECE_STRIDE + len(out))
+            piece = HarvestedTrack(t.recording, t.camera_id, t.track_id * PIECE_STRIDE + len(out), parent=t.track_id)
             out.append(piece)
         piece.ts.append(ts)
         piece.boxes.append(t.boxes[i])

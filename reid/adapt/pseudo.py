@@ -1,6 +1,8 @@
 """Pseudo-identities from what the video itself proves, without a single label.
 
-- The crops of one track are one person (the tracker's word; tracks are cut where it lost the person).
+- The crops of one track are one person (the tracker's word; tracks are cut where it lost the person). A
+  calibrated camera's track comes cut where it left a crossing (:func:`reid.adapt.harvest.pieces`): its pieces
+  are one person again unless the ground put two of them with different people (:func:`_rejoin_pieces`).
 - Two tracks of one camera seen at the same time are two people: they never share a label (cannot-link).
 - Two tracks of overlapping calibrated views standing at one ground place at the same time are one person: their
   labels merge. The verdict is the identity tracker's own (:func:`reid.identity.links.links_for`: the median
@@ -22,6 +24,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -49,6 +52,7 @@ class PseudoLabels:
     # (one track; ground agreement). The held-out check uses these, so it cannot reward those weights' own merges.
     evidence: dict[Key, Key]
     apart: set[frozenset[int]]  # pairs of labels proven two people (a cannot-link between their tracks)
+    rejoined: int = 0  # consecutive pieces of one track put back together (:func:`_rejoin_pieces`)
 
     @property
     def num_labels(self) -> int:
@@ -69,7 +73,8 @@ class PseudoLabels:
         return {"tracks": len(self.labels), "pseudo_identities": self.num_labels,
                 "seen_by_several_cameras": multi, "ground_links": self.ground_links,
                 "appearance_links": self.appearance_links, "refused_merges": self.refused,
-                "cannot_links": self.cannot_links, "label_pairs_proven_apart": len(self.apart),
+                "cannot_links": self.cannot_links, "pieces_rejoined": self.rejoined,
+                "label_pairs_proven_apart": len(self.apart),
                 "label_pairs_unknown": len(self.unknown_pairs()),
                 "appearance_threshold": None if self.appearance_threshold is None
                 else round(self.appearance_threshold, 4)}
@@ -169,6 +174,7 @@ def build_labels(recordings: Sequence[Recording], embeddings: Mapping[Key, np.nd
         done = groups.merge(a, b)
         ground_links += done is True
         refused += done is False
+    rejoined = _rejoin_pieces(groups, tracks)
     evidence = {k: groups.find(k) for k in tracks}
     appearance_links, threshold = 0, None
     if appearance_pairs and embeddings:
@@ -191,7 +197,34 @@ def build_labels(recordings: Sequence[Recording], embeddings: Mapping[Key, np.nd
         next_label += 1
     apart = {frozenset((labels[a], labels[b])) for a, b in map(tuple, cannot) if a in labels and b in labels}
     return PseudoLabels(labels, ground_links, appearance_links, refused, len(cannot), threshold,
-                        {k: evidence[k] for k in labels}, apart)
+                        {k: evidence[k] for k in labels}, apart, rejoined)
+
+
+def _rejoin_pieces(groups: _Groups, tracks: Mapping[Key, HarvestedTrack]) -> int:
+    """Put each track's consecutive pieces back into one group, unless the ground placed them with different
+    tracks of another camera (no track of that camera, pieces counted as their track, in both groups): there the
+    tracker came out of the crossing on someone else, as the other view shows. Where nothing contradicts the
+    tracker, its word stands (a piece alone would be a label of its own, which training could not set apart from
+    the rest of its person). A constraint still refuses a merge. Returns the merges made."""
+    def whole(k: Key) -> Key:
+        parent = tracks[k].parent
+        return k if parent is None else (k[0], k[1], parent)
+
+    def partners(k: Key) -> set[Key]:
+        return {whole(m) for m in groups.members[groups.find(k)] if m[1] != k[1]}
+
+    by_track: defaultdict[Key, list[Key]] = defaultdict(list)
+    for k, t in tracks.items():
+        if t.parent is not None:
+            by_track[whole(k)].append(k)
+    made = 0
+    for keys in by_track.values():
+        keys.sort(key=lambda k: tracks[k].start_ts)
+        for a, b in pairwise(keys):
+            pa, pb = partners(a), partners(b)
+            if not (pa and pb and not pa & pb):
+                made += groups.merge(a, b) is True
+    return made
 
 
 def cross_camera_negatives(tracks: Sequence[HarvestedTrack], pairs: Sequence[tuple[Key, Key]],

@@ -4,7 +4,9 @@ constraints, the guard rails, and a whole ``python -m reid.adapt`` run that neve
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from pipeline.evaluate_mtmc import person_votes, read_mot
 from reid.adapt.__main__ import main as adapt_main
 from reid.adapt.__main__ import track_embeddings
 from reid.adapt.dataset import _checked
-from reid.adapt.harvest import HarvestError, harvest
+from reid.adapt.harvest import PIECE_STRIDE, HarvestError, harvest, pieces, split_at_crossings
 from reid.adapt.pseudo import build_labels, cross_camera_negatives, overlapping
 from reid.paths import PROJECT_ROOT
 from reid.weights import read_weights
@@ -104,11 +106,53 @@ def test_pseudo_identities_without_calibration(crowd_harvest):
     assert len(checked) == len(held), "a label's appearance-merged tracks are left out of the check"
 
 
+def _crop_purity(rec, labels) -> float:
+    """The share of the labelled crops that are their label's main person, each crop's person its own box's
+    (scoring only)."""
+    gt = {c: read_mot(CROWD / "gt" / f"{c}.txt") for c in rec.cameras}
+    by_label: dict[int, Counter] = {}
+    for t in rec.tracks:
+        if t.key in labels.labels:
+            box_at = dict(zip(t.ts, t.boxes, strict=True))
+            for c in t.crops:
+                (who,) = person_votes([c.ts], [box_at[c.ts]], gt[t.camera_id], 25)
+                if who != -1:
+                    by_label.setdefault(labels.labels[t.key], Counter())[who] += 1
+    return sum(v.most_common(1)[0][1] for v in by_label.values()) / sum(sum(v.values()) for v in by_label.values())
+
+
+def test_tracks_are_cut_where_they_come_out_of_a_crossing(crowd_harvest):
+    """A calibrated camera's track is cut at its first clear sighting after crowded ones; the pieces hold the
+    track's sightings and crops in order, and the labels built on them hold fewer crops of a second person (the
+    tracker's swaps at crossings) while co-visible pieces never share a label."""
+    cut = split_at_crossings(crowd_harvest)
+    assert len(cut.tracks) > len(crowd_harvest.tracks)
+    by_track: dict[tuple, list] = {}
+    for p in cut.tracks:
+        by_track.setdefault((p.recording, p.camera_id, p.track_id // PIECE_STRIDE), []).append(p)
+    assert len({p.key for p in cut.tracks}) == len(cut.tracks)
+    for t in crowd_harvest.tracks:
+        parts = by_track[t.key]
+        assert [x for p in parts for x in p.ts] == t.ts and [c for p in parts for c in p.crops] == t.crops
+        for before, after in pairwise(parts):
+            assert before.crowded[-1] and not after.crowded[0]
+        for p in parts:  # one cut per exit: no piece comes clear of a crossing inside
+            assert not any(was and not now for was, now in pairwise(p.crowded))
+        assert all(not p.crowded[p.ts.index(c.ts)] for p in parts for c in p.crops)
+    whole, labels = build_labels([crowd_harvest]), build_labels([cut])
+    _check_labels(cut, labels)
+    assert _crop_purity(cut, labels) > _crop_purity(crowd_harvest, whole)
+    # Without calibration nothing but appearance could join the pieces again: tracks stay whole.
+    hidden = replace(crowd_harvest, cameras=dict.fromkeys(crowd_harvest.cameras), geometry=None)
+    assert split_at_crossings(hidden).tracks == hidden.tracks
+    assert pieces(crowd_harvest.tracks[0])[0].track_id == crowd_harvest.tracks[0].track_id * PIECE_STRIDE
+
+
 def test_clean_crops_only_and_bounded_per_track(crowd_harvest):
     for t in crowd_harvest.tracks:
         assert len(t.crops) <= 40
         assert all(c.image.ndim == 3 and c.image.shape[0] >= 48 for c in t.crops)
-        assert len(t.ts) == len(t.boxes) == len(t.ground)
+        assert len(t.ts) == len(t.boxes) == len(t.ground) == len(t.crowded)
 
 
 def test_a_config_without_recorded_video_is_refused(tmp_path):
