@@ -123,17 +123,19 @@ def _crop_purity(rec, labels) -> float:
 
 def test_tracks_are_cut_where_they_come_out_of_a_crossing(crowd_harvest):
     """A calibrated camera's track is cut at its first clear sighting after crowded ones; the pieces hold the
-    track's sightings and crops in order, and the labels built on them hold fewer crops of a second person (the
-    tracker's swaps at crossings) while co-visible pieces never share a label."""
+    track's sightings and crops in order. The labels put a track's consecutive pieces together again unless the
+    other view placed them with different tracks, hold fewer crops of a second person than whole tracks do (the
+    tracker's swaps at crossings), and never join co-visible pieces."""
     cut = split_at_crossings(crowd_harvest)
     assert len(cut.tracks) > len(crowd_harvest.tracks)
     by_track: dict[tuple, list] = {}
     for p in cut.tracks:
-        by_track.setdefault((p.recording, p.camera_id, p.track_id // PIECE_STRIDE), []).append(p)
+        by_track.setdefault((p.recording, p.camera_id, p.parent), []).append(p)
     assert len({p.key for p in cut.tracks}) == len(cut.tracks)
     for t in crowd_harvest.tracks:
         parts = by_track[t.key]
         assert [x for p in parts for x in p.ts] == t.ts and [c for p in parts for c in p.crops] == t.crops
+        assert [p.track_id // PIECE_STRIDE for p in parts] == [t.track_id] * len(parts)
         for before, after in pairwise(parts):
             assert before.crowded[-1] and not after.crowded[0]
         for p in parts:  # one cut per exit: no piece comes clear of a crossing inside
@@ -142,10 +144,26 @@ def test_tracks_are_cut_where_they_come_out_of_a_crossing(crowd_harvest):
     whole, labels = build_labels([crowd_harvest]), build_labels([cut])
     _check_labels(cut, labels)
     assert _crop_purity(cut, labels) > _crop_purity(crowd_harvest, whole)
+    # Consecutive pieces share a label unless the other view's tracks with them differ, or a constraint (two
+    # people seen together) separates their labels.
+    together = apart = 0
+    for parts in by_track.values():
+        for a, b in pairwise(parts):
+            if a.key not in labels.labels or b.key not in labels.labels:
+                continue
+            la, lb = labels.labels[a.key], labels.labels[b.key]
+            if la == lb:
+                together += 1
+                continue
+            apart += 1
+            seen_with = [{(k[1], k[2] // PIECE_STRIDE) for k, v in labels.labels.items()
+                          if v == lab and k[1] != a.camera_id} for lab in (la, lb)]
+            assert (seen_with[0] and seen_with[1]) or frozenset((la, lb)) in labels.apart
+    assert together > apart > 0 and labels.rejoined > 0
     # Without calibration nothing but appearance could join the pieces again: tracks stay whole.
     hidden = replace(crowd_harvest, cameras=dict.fromkeys(crowd_harvest.cameras), geometry=None)
     assert split_at_crossings(hidden).tracks == hidden.tracks
-    assert pieces(crowd_harvest.tracks[0])[0].track_id == crowd_harvest.tracks[0].track_id * PIECE_STRIDE
+    assert pieces(crowd_harvest.tracks[0])[0].parent == crowd_harvest.tracks[0].track_id
 
 
 def test_clean_crops_only_and_bounded_per_track(crowd_harvest):
