@@ -181,10 +181,10 @@ def pieces(t: HarvestedTrack) -> list[HarvestedTrack]:
     :data:`detectors.appearance.CLEAN_IOU`) after one or more crowded sightings; the crowded sightings stay with the
     piece before (they carry no crop). Piece ``n`` of track ``k`` is numbered ``k * PIECE_STRIDE + n``.
 
-    Why: on the crowd clip, scored with its ground truth (``benchmarks/pseudo_labels.py``), 5 % of the whole
-    tracks' crops are another person than their label's, nearly all taken after a crossing the tracker came out
-    of on the wrong person. :func:`reid.adapt.pseudo.build_labels` joins the pieces again unless the other view's
-    ground puts two of them with different people."""
+    Why: on the crowd clip, scored with its ground truth (``benchmarks/pseudo_labels.py --compare-cuts``), 5 % of
+    the whole tracks' crops are another person than their label's, taken after the tracker came out of a
+    crossing on the wrong person; pieces never joined again halve that. :func:`reid.adapt.pseudo.build_labels`
+    joins the pieces again unless the other view's ground puts two of them with different people."""
     out: list[HarvestedTrack] = []
     piece = None
     for i, ts in enumerate(t.ts):
@@ -203,10 +203,9 @@ def pieces(t: HarvestedTrack) -> list[HarvestedTrack]:
 
 def split_at_crossings(recording: Recording) -> Recording:
     """The recording with each track of a calibrated camera cut into :func:`pieces`; an uncalibrated camera's
-    tracks stay whole. Why not those: there only appearance can join the pieces again, and the merge threshold it
-    sets from pairs proven two people does worse on pieces (crowd clip with its calibration hidden, crops of the
-    label's main person: 0.90 with whole tracks, 0.81 with pieces; ``benchmarks/pseudo_labels.py
-    --compare-cuts``)."""
+    tracks stay whole. Why not those: there only appearance can join the pieces again, and it joins them badly
+    (crowd clip with its calibration hidden: of the cross-camera pairs of tracks sharing a label, 0.85 are one
+    person with whole tracks, 0.33 with pieces; ``benchmarks/pseudo_labels.py --compare-cuts``)."""
     return replace(recording, tracks=[p for t in recording.tracks
                                       for p in (pieces(t) if recording.cameras.get(t.camera_id) is not None else [t])])
 
