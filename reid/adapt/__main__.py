@@ -14,9 +14,9 @@
 5. Guard rail: the pseudo-label consistency (held-out Rank-1 / mAP of finding a pseudo-identity in another
    camera) is measured with the starting weights and after; adapted weights that score a lower mAP are not
    written: the run says so and exits with status 3.
-6. Writes ``DIR/model.pt`` (use it as ``reid.weights`` in the config) with a model card, also as ``DIR/card.json``:
-   the video, the tracks and pseudo-identities, the schedule, the time, the figures and the starting weights'
-   SHA-256.
+6. Writes ``DIR/model.pt`` (use it as ``reid.weights`` in the config, with ``detector.appearance.weights`` kept
+   on the starting weights) with a model card, also as ``DIR/card.json``: the video, the tracks and
+   pseudo-identities, the schedule, the time, the figures and the starting weights' SHA-256.
 
 Nothing here reads ground truth: only the configs, their videos and homographies.
 """
