@@ -14,8 +14,8 @@
 5. Guard rail: the pseudo-label consistency (held-out Rank-1 / mAP of finding a pseudo-identity in another
    camera) is measured with the starting weights and after; adapted weights that score a lower mAP are not
    written: the run says so and exits with status 3.
-6. Writes ``DIR/model.pt`` (use it as ``reid.weights`` in the config, with ``detector.appearance.weights`` kept
-   on the starting weights) with a model card, also as ``DIR/card.json``: the video, the tracks and
+6. Writes ``DIR/model.pt`` (use it as ``reid.weights`` in the config; ``detector.appearance.weights`` may keep
+   the tracker on the starting weights) with a model card, also as ``DIR/card.json``: the video, the tracks and
    pseudo-identities, the schedule, the time, the figures and the starting weights' SHA-256.
 
 Nothing here reads ground truth: only the configs, their videos and homographies.
@@ -203,10 +203,11 @@ def adapt(args: argparse.Namespace) -> int:
     torch.save(payload, tmp)
     tmp.replace(out)
     (args.out / "card.json").write_text(json.dumps(payload["card"], indent=1, default=str))
-    # The per-camera tracker stays on the starting weights: adapted ones cost the crowd clip 0.09 MTMC IDF1 there
-    # through one swapped track, while in the matcher they are level (README, "Learn your cameras").
-    log.info("wrote %s; card in %s. In the config: reid.weights: %s, and detector.appearance.weights: %s to keep "
-             "the tracker on the starting weights", out, args.out / "card.json", out, args.weights)
+    # Whether the per-camera tracker should take them too depends on the site (README, "Learn your cameras"): on
+    # terrace1's crowd they cost 0.09 MTMC IDF1 through one swapped track, on campus4 they give its 6 identities.
+    log.info("wrote %s; card in %s. In the config: reid.weights: %s (the tracker follows it unless "
+             "detector.appearance.weights: %s keeps the starting weights; benchmarks/adapt_site.py measures both)",
+             out, args.out / "card.json", out, args.weights)
     return 0
 
 
