@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mtmc_accuracy import CLIPS  # noqa: E402
 
-from pipeline.evaluate_mtmc import person_votes, read_folder  # noqa: E402
+from pipeline.evaluate_mtmc import MotSequence, person_votes, read_folder  # noqa: E402
 from reid.adapt.__main__ import track_embeddings  # noqa: E402
 from reid.adapt.harvest import Recording, harvest, split_at_crossings  # noqa: E402
 from reid.adapt.pseudo import PseudoLabels, build_labels  # noqa: E402
@@ -51,9 +51,8 @@ FPS = 25  # the terrace1 clips' frame rate: ground-truth frame = video time x FP
 DEFAULT_QUANTILE = inspect.signature(build_labels).parameters["appearance_quantile"].default
 
 
-def track_people(rec: Recording, gt_dir: Path) -> dict[tuple[str, str, int], int]:
+def track_people(rec: Recording, gt: dict[str, MotSequence]) -> dict[tuple[str, str, int], int]:
     """Each harvested track's ground-truth person (-1: most of its boxes match nobody)."""
-    gt = read_folder(gt_dir)
     out = {}
     for t in rec.tracks:
         votes = person_votes(t.ts, t.boxes, gt[t.camera_id], FPS)
@@ -61,9 +60,8 @@ def track_people(rec: Recording, gt_dir: Path) -> dict[tuple[str, str, int], int
     return out
 
 
-def crop_people(rec: Recording, gt_dir: Path) -> dict[tuple[str, str, int], list[int]]:
+def crop_people(rec: Recording, gt: dict[str, MotSequence]) -> dict[tuple[str, str, int], list[int]]:
     """Each harvested track's crops' ground-truth persons, in crop order (-1: the crop's box matches nobody)."""
-    gt = read_folder(gt_dir)
     out = {}
     for t in rec.tracks:
         box_at = dict(zip(t.ts, t.boxes, strict=True))
@@ -143,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.clips:
         config, folder = CLIPS[name]
         harvested = harvest(PROJECT_ROOT / "configs" / config, progress=True)
-        gt_dir = shared_root() / "video" / folder / "gt"
+        gt = read_folder(shared_root() / "video" / folder / "gt")
         cut = split_at_crossings(harvested)
         hidden = replace(harvested, cameras=dict.fromkeys(harvested.cameras, None), geometry=None)
         emb = track_embeddings([hidden], args.weights)
@@ -157,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             cut_hidden = replace(cut, cameras=hidden.cameras, geometry=None)
             variants.append((f"hidden, q{DEFAULT_QUANTILE}, tracks cut at crossings", cut_hidden, DEFAULT_QUANTILE))
         for how, rec, rule in variants:
-            person, crop_person = track_people(rec, gt_dir), crop_people(rec, gt_dir)
+            person, crop_person = track_people(rec, gt), crop_people(rec, gt)
             rec_emb = emb if rec is hidden else track_embeddings([rec], args.weights)
             labels = rule(rec, rec_emb) if callable(rule) else \
                 build_labels([rec], rec_emb) if rule is None else build_labels([rec], rec_emb, appearance_quantile=rule)

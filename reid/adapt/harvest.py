@@ -117,8 +117,9 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
         log.warning("%s: cameras %s are not recorded video files and are left out", config_path, skipped)
     d = cfg.detector
     detector = PersonDetector(d.weights, imgsz=d.imgsz, conf=d.conf, iou=d.iou, device=d.device)
+    trackers = {cam.id: camera_tracker(cfg, cam, selector=BestCropSelector(1, min_gap_s=math.inf)) for cam in recorded}
     # The association's own embedder, as the detect stage builds it: the tracker must group crops as the pipeline's.
-    embedder = association_reid(cfg).build_embedder() if d.appearance.enabled and d.tracker == "bytetrack" else None
+    embedder = association_reid(cfg).build_embedder() if any(t.wants_embeddings for t in trackers.values()) else None
     name = cfg.name or config_path.stem
     tracks: list[HarvestedTrack] = []
     durations: dict[str, float] = {}
@@ -126,7 +127,7 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
         fps = camera_fps(cam)
         stride = camera_stride(cam, fps)
         _, count = probe_video(cam.source)
-        tracker = camera_tracker(cfg, cam, selector=BestCropSelector(1, min_gap_s=math.inf))
+        tracker = trackers[cam.id]
         homography = cam.ground()
         open_tracks: dict[int, HarvestedTrack] = {}
         last_ts = 0.0
@@ -136,7 +137,8 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
                    disable=None if progress else True)  # None: shown on a terminal only
         for index, ts, frame in bar:
             dets = within_roi(detector.detect([frame])[0], cam.roi)  # as the detect stage does
-            embs = embed_detections(embedder, [frame], [dets], d.crop_pad_frac)[0][0] if embedder is not None else None
+            embs = embed_detections(embedder, [frame], [dets], d.crop_pad_frac)[0][0] \
+                if embedder is not None and tracker.wants_embeddings else None
             tracker.update(frame, index, ts, Detections(dets.xyxy, dets.conf), embs)
             _collect(tracker.tracks, dets.xyxy, frame, index, ts, name, cam.id, homography, open_tracks,
                      d.crop_pad_frac, d.min_crop_height_px)
