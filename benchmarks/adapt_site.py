@@ -85,7 +85,7 @@ def mtmc(weights: Path, clip: str, port: int, tracker_weights: Path | None = Non
                      tracker_weights=tracker_weights)
         gt, frames = read_folder(shared_root() / "video" / folder / "gt"), read_frames(Path(tracks))
         result = evaluate(read_folder(Path(tracks)), gt, frames)
-        bound = loss_breakdown(run["raw"], gt, frames)["track_bound"]["mtmc_idf1"]
+        bound = loss_breakdown(run["raw"], gt, frames, linked=run["linked"])["track_bound"]["mtmc_idf1"]
     return {"mtmc_idf1": result["mtmc_idf1"], "ids": run["ids"], "people": result["num_gt_ids"], "track_bound": bound}
 
 

@@ -11,7 +11,10 @@ truth, and its per-camera tracks before linking, scored by ``pipeline.evaluate_m
 - unfilled: the MTMC IDF1 of the detected boxes alone, before ``--tracks-out`` fills the frames a person was
   missed on (``pipeline.gaps``; what filling adds is the difference);
 - tracker alone: IDF1 of the raw per-camera track ids;
-- track bound: MTMC IDF1 if these tracks were linked perfectly (the gap to it: the linking's loss);
+- track bound: MTMC IDF1 if these tracks were linked perfectly (the gap to it: the linking's loss); a track the
+  identity stage split where it swapped people (``track.split``) counts as its parts;
+- splits: how many tracks it split so, and how many of those at a change of person (scored with the ground truth,
+  the 2 s before the cut against the 2 s after);
 - detection bound: MTMC IDF1 if these boxes were tracked perfectly (the gap to 1: the detector's loss).
 
 The last three use each track's boxes with its own gaps filled (not those between two tracks of one identity,
@@ -55,7 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detectors.appearance import box_iou  # noqa: E402
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
-from pipeline.evaluate_mtmc import evaluate, loss_breakdown, read_folder, read_frames  # noqa: E402
+from pipeline.evaluate_mtmc import MotSequence, evaluate, loss_breakdown, read_folder, read_frames, track_person  # noqa: E402
+from pipeline.events import track_parts  # noqa: E402
 from pipeline.gaps import GapFiller, TrackLog  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
 from pipeline.tracks_out import raw_tracks, read_track_log, write_tracks  # noqa: E402
@@ -98,18 +102,22 @@ def replay(config_path: Path, speed: float | None, port: int, tracks_out: Path |
         if code != 0:
             raise SystemExit(f"replay of {config_path} failed with exit code {code}")
         events = list(sup.recorder.spilled())
-        raw = None
+        raw = linked = None
+        parts = track_parts(events)
         if tracks_out is not None:
             cams, filler = [c.id for c in cfg.cameras], GapFiller.from_config(cfg)
             write_tracks(cfg.resolved_run_dir, cams, events, tracks_out, filler=filler)
             write_tracks(cfg.resolved_run_dir, cams, events, tracks_out / UNFILLED)
             raw = raw_tracks(cfg.resolved_run_dir, cams, filler=filler)
-        track_logs = {c.id: read_track_log(cfg.resolved_run_dir, c.id) for c in cfg.cameras} if logs else None
+            linked = raw_tracks(cfg.resolved_run_dir, cams, filler=filler, parts=parts)
+        track_logs = {c.id: read_track_log(cfg.resolved_run_dir, c.id, parts) for c in cfg.cameras} if logs else None
         duration = max(e["video_ts"] for e in events) if events else float("nan")
         decided = [(e["camera_id"], e["track_id"], e["global_id"]) for e in events if e["kind"] != "track.ended"]
         decisions = sorted(decided)
         return {"ids": len({e["global_id"] for e in events if e.get("global_id") is not None}),
-                "wall_s": wall, "rt": duration / wall, "decisions": decisions, "raw": raw, "logs": track_logs,
+                "splits": [e for e in events if e["kind"] == "track.split"],
+                "wall_s": wall, "rt": duration / wall, "decisions": decisions, "raw": raw, "linked": linked,
+                "logs": track_logs,
                 "owners": {f"{cam}/{tid}": gid for cam, tid, gid in decided}}  # the latest decision wins
 
 
@@ -168,6 +176,20 @@ def _gate(on: bool) -> Callable[[PipelineConfig], PipelineConfig]:
     return lambda cfg: cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"ground_gate": on})})
 
 
+def right_splits(run: dict, gt: Mapping[str, MotSequence], window_s: float = 2.0) -> int:
+    """How many of the run's ``track.split`` events cut a track where its person changed: scored with the ground
+    truth, most of its boxes in the ``window_s`` before the cut and most in the ``window_s`` after are two people."""
+    right = 0
+    for e in run["splits"]:
+        log, t = run["logs"][e["camera_id"]], e["video_ts"]
+        before = [f for f, ts in log.times.items() if t - window_s <= ts < t]
+        after = [f for f, ts in log.times.items() if t <= ts < t + window_s]
+        g = gt[e["camera_id"]]
+        right += track_person(log.boxes, e["track_id"], g, before) != track_person(log.boxes, e["part_track_id"], g,
+                                                                                   after)
+    return right
+
+
 def _detect_fps(fps: float | None) -> Callable[[PipelineConfig], PipelineConfig]:
     """Every camera detects ``fps`` times a second instead of its config's rate (None: as configured)."""
     if fps is None:
@@ -187,12 +209,13 @@ def clip_rows(name: str, config: Path, gt_dir: Path, repeats: int, port: int, ba
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tracks:
                 run = replay(config, None, port, Path(tracks), appearance,
-                             adjust=lambda cfg, adjust=adjust: rate(adjust(cfg)))
+                             adjust=lambda cfg, adjust=adjust: rate(adjust(cfg)), logs=True)
                 frames = read_frames(Path(tracks))
                 gt = read_folder(gt_dir)
+                run["right_splits"] = right_splits(run, gt)
                 result = evaluate(read_folder(Path(tracks)), gt, frames)
                 result["unfilled"] = evaluate(read_folder(Path(tracks) / UNFILLED), gt, frames)["mtmc_idf1"]
-                bounds = loss_breakdown(run["raw"], gt, frames)
+                bounds = loss_breakdown(run["raw"], gt, frames, linked=run["linked"])
             scores.append((run, result, bounds))
         med = lambda f, scores=scores: statistics.median(f(*x) for x in scores)  # noqa: E731
         cams = sorted(scores[0][1]["per_camera"])
@@ -206,6 +229,7 @@ def clip_rows(name: str, config: Path, gt_dir: Path, repeats: int, port: int, ba
             **{f"det_recall_{c}": med(lambda r, s, b, c=c: s["per_camera"][c]["det_recall"]) for c in cams},
             "track_bound": med(lambda r, s, b: b["track_bound"]["mtmc_idf1"]),
             "detection_bound": med(lambda r, s, b: b["detection_bound"]["mtmc_idf1"]),
+            "splits": med(lambda r, s, b: len(r["splits"])), "right_splits": med(lambda r, s, b: r["right_splits"]),
             "rt": med(lambda r, s, b: r["rt"]), "same_as_first": None})
     base = rows[0]["rt"]
     for r in rows:
@@ -241,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             base = base or rt
             rows.append({"run": f"campus4 {'max' if speed is None else '1'}",
                          "ids": statistics.median(r["ids"] for r in runs), "people": "~5", "rt": rt,
+                         "splits": statistics.median(len(r["splits"]) for r in runs),
                          "ratio": rt / base, "same_as_first": all(r["decisions"] == first for r in runs),
                          "pairs": campus_pairs(runs[0]["owners"], runs[0]["logs"])})
     print(f"Cross-camera identity accuracy, median of {args.repeats} run(s) per row; {platform.machine()} CPU "
@@ -251,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
           f"campus run's; campus4 (hand-labelled tracks): MTMC = pair F1, IDF1 = pair precision/recall")
     head = f"{'run':<24}{'ids':>5}{'people':>7}{'MTMC':>7}{'unfilled':>9}{'IDF1 c0/c1':>13}{'alone c0/c1':>13}"
     head += f"{'det rec c0/c1':>15}"
-    print(head + f"{'track bnd':>10}{'det bnd':>9}{'RT':>7}{'ratio':>7}{'same':>6}")
+    print(head + f"{'track bnd':>10}{'det bnd':>9}{'splits':>7}{'RT':>7}{'ratio':>7}{'same':>6}")
     for r in rows:
         line = f"{r['run']:<24}{r['ids']:>5.0f}{str(r['people']):>7}"
         if "mtmc_idf1" in r:
@@ -266,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             line += " " * 76
         same = {None: "-", True: "yes", False: "NO"}[r["same_as_first"]]
-        print(line + f"{r['rt']:>7.2f}{r['ratio']:>7.2f}{same:>6}")
+        splits = f"{r['right_splits']:.0f}/{r['splits']:.0f}" if "right_splits" in r else f"{r['splits']:.0f}"
+        print(line + f"{splits:>7}{r['rt']:>7.2f}{r['ratio']:>7.2f}{same:>6}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

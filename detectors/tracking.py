@@ -268,6 +268,8 @@ class _Selection:
     sent: int = 0
     last_sent_ts: float = -math.inf
     best_sent_quality: float = -1.0
+    crossings_sent: int = 0
+    last_crossing_ts: float = -math.inf
 
 
 class BestCropSelector:
@@ -282,20 +284,33 @@ class BestCropSelector:
     gap in either would change with the frame or detection rate.
     ``finish()`` returns the best kept crop not sent yet, if it beats the sent ones. At most
     ``max_crops_per_track`` are sent in all, one of them kept for ``finish()``.
+    With ``crossing_crops``, the first clear crop after a crossing (``offer(..., crossing_exit=True)``) is sent too,
+    up to that many per track, ``min_gap_s`` apart, besides the others: a tracker may come out of a crossing on
+    another person, and the identity stage can only split the track there (:mod:`reid.identity.swaps`) and match
+    what follows if it has a crop of it.
     Kept crops are copies: a view would pin its whole frame and break if the source reuses frame buffers.
     """
 
-    def __init__(self, max_crops_per_track: int = 4, min_gap_s: float = 1.0, min_improvement: float = 0.05):
-        if max_crops_per_track < 1 or min_gap_s < 0 or min_improvement < 0:
-            raise ValueError("need max_crops_per_track >= 1, min_gap_s >= 0 and min_improvement >= 0")
+    def __init__(self, max_crops_per_track: int = 4, min_gap_s: float = 1.0, min_improvement: float = 0.05,
+                 crossing_crops: int = 0):
+        if max_crops_per_track < 1 or min_gap_s < 0 or min_improvement < 0 or crossing_crops < 0:
+            raise ValueError("need max_crops_per_track >= 1, min_gap_s >= 0, min_improvement >= 0 and "
+                             "crossing_crops >= 0")
         self.max_crops_per_track = max_crops_per_track
         self.min_gap_s = min_gap_s
         self.min_improvement = min_improvement
+        self.crossing_crops = crossing_crops
         self._tracks: dict[int, _Selection] = {}
 
-    def offer(self, crop: TrackCrop) -> bool:
-        """Consider the crop of a track in the current frame; True when it should be sent for embedding now."""
+    def offer(self, crop: TrackCrop, crossing_exit: bool = False) -> bool:
+        """Consider the crop of a track in the current frame; True when it should be sent for embedding now.
+        ``crossing_exit``: the track's box is clear of every other detection, and was not in its previous frame."""
         sel = self._tracks.setdefault(crop.track_id, _Selection())
+        if (crossing_exit and crop.has_crop and sel.sent and sel.crossings_sent < self.crossing_crops
+                and crop.ts - sel.last_crossing_ts >= self.min_gap_s):
+            sel.crossings_sent += 1
+            sel.last_crossing_ts = crop.ts
+            return True
         kept = self._keep(sel, crop)
         live_budget = max(1, self.max_crops_per_track - 1)
         send = sel.sent == 0 or (
@@ -358,6 +373,7 @@ class _Track:
     lost: bool
     xyxy: np.ndarray
     conf: float
+    crowded: bool = False  # its latest box overlapped another detection (CLEAN_IOU)
 
 
 def _unit_rows(embeddings: np.ndarray | None, n: int, camera_id: str) -> np.ndarray:
@@ -483,6 +499,9 @@ class CameraTracker:
 
         quality = assess_quality(frame, boxes, confs, self.quality)
         crops = crop_views(frame, boxes, self.pad_frac)
+        overlap = box_iou(detections.xyxy, detections.xyxy) if len(detections) > 1 else np.zeros((len(detections),) * 2)
+        np.fill_diagonal(overlap, 0)
+        crowded = overlap.max(axis=1) > CLEAN_IOU if len(detections) else np.zeros(0, bool)
         track_ids = np.empty(len(raw_ids), dtype=np.int64)
         for i, raw in enumerate(raw_ids.tolist()):
             track = self._by_raw.get(raw)
@@ -490,14 +509,15 @@ class CameraTracker:
             if track is None:
                 track = _Track(next(self._ids), raw, False, boxes[i], float(confs[i]))
                 self._by_raw[raw] = track
-            refound = track.lost
+            refound, was_crowded = track.lost, track.crowded
             track.lost, track.xyxy, track.conf = False, boxes[i], float(confs[i])
+            track.crowded = bool(crowded[det_idx[i]])
             track_ids[i] = track.track_id
             state = TrackState.STARTED if is_new else TrackState.ACTIVE
             candidate = TrackCrop(self.camera_id, track.track_id, state, frame_index, ts, boxes[i].copy(),
                                   float(confs[i]), quality[i].score, quality[i].verdicts,
                                   crops[i] if crops[i].size else None)
-            if self.selector.offer(candidate):
+            if self.selector.offer(candidate, crossing_exit=was_crowded and not track.crowded and not is_new):
                 events.append(candidate)
             elif refound:
                 events.append(self._state_event(track, TrackState.ACTIVE))

@@ -296,6 +296,13 @@ class PipelineConfig(_Section):
         return self.model_copy(update={"run_dir": run_dir,
                                        "matcher": self.matcher.model_copy(update={"redis": redis})})
 
+    def checks_swaps(self, camera_id: str) -> bool:
+        """Does the identity stage look for swaps in this camera's tracks (``reid.identity.swaps``): it is calibrated,
+        another camera is too, and the ground checks are on (``matcher.audit_every_s``)?"""
+        calibrated = {c.id for c in self.cameras if c.homography is not None}
+        return camera_id in calibrated and len(calibrated) >= 2 and self.matcher.audit_every_s > 0 \
+            and self.geometry is not None
+
     def with_detect_fps(self, fps: float) -> PipelineConfig:
         """The config with every camera detecting ``fps`` times a second (a ``frame_stride``, which would override
         the rate, is dropped): how a benchmark or a test runs the same cameras at another detection rate."""

@@ -209,11 +209,17 @@ class DetectStage(Stage):
         self.forward_end(cam)
 
 
+# Crops sent at crossing exits per track, a second apart at least (detectors.tracking.BestCropSelector): enough for
+# a track that lives through many crossings, bounded for one that never ends (a few KB per crop downstream).
+CROSSING_CROPS = 32
+
+
 def camera_tracker(config: PipelineConfig, camera: CameraConfig,
                    selector: BestCropSelector | None = None) -> CameraTracker:
     """The per-camera tracker the detect stage runs for ``camera`` (its detection rate, the detector section's
     tracker settings, its ground gate); ``reid.adapt`` and the benchmarks build theirs here too, so they run the
-    shipped one. ``selector``: which crops leave the tracker (default: the detector section's crops per track)."""
+    shipped one. ``selector``: which crops leave the tracker (default: the detector section's crops per track, and
+    as many more at crossing exits where the identity stage looks for swaps)."""
     from detectors import CameraTracker
     from detectors.crops import QualityConfig
     from detectors.tracking import BestCropSelector
@@ -222,7 +228,10 @@ def camera_tracker(config: PipelineConfig, camera: CameraConfig,
     d = config.detector
     return CameraTracker(camera.id, d.tracker, frame_rate=detect_rate(camera), lost_timeout_s=d.lost_timeout_s,
                          pad_frac=d.crop_pad_frac, quality=QualityConfig(min_height_px=d.min_crop_height_px),
-                         selector=selector or BestCropSelector(d.max_crops_per_track), appearance=d.appearance,
+                         selector=selector or BestCropSelector(
+                             d.max_crops_per_track,
+                             crossing_crops=CROSSING_CROPS if config.checks_swaps(camera.id) else 0),
+                         appearance=d.appearance,
                          gate=config.ground_gate(camera.id))
 
 

@@ -22,7 +22,7 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,6 +212,22 @@ def person_votes(ts: Sequence[float], boxes: Sequence[Sequence[float]], gt: MotS
     return votes
 
 
+def track_person(boxes: Mapping[int, Sequence[Sequence[float]]], track_id: int, gt: MotSequence,
+                 frames: Iterable[int]) -> int:
+    """The ground-truth person most of a track's boxes match at IoU 0.5 on ``frames`` of a track log (frame index
+    -> rows ``[track_id, x1, y1, x2, y2, ...]``, ``pipeline.tracks_out.read_track_log``); -1 when most match nobody
+    or the track has no box there."""
+    votes: Counter[int] = Counter()
+    for f in frames:
+        for row in boxes.get(f, ()):
+            if int(row[0]) == track_id:
+                x1, y1, x2, y2 = row[1:5]
+                ids, g = gt.at(f + 1)
+                hit, _ = match_boxes(g, np.array([[x1, y1, x2 - x1, y2 - y1]]))
+                votes[int(ids[hit[0]]) if len(hit) else -1] += 1
+    return votes.most_common(1)[0][0] if votes else -1
+
+
 def _gt_labels(pred: MotSequence, gt: MotSequence, frame: int, iou: float) -> np.ndarray:
     """The ground-truth id of each predicted box of ``frame`` (one-to-one, best IoU first, at least ``iou``); -1
     for a box that matches nobody."""
@@ -225,15 +241,17 @@ def _gt_labels(pred: MotSequence, gt: MotSequence, frame: int, iou: float) -> np
 
 def loss_breakdown(
     raw: dict[str, MotSequence], gt: dict[str, MotSequence], frames: dict[str, list[int]] | None = None,
-    iou: float = 0.5,
+    iou: float = 0.5, linked: dict[str, MotSequence] | None = None,
 ) -> dict:
     """Where identity is lost, from the per-camera tracks before any cross-camera linking (``raw``: each camera's
     tracked boxes labelled with its own track ids, unique across cameras, e.g. from
-    :func:`pipeline.tracks_out.raw_tracks`):
+    :func:`pipeline.tracks_out.raw_tracks`; ``linked``: the tracks the identity stage links, when it split some of
+    them at swaps, else ``raw``'s):
 
     - ``tracker_alone``: IDF1 of the raw track ids (what the per-camera tracker delivers by itself);
-    - ``track_bound``: each track labelled with the person most of its boxes belong to - perfect linking of these
-      tracks; the gap to it is the linking's loss, and its gap to the next is the tracker's (swaps inside tracks);
+    - ``track_bound``: each linked track labelled with the person most of its boxes belong to - perfect linking of
+      these tracks; the gap to it is the linking's loss, and its gap to the next is the tracker's (swaps inside
+      tracks, less those the identity stage split);
     - ``detection_bound``: every box labelled with its own person - perfect tracking of these boxes; its gap to
       1 is the detector's loss (missed people, false boxes).
 
@@ -242,7 +260,7 @@ def loss_breakdown(
     det_bound: dict[str, MotSequence] = {}
     track_bound: dict[str, MotSequence] = {}
     for cam, g in gt.items():
-        seq = raw.get(cam, MotSequence())
+        seq = (linked or raw).get(cam, MotSequence())
         cam_frames = frames[cam] if frames is not None and cam in frames else sorted(seq.ids)
         labels = {f: _gt_labels(seq, g, f, iou) for f in cam_frames if f in seq.ids}
         votes: dict[int, dict[int, int]] = {}

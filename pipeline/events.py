@@ -13,16 +13,24 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from reid.identity.records import CORRECTED, ENDED, MOVED, NEW, SEEN
+from reid.identity.records import CORRECTED, ENDED, MOVED, NEW, SEEN, SPLIT
 
 SCHEMA = "reid.identity_event/1"
-KINDS = (NEW, SEEN, MOVED, CORRECTED, ENDED)
+KINDS = (NEW, SEEN, MOVED, CORRECTED, SPLIT, ENDED)
 
 
 def track_identities(events: Iterable[dict]) -> dict[tuple[str, int], int]:
-    """(camera, track) -> the global identity the events gave that track (the last one, should it change)."""
+    """(camera, track) -> the global identity the events gave that track (the last one, should it change). A part
+    of a track split at a swap is a track of its own here (``track_parts`` says which sightings are its)."""
     return {(e["camera_id"], int(e["track_id"])): int(e["global_id"]) for e in events
-            if e.get("global_id") is not None and e.get("track_id") is not None}
+            if e.get("global_id") is not None and e.get("track_id") is not None and e["kind"] != SPLIT}
+
+
+def track_parts(events: Iterable[dict]) -> dict[tuple[str, int], tuple[int, int]]:
+    """(camera, track) -> (first frame index, part track id) for each track split at a swap (``track.split``): the
+    track's sightings from that frame on belong to the part, which the later events name."""
+    return {(e["camera_id"], int(e["track_id"])): (int(e["frame_index"]), int(e["part_track_id"])) for e in events
+            if e["kind"] == SPLIT}
 
 
 def make_event(kind: str, seq: int, camera_id: str, track_id: int, global_id: int | None, video_ts: float,

@@ -94,6 +94,8 @@ class MatchStage(Stage):
                 extra["crop_jpeg"] = base64.b64encode(o.crop_jpeg).decode("ascii") if o.crop_jpeg else None
             if o.from_global_id is not None:
                 extra["from_global_id"] = o.from_global_id
+            if o.part_track_id is not None:
+                extra["part_track_id"] = o.part_track_id
             if o.duration_s is not None:
                 extra.update(duration_s=o.duration_s, num_crops=o.num_crops, last_seen_ts=o.last_seen_ts)
             event = make_event(o.kind, self.store.next_event_seq(), o.camera_id, o.track_id, o.global_id, o.ts,

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.calibration import footprint
 from pipeline.config import PipelineConfig
-from pipeline.events import track_identities
+from pipeline.events import track_identities, track_parts
 from pipeline.gaps import GapFiller
 from pipeline.sources import camera_fps, is_video_file, probe_size, video_frames
 from pipeline.tracks_out import read_track_log
@@ -37,9 +37,10 @@ def render_videos(config: PipelineConfig, events: Iterable[dict], out_dir: Path,
     """One annotated video per recorded camera; ``events`` is read once (a run's events, or those read back from
     the supervisor's spill file), and the last global id given to a track labels all its frames."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    gid = track_identities(events)
+    events = list(events)
+    gid, parts = track_identities(events), track_parts(events)
     filler = GapFiller.from_config(config)
-    logs = {c.id: read_track_log(config.resolved_run_dir, c.id) for c in config.cameras}
+    logs = {c.id: read_track_log(config.resolved_run_dir, c.id, parts) for c in config.cameras}
     written = []
     for cam in config.cameras:
         if not is_video_file(cam):
@@ -87,12 +88,13 @@ def render_floor(config: PipelineConfig, events: Iterable[dict], path: Path, siz
     cams = [c for c in config.cameras if c.homography is not None and not c.is_live]
     if not cams:
         return None
-    gid = track_identities(events)
+    events = list(events)
+    gid, parts = track_identities(events), track_parts(events)
     routes: dict[tuple[str, int], list[np.ndarray]] = {}
     footprints: dict[str, np.ndarray] = {}
     for cam in cams:
         h = cam.ground()
-        for index in sorted(boxes := read_track_log(config.resolved_run_dir, cam.id).boxes):
+        for index in sorted(boxes := read_track_log(config.resolved_run_dir, cam.id, parts).boxes):
             for track_id, x1, y1, x2, y2, *_ in boxes[index]:
                 g, ok = h.project(foot_points(np.array([x1, y1, x2, y2])))
                 if ok[0]:

@@ -218,7 +218,8 @@ class MatcherConfig(BaseModel):
     audit_every_s: float = Field(
         2.0, ge=0, description="calibrated cameras: every placed running track (and each one at its end) is checked "
         "this often against the ground: standing at one place with a track of another identity, or far from a "
-        "track of its own seen at the same time, it is moved (an identity.corrected event). 0: off"
+        "track of its own seen at the same time, it is moved (an identity.corrected event); having swapped people "
+        "at a crossing (reid.identity.swaps), it is split there (track.split). 0: off"
     )
     continuity: ContinuityConfig = Field(
         default_factory=ContinuityConfig, description="a person the tracker lost and found again keeps the identity"

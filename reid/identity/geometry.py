@@ -223,6 +223,13 @@ class TimeWindow:
         view._hi = self._lo + int(np.searchsorted(self.ts, as_of, side="right"))
         return view
 
+    def since(self, start: float) -> TimeWindow:
+        """A view of the samples at or after ``start``."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view._lo = self._lo + int(np.searchsorted(self.ts, start, side="left"))
+        return view
+
 
 class GroundTrack(TimeWindow):
     """A track's recent ground positions: times and (x, y), a bounded window (``geometry.history`` samples)."""
@@ -235,23 +242,26 @@ class GroundTrack(TimeWindow):
         return self.values
 
 
-def co_visible_distance(a: GroundTrack, b: GroundTrack, max_dt_s: float) -> tuple[float, int]:
-    """Median ground distance over the moments both tracks were seen (within ``max_dt_s``), and their count.
+def co_visible_pairs(a: GroundTrack, b: GroundTrack, max_dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """The moments both tracks were seen (within ``max_dt_s``): the times of the shorter track's moments, in order,
+    and the ground distance at each (a moment counts once: each of the shorter track's finds its nearest in the
+    longer).
 
     Only the common time span is compared (two binary searches), so a pair that never overlaps in time costs no
     array work: the link rules ask this of every pair of live and recently ended tracks at each decision."""
+    none = np.zeros(0), np.zeros(0)
     if not len(a) or not len(b):
-        return float("nan"), 0
+        return none
     ta, tb = a.ts, b.ts
     lo, hi = max(ta[0], tb[0]) - max_dt_s, min(ta[-1], tb[-1]) + max_dt_s
     if lo > hi:
-        return float("nan"), 0
+        return none
     ia = slice(int(np.searchsorted(ta, lo)), int(np.searchsorted(ta, hi, side="right")))
     ib = slice(int(np.searchsorted(tb, lo)), int(np.searchsorted(tb, hi, side="right")))
     ta, xa, tb, xb = ta[ia], a.xy[ia], tb[ib], b.xy[ib]
     if not len(ta) or not len(tb):
-        return float("nan"), 0
-    if len(ta) > len(tb):  # each moment of the shorter track finds its nearest in the longer: a moment counts once
+        return none
+    if len(ta) > len(tb):
         ta, xa, tb, xb = tb, xb, ta, xa
     if len(tb) > 1:  # nearest of the two neighbours
         j = np.searchsorted(tb, ta)
@@ -261,10 +271,16 @@ def co_visible_distance(a: GroundTrack, b: GroundTrack, max_dt_s: float) -> tupl
         j = np.zeros(len(ta), np.int64)
     close = np.abs(tb[j] - ta) <= max_dt_s
     d = xa[close] - xb[j[close]]
+    return ta[close], np.sqrt(np.einsum("ij,ij->i", d, d))
+
+
+def co_visible_distance(a: GroundTrack, b: GroundTrack, max_dt_s: float) -> tuple[float, int]:
+    """Median ground distance over the moments both tracks were seen (within ``max_dt_s``), and their count
+    (:func:`co_visible_pairs`)."""
+    d = co_visible_pairs(a, b, max_dt_s)[1]
     n = len(d)
     if not n:
         return float("nan"), 0
-    d = np.sqrt(np.einsum("ij,ij->i", d, d))
     d.sort()  # the median, without np.median's overhead (this runs for every co-visible pair at every decision)
     return float(d[n // 2] if n % 2 else 0.5 * (d[n // 2 - 1] + d[n // 2])), n
 

@@ -120,6 +120,8 @@ class TrackSummary:
     # The appearance a CONTINUES link of this track needs (the site's two-people level,
     # reid.identity.links.TwoPeopleLevels); None: link_min_similarity, as for every other link.
     continues_floor: float | None = None
+    # Split at a swap (reid.identity.swaps): its span ends at end_ts, however late an earlier write said it ran.
+    cut: bool = False
 
     def __post_init__(self) -> None:
         if not self.camera_id:
@@ -209,7 +211,8 @@ def absorb(current: Identity | None, global_id: int, track: TrackSummary, config
             ident.prototypes[j] = p / max(float(np.linalg.norm(p)), 1e-12)
             ident.weights[j] += w
     if old is not None:
-        ref = TrackRef(ref.camera_id, ref.track_id, min(old.start_ts, ref.start_ts), max(old.end_ts, ref.end_ts),
+        end = ref.end_ts if track.cut else max(old.end_ts, ref.end_ts)
+        ref = TrackRef(ref.camera_id, ref.track_id, min(old.start_ts, ref.start_ts), end,
                        max(old.num_crops, ref.num_crops))
     ident.tracks = sorted([t for t in ident.tracks if t.key != ref.key] + [ref], key=lambda t: t.end_ts)
     ident.tracks = ident.tracks[-config.max_track_history :]

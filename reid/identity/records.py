@@ -17,6 +17,7 @@ RECORD_FORMAT = "1"
 # an identity founded, joined where it was last seen, joined after it was last seen in another camera; a track ended.
 NEW, SEEN, MOVED, ENDED = "identity.new", "identity.seen", "identity.moved", "track.ended"
 CORRECTED = "identity.corrected"  # a placed track moved to another identity: later evidence proved the first wrong
+SPLIT = "track.split"  # a track swapped people at a crossing: its later sightings go on as a part with its own id
 
 
 class CorruptRecord(ValueError):

@@ -55,9 +55,10 @@ from reid.identity.config import MatcherConfig
 from reid.identity.geometry import AGREE, CONTINUES, DISAGREE, GeometryConfig, GroundTrack, Homography, TimeWindow
 from reid.identity.links import ContinuityConfig, TrackMotion, TwoPeopleLevels, links_for
 from reid.identity.matcher import Matcher, MatchResult, TrackSummary
-from reid.identity.records import CORRECTED, ENDED, MOVED, NEW, SEEN, TrackRef
+from reid.identity.records import CORRECTED, ENDED, MOVED, NEW, SEEN, SPLIT, TrackRef
 from reid.identity.rules import admissible
 from reid.identity.store import RUN_STRIDE
+from reid.identity.swaps import CROWDED_IOU, Swap, SwapView, find_swap
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ _GROUND_ONLY = ContinuityConfig(max_gap_s=0)  # the corrections' links: the grou
 RECENT_TRACKS = 256  # ended placed tracks kept for continuity and walking-speed links (the latest ones)
 PATH_LENGTH = 600  # sightings kept per track without a geometry section (2 minutes at 5 detections per second)
 TRACK_ID_STRIDE = 1_000_000  # a restarted detector numbers its tracks from instance * stride
+PART_STRIDE = 1_000_000_000  # the n-th part of a track split at a swap is reported as its id + n * stride
 
 STARTED, ACTIVE, LOST, TRACK_ENDED = "started", "active", "lost", "ended"  # detectors.types.TrackState values
 
@@ -105,6 +107,7 @@ class Outcome:
     num_crops: int | None = None
     last_seen_ts: float | None = None
     from_global_id: int | None = None  # CORRECTED: the identity the track was moved out of
+    part_track_id: int | None = None  # SPLIT: the id the track's sightings from ``ts`` on are reported under
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class _Track:
     camera_id: str
     track_id: int
     start_ts: float
-    path: TimeWindow  # per sighting: x1, y1, x2, y2, ground x, ground y (NaN without a ground position), frame
+    path: TimeWindow  # per sighting: x1, y1, x2, y2, ground x, ground y (NaN without one), frame, crowded (0/1)
     ground: GroundTrack | None  # the valid ground positions (calibrated cameras)
     last_ts: float = -math.inf  # latest report of any state
     last_seen_ts: float = -math.inf  # latest sighting (STARTED/ACTIVE)
@@ -149,6 +152,8 @@ class _Track:
     placed_ts: float = math.inf  # decision time of its first identity (the later of two placements is suspect)
     sampled: bool = False  # its first decision measured it against the tracks of its camera seen with it
     reported_id: int = 0  # the id its detector reports (``track_id`` is the run's key: see RUN_STRIDE)
+    origin: tuple[str, int] | None = None  # a part of a split track: the key its detector's sightings come under
+    cut: bool = False  # split at a swap: its span ends at its last sighting, whatever an earlier write said
     ended: bool = False
     final: TrackMotion | None = None  # its motion once ended (what every later decision sees)
 
@@ -181,10 +186,35 @@ class _Track:
                                        np.stack(self.embs[:num_crops]), np.array(self.quality[:num_crops]),
                                        top_k=None)
 
+    def swap_view(self, as_of: float) -> SwapView:
+        """The track as of ``as_of``, as :func:`reid.identity.swaps.find_swap` reads it."""
+        seen = self.path.until(as_of)
+        assert self.ground is not None
+        return SwapView(self.key, self.ground.until(as_of), seen.ts, seen.values[:, 7] > 0)  # type: ignore[arg-type]
+
     def best_crop(self, num_crops: int) -> int | None:
         """The highest-quality kept crop among the first ``num_crops`` (ties: the earliest)."""
         usable = [i for i in range(min(num_crops, len(self.jpegs))) if self.jpegs[i]]
         return max(usable, key=lambda i: self.quality[i], default=None)
+
+
+def _crowded(rows: Sequence[Sighting], ts: float) -> list[bool]:
+    """Per row, is its box in a crossing: a sighting of this frame (``ts``) whose box overlaps another sighting's of
+    the same frame above :data:`reid.identity.swaps.CROWDED_IOU`? Other rows (state changes, older crops) are not."""
+    live = [i for i, r in enumerate(rows) if str(r.state) in (STARTED, ACTIVE) and float(r.ts) == ts]
+    out = [False] * len(rows)
+    if len(live) < 2:
+        return out
+    b = np.array([rows[i].xyxy for i in live], np.float64)
+    w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
+    np.fill_diagonal(iou, 0)
+    for i, c in zip(live, iou.max(axis=1) > CROWDED_IOU, strict=True):
+        out[i] = bool(c)
+    return out
 
 
 class IdentityTracker:
@@ -221,6 +251,7 @@ class IdentityTracker:
         self.counters: Counter[str] = Counter()
         self.tracks: dict[tuple[str, int], _Track] = {}
         self.recent: deque[_Track] = deque(maxlen=RECENT_TRACKS)  # ended placed tracks, for links
+        self.parts: dict[tuple[str, int], tuple[str, int]] = {}  # a split track's key -> its running part's key
         q = config.continuity.appearance_quantile
         self.levels = TwoPeopleLevels(q, config.continuity.min_pairs) if q is not None else None
         self._level_told = False  # the two-people level was logged when it became available
@@ -244,8 +275,10 @@ class IdentityTracker:
         self.progress[camera_id] = max(self.progress.get(camera_id, -math.inf), ts)
         self.heard[camera_id] = self.clock()
         embs = np.zeros((0, 0), np.float32) if embeddings is None else embeddings
-        for s in sightings:
-            self._sighting(camera_id, s, embs, jpegs, ts)
+        rows = list(sightings)
+        crowded = _crowded(rows, ts)
+        for s, c in zip(rows, crowded, strict=True):
+            self._sighting(camera_id, s, embs, jpegs, ts, c)
 
     def end_camera(self, camera_id: str) -> None:
         """The camera's stream ended: its running tracks end with it, and it no longer holds back decisions."""
@@ -268,14 +301,15 @@ class IdentityTracker:
             raise KeyError(f"unknown camera {camera_id!r}; the tracker knows {sorted(self.homographies)}")
 
     def _sighting(self, cam: str, s: Sighting, embs: np.ndarray, jpegs: Sequence[bytes] | None,
-                  report_ts: float) -> None:
+                  report_ts: float, crowded: bool = False) -> None:
         reported, ts = int(s.track_id), float(s.ts)
         key = (cam, self.track_key_base + reported)
         self._new_range(cam, reported, ts)
+        key = self.parts.get(key, key)  # a track split at a swap goes on as its latest part
         t = self.tracks.get(key)
         if t is None:
             h = self.homographies[cam]
-            t = self.tracks[key] = _Track(cam, key[1], ts, TimeWindow(self.path_length, 7),
+            t = self.tracks[key] = _Track(cam, key[1], ts, TimeWindow(self.path_length, 8),
                                           GroundTrack(self.path_length) if h is not None else None,
                                           reported_id=reported)
         t.last_ts = max(t.last_ts, ts)
@@ -287,8 +321,11 @@ class IdentityTracker:
             # keep only what is newer (TimeWindow ignores older samples), so a lost track's end is when it was last
             # seen, not when the detector gave it up - else its successor, started meanwhile, would seem to be
             # seen at the same time in the same camera and could never continue its identity.
-            self._add_path(t, ts, t.box, t.frame_index)
+            self._add_path(t, ts, t.box, t.frame_index, crowded)
         k = int(s.row)
+        if ts < t.start_ts:  # a crop taken before the track was split (its final one): not this part's person
+            self.counters["crops_before_split"] += k >= 0
+            k = -1
         if 0 <= k < len(embs) and np.isfinite(embs[k]).all() and np.linalg.norm(embs[k]) > 0:
             t.ts.append(ts)
             t.reported.append(max(report_ts, ts))
@@ -332,7 +369,7 @@ class IdentityTracker:
             return
         self.id_range[cam] = r
         old = [t for t in self.tracks.values() if t.camera_id == cam and not t.ended
-               and t.reported_id // self.track_id_stride < r]
+               and t.reported_id % PART_STRIDE // self.track_id_stride < r]
         for t in old:
             self._finish(t, t.last_ts)
         self.counters["tracks_ended_by_restart"] += len(old)
@@ -340,7 +377,7 @@ class IdentityTracker:
             log.warning("camera %s: tracks now come from id range %d; %d tracks of the older range ended", cam, r,
                         len(old))
 
-    def _add_path(self, t: _Track, ts: float, box: tuple[float, ...], frame_index: int) -> None:
+    def _add_path(self, t: _Track, ts: float, box: tuple[float, ...], frame_index: int, crowded: bool) -> None:
         if t.first_box is None:
             t.first_box = box
         t.last_seen_ts = max(t.last_seen_ts, ts)
@@ -353,7 +390,7 @@ class IdentityTracker:
                 t.ground.add(ts, g)  # type: ignore[union-attr]
             else:  # a box whose feet are above the horizon: a false detection or a bad calibration
                 self.counters["ground_skipped"] += 1
-        t.path.add(ts, (*box, gx, gy, frame_index))
+        t.path.add(ts, (*box, gx, gy, frame_index, float(crowded)))
 
     def _finish(self, t: _Track, ts: float) -> None:
         t.ended = True
@@ -434,7 +471,7 @@ class IdentityTracker:
                 t.camera_id, t.track_id, t.start_ts, max(d.last_seen_ts, t.start_ts), s.emb, s.num_crops, s.quality,
                 links=self._links(t, as_of, others, wanted) if t.global_id is None else {},
                 provisional=self._provisional(t, d, as_of),
-                continues_floor=floor if t.global_id is None else None))
+                continues_floor=floor if t.global_id is None else None, cut=t.cut and d.ended))
         t0 = time.perf_counter()
         results = self.matcher.match(summaries, self._running(as_of, {t.key for t, _ in batch})
                                      if new else None) if summaries else []
@@ -454,6 +491,8 @@ class IdentityTracker:
                                    ground_xy=t.ground_xy(d.last_ts), duration_s=round(d.last_ts - t.start_ts, 3),
                                    num_crops=d.num_crops, last_seen_ts=round(d.last_seen_ts, 4)))
                 del self.tracks[t.key]
+                if t.origin is not None and self.parts.get(t.origin) == t.key:
+                    del self.parts[t.origin]
                 if t.global_id is not None:
                     t.embs, t.jpegs = [], []  # only its path is needed from now on
                     t.final = t.motion(math.inf)  # later decisions are all after its end
@@ -497,6 +536,8 @@ class IdentityTracker:
         """
         if t.global_id is None or not self._num_crops(t, as_of):
             return []
+        if not t.ended and (swap := self._find_swap(t, as_of)) is not None:
+            return self._split(t, swap, as_of)
         links = self._ground_links(t, as_of)
         if links is None:
             return []
@@ -525,6 +566,85 @@ class IdentityTracker:
             if self._may_join(t, target, links, owner, as_of):
                 return self._move(t, target, "corrected:same_place", as_of)
         return []
+
+    def _find_swap(self, t: _Track, as_of: float) -> Swap | None:
+        """Did ``t`` swap people at a crossing (:mod:`reid.identity.swaps`)? Checked against each track of its
+        identity in another calibrated camera seen lately, with that camera's tracks of other identities (or none
+        yet) as those it may stand with now."""
+        assert self.geometry is not None
+        owner = self._owners()
+        recent = self.config.audit_every_s
+        views: dict[tuple[str, int], SwapView] = {}
+        for o in (*self.tracks.values(), *self.recent):
+            if o.ground is None or o.camera_id == t.camera_id or owner.get(o.key) == t.global_id and (
+                    (last := o.last_seen(as_of)) is None or last < as_of - 2 * recent):  # seen since the last check
+                continue
+            if o.start_ts <= as_of and o.last_seen_ts >= t.start_ts:  # seen with it at some time
+                views[o.key] = o.swap_view(as_of)
+        me = t.swap_view(as_of)
+        for key, p in views.items():
+            if owner.get(key) != t.global_id:
+                continue
+            others = [v for k, v in views.items() if k[0] == key[0] and owner.get(k) != t.global_id]
+            swap = find_swap(me, p, others, self.geometry)
+            if swap is not None:
+                return swap
+        return None
+
+    def _split(self, t: _Track, swap: Swap, as_of: float) -> list[Outcome]:
+        """End ``t`` at its last sighting before ``swap.cut_ts``; its sightings and crops from then on go on as a
+        new track, a *part*, reported as ``t``'s id plus ``PART_STRIDE`` (the detector's later sightings of ``t``
+        follow it). The part is matched like any new track, as of now (the ground links it with the track it
+        stands with); ``t`` ends with its identity, its record's span trimmed to its own sightings."""
+        cut = swap.cut_ts
+        ts, values = (np.array(a) for a in t.path.arrays())
+        last_report = t.last_ts
+        keep = ts < cut
+        n = int(keep.sum())
+        if n == 0 or n == len(ts):
+            return []
+        origin = t.origin or t.key
+        reported = t.reported_id + PART_STRIDE
+        part = _Track(t.camera_id, self.track_key_base + reported, float(ts[n]), TimeWindow(self.path_length, 8),
+                      GroundTrack(self.path_length), reported_id=reported, origin=origin)
+        t.path, t.ground = TimeWindow(self.path_length, 8), GroundTrack(self.path_length)
+        for dst, rows in ((t, range(n)), (part, range(n, len(ts)))):
+            for k in rows:
+                dst.path.add(float(ts[k]), values[k])
+                if np.isfinite(values[k, 4]):
+                    dst.ground.add(float(ts[k]), values[k, 4:6])  # type: ignore[union-attr]
+            last = values[rows[-1]]
+            dst.first_box = tuple(float(v) for v in values[rows[0], :4])
+            dst.last_seen_ts = dst.last_ts = float(ts[rows[-1]])
+            dst.box, dst.frame_index = tuple(float(v) for v in last[:4]), int(last[6])
+        part.last_ts = max(part.last_ts, last_report)
+        later = [c >= cut for c in t.ts]
+        for name in ("ts", "reported", "embs", "quality", "jpegs"):
+            items = getattr(t, name)
+            setattr(part, name, [x for x, m in zip(items, later, strict=False) if m])
+            setattr(t, name, [x for x, m in zip(items, later, strict=False) if not m])
+        t.cut = True
+        self.tracks[part.key] = part
+        self.parts[origin] = part.key
+        self.counters["split_tracks"] += 1
+        log.info("%s/%s swapped people at a crossing: it left %s/%s for %s/%s; from %.2f s on it is %s/%s",
+                 t.camera_id, t.reported_id, *self._reported(swap.partner), *self._reported(swap.joined), cut,
+                 t.camera_id, part.reported_id)
+        self._finish(t, t.last_seen_ts)
+        if part.embs and part.last_seen_ts - part.start_ts >= self.config.min_age_s:
+            part.queued = True
+            part.next_refresh_ts = as_of + self.config.refresh_every_s
+            part.next_audit_ts = as_of + self.config.audit_every_s
+            self._enqueue(as_of, part)
+        first = part.path.values[0]
+        return [Outcome(SPLIT, t.camera_id, t.reported_id, t.global_id, float(part.path.ts[0]), int(first[6]),
+                        tuple(float(v) for v in first[:4]), reason="split:swap", ground_xy=part.ground_xy(cut),
+                        part_track_id=part.reported_id)]
+
+    def _reported(self, key: tuple[str, int]) -> tuple[str, int]:
+        """A track key as its camera and the id outcomes carry."""
+        o = self.tracks.get(key) or next((r for r in self.recent if r.key == key), None)
+        return key[0], o.reported_id if o is not None else key[1] - self.track_key_base
 
     @staticmethod
     def _num_crops(t: _Track, as_of: float) -> int:

@@ -139,3 +139,16 @@ def test_selector_sends_first_then_better_spread_crops():
     final = s.finish(1)
     assert final is not None and final.frame_index == 45
     assert s.finish(1) is None and s.kept(1) == []
+
+
+def test_selector_sends_a_crop_at_each_crossing_exit_within_its_own_budget():
+    # Crops at 0.1 s steps (_crop: frame / 10). The regular budget is spent at once; crossing exits go out besides,
+    # a second apart at least, two at most; without crossing crops an exit is an ordinary offer.
+    s = BestCropSelector(max_crops_per_track=1, min_gap_s=1.0, crossing_crops=2)
+    assert s.offer(_crop(0, 0.5)) and not s.offer(_crop(20, 0.9))
+    exits = [f for f in (30, 35, 45, 60, 80) if s.offer(_crop(f, 0.1), crossing_exit=True)]
+    assert exits == [30, 45], "35 is within a second of 30; 60 and 80 are over the budget"
+    plain = BestCropSelector(max_crops_per_track=1, min_gap_s=1.0)
+    assert plain.offer(_crop(0, 0.5)) and not plain.offer(_crop(30, 0.1), crossing_exit=True)
+    with pytest.raises(ValueError, match="crossing_crops"):
+        BestCropSelector(crossing_crops=-1)

@@ -29,6 +29,22 @@ def test_labels_frames_and_format(tmp_path):
     assert read_frames(tmp_path / "out") == {"c0": [1, 6, 11]}
 
 
+def test_a_track_split_at_a_swap_is_labelled_by_its_parts(tmp_path):
+    run = tmp_path / "run"
+    (run / "tracks").mkdir(parents=True)
+    lines = [{"f": f, "ts": f / 25, "t": [[7, 10 + f, 20, 50 + f, 120, 0.9]]} for f in (0, 5, 10, 15)]
+    (run / "tracks" / "c0.0.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    part = 7 + 1_000_000_000
+    events = [{"kind": "identity.new", "camera_id": "c0", "track_id": 7, "global_id": 3},
+              {"kind": "track.split", "camera_id": "c0", "track_id": 7, "global_id": 3, "frame_index": 10,
+               "part_track_id": part},
+              {"kind": "identity.moved", "camera_id": "c0", "track_id": part, "global_id": 5}]
+    write_tracks(run, ["c0"], iter(events), tmp_path / "out")
+    labels = [(int(line.split(",")[0]), int(line.split(",")[1]))
+              for line in (tmp_path / "out" / "c0.txt").read_text().splitlines()]
+    assert labels == [(1, 3), (6, 3), (11, 5), (16, 5)]
+
+
 @pytest.mark.slow
 def test_run_pipeline_writes_tracks_the_evaluator_reads(tmp_path):
     cfg = tmp_path / "t1.yaml"
