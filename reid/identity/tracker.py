@@ -631,15 +631,29 @@ class IdentityTracker:
                  t.camera_id, t.reported_id, *self._reported(swap.partner), *self._reported(swap.joined), cut,
                  t.camera_id, part.reported_id)
         self._finish(t, t.last_seen_ts)
-        if part.embs and part.last_seen_ts - part.start_ts >= self.config.min_age_s:
-            part.queued = True
-            part.next_refresh_ts = as_of + self.config.refresh_every_s
-            part.next_audit_ts = as_of + self.config.audit_every_s
-            self._enqueue(as_of, part)
+        self._queue_part(part, as_of)
         first = part.path.values[0]
         return [Outcome(SPLIT, t.camera_id, t.reported_id, t.global_id, float(part.path.ts[0]), int(first[6]),
                         tuple(float(v) for v in first[:4]), reason="split:swap", ground_xy=part.ground_xy(cut),
                         part_track_id=part.reported_id)]
+
+    def _queue_part(self, part: _Track, as_of: float) -> None:
+        """Queue a new part's first match at its first sighting from ``as_of`` on where a track's would be: at least
+        ``min_age_s`` old with a crop reported by then. The part may already hold sightings past ``as_of`` (how far
+        its camera got is message timing): the time is found among them as :meth:`_sighting` would find it among
+        the ones still to come, so a replay queues it at the same time at any speed."""
+        ts = part.path.ts
+        for k in range(int(np.searchsorted(ts, as_of)), len(ts)):
+            q = float(ts[k])
+            if q - part.start_ts >= self.config.min_age_s and (n := self._num_crops(part, q)):
+                part.queued = True
+                part.next_refresh_ts = q + self.config.refresh_every_s
+                part.next_audit_ts = q + self.config.audit_every_s
+                row = part.path.values[k]
+                self._n += 1
+                heapq.heappush(self._ready, (q, part.camera_id, part.track_id, self._n, _Due(
+                    q, int(row[6]), tuple(float(v) for v in row[:4]), n, False, q)))
+                return
 
     def _reported(self, key: tuple[str, int]) -> tuple[str, int]:
         """A track key as its camera and the id outcomes carry."""
