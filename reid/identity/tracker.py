@@ -24,6 +24,10 @@ settles it or ``ambiguous_wait_s`` has passed.
 far away (DISAGREE) at the same time, and the track of the same camera it continues after an occlusion
 (:mod:`reid.identity.links`).
 
+**Swaps.** A placed track of a calibrated camera that came out of a crossing on another person, as the other view
+shows (:mod:`reid.identity.swaps`), is split at its ground checks: it ends where it left its person, and its later
+sightings go on as a new track, a *part*, matched like any other (a SPLIT outcome says so).
+
 **Cost.** Per decision the work is linear in the live tracks: each track's path is a bounded window read by binary
 search (:class:`reid.identity.geometry.TimeWindow`), and the spans of placed running tracks reach the matcher in
 memory (``Matcher.match(running=...)``) rather than by rewriting their identities' records. Writes happen when
