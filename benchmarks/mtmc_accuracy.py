@@ -178,15 +178,17 @@ def _gate(on: bool) -> Callable[[PipelineConfig], PipelineConfig]:
 
 def right_splits(run: dict, gt: Mapping[str, MotSequence], window_s: float = 2.0) -> int:
     """How many of the run's ``track.split`` events cut a track where its person changed: scored with the ground
-    truth, most of its boxes in the ``window_s`` before the cut and most in the ``window_s`` after are two people."""
+    truth, most of its boxes in the ``window_s`` before the cut and most in the ``window_s`` after are two people (two
+    people of the ground truth: a side that matches nobody does not count)."""
     right = 0
     for e in run["splits"]:
         log, t = run["logs"][e["camera_id"]], e["video_ts"]
         before = [f for f, ts in log.times.items() if t - window_s <= ts < t]
         after = [f for f, ts in log.times.items() if t <= ts < t + window_s]
         g = gt[e["camera_id"]]
-        right += track_person(log.boxes, e["track_id"], g, before) != track_person(log.boxes, e["part_track_id"], g,
-                                                                                   after)
+        was, became = track_person(log.boxes, e["track_id"], g, before), track_person(log.boxes, e["part_track_id"],
+                                                                                      g, after)
+        right += was != became and was >= 0 and became >= 0
     return right
 
 

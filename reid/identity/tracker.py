@@ -159,6 +159,7 @@ class _Track:
     origin: tuple[str, int] | None = None  # a part of a split track: the key its detector's sightings come under
     cut: bool = False  # split at a swap: its span ends at its last sighting, whatever an earlier write said
     ended: bool = False
+    end_ts: float = math.inf  # when its end was queued (once ended)
     final: TrackMotion | None = None  # its motion once ended (what every later decision sees)
 
     @property
@@ -339,25 +340,32 @@ class IdentityTracker:
                 t.jpegs.append(jpegs[k] if jpegs is not None and k < len(jpegs) else b"")
         if state == TRACK_ENDED:
             self._finish(t, ts)
-        elif not t.queued and t.embs and t.last_ts - t.start_ts >= self.config.min_age_s:
+        else:
+            self._schedule(t, ts, bool(t.embs), t.last_ts)
+
+    def _schedule(self, t: _Track, ts: float, has_crops: bool, last_ts: float, held: bool = False) -> None:
+        """What a sighting of ``t`` at ``ts`` makes due: its first match, a retry, a refresh, a ground check.
+        ``held``: a part's sighting that came before the part was cut (:meth:`_split`), scheduled now as it would
+        have been had it come after (its decisions read the part as of ``ts``)."""
+        if not t.queued and has_crops and last_ts - t.start_ts >= self.config.min_age_s:
             t.queued = True
             # Refreshes fall on a grid fixed now, from the sightings alone: had it started at the placement, a
             # camera running ahead of the others would have put them wherever its next message happened to be.
             t.next_refresh_ts = ts + self.config.refresh_every_s
             t.next_audit_ts = ts + self.config.audit_every_s if self._audits(t) else math.inf
-            self._enqueue(ts, t)
+            self._enqueue(ts, t, held=held)
         elif t.global_id is None and t.queued and self.config.ambiguous_wait_s > 0:
             # Queued but not placed: a try at its sightings, so that if the first match is deferred, the next try
             # falls at video times that do not depend on when the deferral happened (message timing).
-            self._enqueue(ts, t, retry=True)
-        if state != TRACK_ENDED and t.queued and ts >= t.next_refresh_ts:
+            self._enqueue(ts, t, retry=True, held=held)
+        if t.queued and ts >= t.next_refresh_ts:
             while ts >= t.next_refresh_ts:
                 t.next_refresh_ts += self.config.refresh_every_s
-            self._enqueue(ts, t, refresh=True)
-        if state != TRACK_ENDED and t.queued and ts >= t.next_audit_ts:
+            self._enqueue(ts, t, refresh=True, held=held)
+        if t.queued and ts >= t.next_audit_ts:
             while ts >= t.next_audit_ts:
                 t.next_audit_ts += self.config.audit_every_s
-            self._enqueue(ts, t, audit=True)
+            self._enqueue(ts, t, audit=True, held=held)
 
     def _audits(self, t: _Track) -> bool:
         """Are ``t``'s identity decisions checked against the ground (a calibrated camera among others)?"""
@@ -397,13 +405,20 @@ class IdentityTracker:
         t.path.add(ts, (*box, gx, gy, frame_index, float(crowded)))
 
     def _finish(self, t: _Track, ts: float) -> None:
-        t.ended = True
+        t.ended, t.end_ts = True, ts
         self._enqueue(ts, t)
 
-    def _enqueue(self, ts: float, t: _Track, retry: bool = False, refresh: bool = False, audit: bool = False) -> None:
+    def _enqueue(self, ts: float, t: _Track, retry: bool = False, refresh: bool = False, audit: bool = False,
+                 held: bool = False) -> None:
         self._n += 1
-        due = _Due(t.last_ts, t.frame_index, t.box, len(t.embs), t.ended,
-                   t.last_seen_ts if math.isfinite(t.last_seen_ts) else t.last_ts, retry, refresh, audit)
+        if held:  # the track as of ts, not as of its latest report
+            seen = t.path.until(ts)
+            row, last = seen.values[-1], float(seen.ts[-1])
+            due = _Due(last, int(row[6]), tuple(float(v) for v in row[:4]), self._num_crops(t, ts), False, last,
+                       retry, refresh, audit)
+        else:
+            due = _Due(t.last_ts, t.frame_index, t.box, len(t.embs), t.ended,
+                       t.last_seen_ts if math.isfinite(t.last_seen_ts) else t.last_ts, retry, refresh, audit)
         heapq.heappush(self._ready, (ts, t.camera_id, t.track_id, self._n, due))
 
     # -- decisions --------------------------------------------------------------------------------------------------
@@ -461,7 +476,7 @@ class IdentityTracker:
                  and d.last_seen_ts - t.start_ts < self.config.min_age_s}
         self.counters["short_tracks"] += len(short)
         for key in short:
-            del self.tracks[key]
+            self._forget(self.tracks[key])
         batch = [(t, d) for t, d in batch if t.key not in short]
         with_embs = [(t, d) for t, d in batch if d.num_crops]
         bases = [t.summary(d.num_crops) for t, d in with_embs]
@@ -485,18 +500,17 @@ class IdentityTracker:
         for (t, d), r in zip(with_embs, results, strict=True):
             out += self._placed(t, d, r, as_of)
         # Checked against the ground: the tracks whose check is due, and every placed track at its end.
+        ending = {t.key for t, d in batch if d.ended}
         for t in sorted({*audits, *(t for t, d in batch if d.ended and t.global_id is not None and self._audits(t))},
                         key=lambda t: t.key):
-            out += self._audit(t, as_of)
+            out += self._audit(t, as_of, at_end=t.key in ending)
         self._update_albums(batch, as_of)
         for t, d in batch:
             if d.ended:
                 out.append(Outcome(ENDED, t.camera_id, t.reported_id, t.global_id, d.last_ts, d.frame_index, d.box,
                                    ground_xy=t.ground_xy(d.last_ts), duration_s=round(d.last_ts - t.start_ts, 3),
                                    num_crops=d.num_crops, last_seen_ts=round(d.last_seen_ts, 4)))
-                del self.tracks[t.key]
-                if t.origin is not None and self.parts.get(t.origin) == t.key:
-                    del self.parts[t.origin]
+                self._forget(t)
                 if t.global_id is not None:
                     t.embs, t.jpegs = [], []  # only its path is needed from now on
                     t.final = t.motion(math.inf)  # later decisions are all after its end
@@ -524,7 +538,7 @@ class IdentityTracker:
         return [Outcome(kind, t.camera_id, t.reported_id, t.global_id, d.last_ts, d.frame_index, d.box, r.similarity,
                         from_cam, r.reason, t.ground_xy(d.last_ts), crop)]
 
-    def _audit(self, t: _Track, as_of: float) -> list[Outcome]:
+    def _audit(self, t: _Track, as_of: float, at_end: bool = False) -> list[Outcome]:
         """Correct ``t``'s identity when the ground now proves it wrong. Everything is read as of ``as_of`` (paths,
         and the crops reported by then), so a replay gives the same corrections at any speed.
 
@@ -540,7 +554,7 @@ class IdentityTracker:
         """
         if t.global_id is None or not self._num_crops(t, as_of):
             return []
-        if not t.ended and (swap := self._find_swap(t, as_of)) is not None:
+        if not at_end and (swap := self._find_swap(t, as_of)) is not None:
             return self._split(t, swap, as_of)
         links = self._ground_links(t, as_of)
         if links is None:
@@ -586,7 +600,7 @@ class IdentityTracker:
             if o.start_ts <= as_of and o.last_seen_ts >= t.start_ts:  # seen with it at some time
                 views[o.key] = o.swap_view(as_of)
         me = t.swap_view(as_of)
-        for key, p in views.items():
+        for key, p in sorted(views.items()):
             if owner.get(key) != t.global_id:
                 continue
             others = [v for k, v in views.items() if k[0] == key[0] and owner.get(k) != t.global_id]
@@ -602,10 +616,11 @@ class IdentityTracker:
         stands with); ``t`` ends with its identity, its record's span trimmed to its own sightings."""
         cut = swap.cut_ts
         ts, values = (np.array(a) for a in t.path.arrays())
-        last_report = t.last_ts
+        latest = t.last_ts, t.box, t.frame_index  # its latest report (of any state): after the cut, the part's
         keep = ts < cut
         n = int(keep.sum())
-        if n == 0 or n == len(ts):
+        own = [c < cut and r <= as_of for c, r in zip(t.ts, t.reported, strict=True)]
+        if n == 0 or n == len(ts) or not any(own):  # no crop of its own before the cut: nothing to keep it by
             return []
         origin = t.origin or t.key
         reported = t.reported_id + PART_STRIDE
@@ -621,12 +636,14 @@ class IdentityTracker:
             dst.first_box = tuple(float(v) for v in values[rows[0], :4])
             dst.last_seen_ts = dst.last_ts = float(ts[rows[-1]])
             dst.box, dst.frame_index = tuple(float(v) for v in last[:4]), int(last[6])
-        part.last_ts = max(part.last_ts, last_report)
+        part.last_ts, part.box, part.frame_index = latest
+        # Crops from the cut on are the part's; one dated before it but reported after now (the detector's final
+        # crop, sent with the track's end) is dropped, as it is when it comes after the split (_sighting).
         later = [c >= cut for c in t.ts]
         for name in ("ts", "reported", "embs", "quality", "jpegs"):
             items = getattr(t, name)
             setattr(part, name, [x for x, m in zip(items, later, strict=False) if m])
-            setattr(t, name, [x for x, m in zip(items, later, strict=False) if not m])
+            setattr(t, name, [x for x, m in zip(items, own, strict=False) if m])
         t.cut = True
         self.tracks[part.key] = part
         self.parts[origin] = part.key
@@ -634,30 +651,30 @@ class IdentityTracker:
         log.info("%s/%s swapped people at a crossing: it left %s/%s for %s/%s; from %.2f s on it is %s/%s",
                  t.camera_id, t.reported_id, *self._reported(swap.partner), *self._reported(swap.joined), cut,
                  t.camera_id, part.reported_id)
-        self._finish(t, t.last_seen_ts)
+        end_ts = t.end_ts if t.ended else None  # its end already came: it is the part's
+        self._finish(t, t.last_seen_ts)  # t's earlier end entry finds it gone
+        if self.album is not None:  # its thumbnail may be the other person's: recorded again at its end
+            self.album.forget(t.global_id, t.camera_id, t.reported_id)  # type: ignore[arg-type]
         self._queue_part(part, as_of)
+        if end_ts is not None:
+            self._finish(part, end_ts)
         first = part.path.values[0]
         return [Outcome(SPLIT, t.camera_id, t.reported_id, t.global_id, float(part.path.ts[0]), int(first[6]),
                         tuple(float(v) for v in first[:4]), reason="split:swap", ground_xy=part.ground_xy(cut),
                         part_track_id=part.reported_id)]
 
     def _queue_part(self, part: _Track, as_of: float) -> None:
-        """Queue a new part's first match at its first sighting from ``as_of`` on where a track's would be: at least
-        ``min_age_s`` old with a crop reported by then. The part may already hold sightings past ``as_of`` (how far
-        its camera got is message timing): the time is found among them as :meth:`_sighting` would find it among
-        the ones still to come, so a replay queues it at the same time at any speed."""
-        ts = part.path.ts
-        for k in range(int(np.searchsorted(ts, as_of)), len(ts)):
-            q = float(ts[k])
-            if q - part.start_ts >= self.config.min_age_s and (n := self._num_crops(part, q)):
-                part.queued = True
-                part.next_refresh_ts = q + self.config.refresh_every_s
-                part.next_audit_ts = q + self.config.audit_every_s
-                row = part.path.values[k]
-                self._n += 1
-                heapq.heappush(self._ready, (q, part.camera_id, part.track_id, self._n, _Due(
-                    q, int(row[6]), tuple(float(v) for v in row[:4]), n, False, q)))
-                return
+        """Schedule a new part's sightings from ``as_of`` on as :meth:`_sighting` would have. The part may already
+        hold sightings past ``as_of`` (how far its camera got is message timing): they are scheduled now, each as
+        of its own time, so a replay queues the same decisions at any speed."""
+        for ts in part.path.ts[int(np.searchsorted(part.path.ts, as_of)):].tolist():
+            self._schedule(part, ts, self._num_crops(part, ts) > 0, ts, held=True)
+
+    def _forget(self, t: _Track) -> None:
+        """Drop an ended track, and the route of its detector's sightings to it if it is a part."""
+        del self.tracks[t.key]
+        if t.origin is not None and self.parts.get(t.origin) == t.key:
+            del self.parts[t.origin]
 
     def _reported(self, key: tuple[str, int]) -> tuple[str, int]:
         """A track key as its camera and the id outcomes carry."""
