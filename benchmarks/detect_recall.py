@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detectors.appearance import box_intersections  # noqa: E402
 from detectors.yolo import PersonDetector  # noqa: E402
 from pipeline.evaluate_mtmc import MotSequence, match_boxes, read_mot  # noqa: E402
+from reid.identity.geometry import box_intersections  # noqa: E402
 from reid.log import setup_logging  # noqa: E402
 from reid.paths import shared_root  # noqa: E402
 from tests.detectors.clips import read_frames  # noqa: E402

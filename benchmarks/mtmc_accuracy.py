@@ -56,13 +56,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detectors.appearance import box_iou  # noqa: E402
 from pipeline.config import PipelineConfig, load_config  # noqa: E402
 from pipeline.evaluate_mtmc import MotSequence, evaluate, loss_breakdown, read_folder, read_frames, track_person  # noqa: E402
 from pipeline.events import track_parts  # noqa: E402
 from pipeline.gaps import GapFiller, TrackLog  # noqa: E402
 from pipeline.supervisor import Supervisor  # noqa: E402
 from pipeline.tracks_out import raw_tracks, read_track_log, write_tracks  # noqa: E402
+from reid.identity.geometry import box_iou  # noqa: E402
 from reid.log import setup_logging  # noqa: E402
 from reid.paths import PROJECT_ROOT, shared_root  # noqa: E402
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.appearance import CLEAN_IOU, box_iou
-from reid.identity.geometry import Homography, foot_points
+from detectors.appearance import CLEAN_IOU
+from reid.identity.geometry import Homography, box_iou, foot_points
 
 FOOT_SLACK = 0.1  # of a box's height: how far a clean detection's bottom edge may sit from the person's feet
 

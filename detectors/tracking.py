@@ -28,10 +28,11 @@ import numpy as np
 import yaml
 
 from detectors._ultralytics import BOTSORT, TRACKER_CFG_DIR, BYTETracker, IterableSimpleNamespace
-from detectors.appearance import CLEAN_IOU, TWO_PEOPLE_MAX_IOU, AppearanceConfig, SimilarityScale, box_iou
+from detectors.appearance import CLEAN_IOU, TWO_PEOPLE_MAX_IOU, AppearanceConfig, SimilarityScale
 from detectors.crops import QualityConfig, assess_quality, crop_views
 from detectors.ground import GroundGate
 from detectors.types import Detections, TrackCrop, TrackState
+from reid.identity.geometry import box_iou
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from detectors.appearance import CLEAN_IOU, box_iou
+from detectors.appearance import CLEAN_IOU
 from detectors.crops import crop_views
 from detectors.types import Detections, within_roi
-from reid.identity.geometry import GeometryConfig, Homography, foot_points
+from reid.identity.geometry import GeometryConfig, Homography, box_iou, foot_points
 
 log = logging.getLogger(__name__)
 

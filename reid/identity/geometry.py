@@ -98,6 +98,23 @@ class Homography:
         return out, valid
 
 
+def box_intersections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, M) intersection areas of xyxy boxes, with the (N,) and (M,) box areas."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter, area(a), area(b)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU of xyxy boxes."""
+    inter, area_a, area_b = box_intersections(a, b)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
 def foot_points(xyxy: np.ndarray) -> np.ndarray:
     """Bottom centres (N, 2) of ``xyxy`` boxes: where a standing person touches the floor."""
     b = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)

@@ -56,7 +56,16 @@ import numpy as np
 
 from reid.identity.album import Album, Appearance
 from reid.identity.config import MatcherConfig
-from reid.identity.geometry import AGREE, CONTINUES, DISAGREE, GeometryConfig, GroundTrack, Homography, TimeWindow
+from reid.identity.geometry import (
+    AGREE,
+    CONTINUES,
+    DISAGREE,
+    GeometryConfig,
+    GroundTrack,
+    Homography,
+    TimeWindow,
+    box_iou,
+)
 from reid.identity.links import ContinuityConfig, TrackMotion, TwoPeopleLevels, links_for
 from reid.identity.matcher import Matcher, MatchResult, TrackSummary
 from reid.identity.records import CORRECTED, ENDED, MOVED, NEW, SEEN, SPLIT, TrackRef
@@ -211,11 +220,7 @@ def _crowded(rows: Sequence[Sighting], ts: float) -> list[bool]:
     if len(live) < 2:
         return out
     b = np.array([rows[i].xyxy for i in live], np.float64)
-    w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
-    inter = w * h
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
+    iou = box_iou(b, b)
     np.fill_diagonal(iou, 0)
     for i, c in zip(live, iou.max(axis=1) > CROWDED_IOU, strict=True):
         out[i] = bool(c)
@@ -554,12 +559,12 @@ class IdentityTracker:
         """
         if t.global_id is None or not self._num_crops(t, as_of):
             return []
-        if not at_end and (swap := self._find_swap(t, as_of)) is not None:
+        owner = self._owners()
+        if not at_end and (swap := self._find_swap(t, as_of, owner)) is not None:
             return self._split(t, swap, as_of)
         links = self._ground_links(t, as_of)
         if links is None:
             return []
-        owner = self._owners()
         agree = {owner[k]: k for k, v in links.items() if v == AGREE and k in owner}
         if t.global_id in agree:
             return []
@@ -585,26 +590,25 @@ class IdentityTracker:
                 return self._move(t, target, "corrected:same_place", as_of)
         return []
 
-    def _find_swap(self, t: _Track, as_of: float) -> Swap | None:
+    def _find_swap(self, t: _Track, as_of: float, owner: Mapping[tuple[str, int], int]) -> Swap | None:
         """Did ``t`` swap people at a crossing (:mod:`reid.identity.swaps`)? Checked against each track of its
         identity in another calibrated camera seen lately, with that camera's tracks of other identities (or none
-        yet) as those it may stand with now."""
+        yet) as those it may stand with now. ``owner``: every placed track's identity."""
         assert self.geometry is not None
-        owner = self._owners()
         recent = self.config.audit_every_s
-        views: dict[tuple[str, int], SwapView] = {}
-        for o in (*self.tracks.values(), *self.recent):
-            if o.ground is None or o.camera_id == t.camera_id or owner.get(o.key) == t.global_id and (
-                    (last := o.last_seen(as_of)) is None or last < as_of - 2 * recent):  # seen since the last check
-                continue
-            if o.start_ts <= as_of and o.last_seen_ts >= t.start_ts:  # seen with it at some time
-                views[o.key] = o.swap_view(as_of)
+        seen = [o for o in (*self.tracks.values(), *self.recent)
+                if o.ground is not None and o.camera_id != t.camera_id and o.start_ts <= as_of
+                and o.last_seen_ts >= t.start_ts]  # another calibrated view's tracks seen with it at some time
+        partners = sorted((o for o in seen if owner.get(o.key) == t.global_id
+                           and (last := o.last_seen(as_of)) is not None and last >= as_of - 2 * recent),
+                          key=lambda o: o.key)  # its identity's, seen since the last check
+        if not partners:
+            return None
         me = t.swap_view(as_of)
-        for key, p in sorted(views.items()):
-            if owner.get(key) != t.global_id:
-                continue
-            others = [v for k, v in views.items() if k[0] == key[0] and owner.get(k) != t.global_id]
-            swap = find_swap(me, p, others, self.geometry)
+        for p in partners:
+            others = [o.swap_view(as_of) for o in seen if o.camera_id == p.camera_id
+                      and owner.get(o.key) != t.global_id]
+            swap = find_swap(me, p.swap_view(as_of), others, self.geometry)
             if swap is not None:
                 return swap
         return None
