@@ -30,6 +30,9 @@ by looking at the crops), so the campus rows score the identities as pairs of tr
 identity that are one person; recall: pairs of one person given one identity; F1 in the MTMC column). The labels
 name the tracks of the shipped detector and tracker, with their boxes: a run whose tracker cuts other tracks gets
 its tracks labelled by overlap with those boxes (:func:`campus_labels`).
+``--embed-all-row`` adds, before the shipped row, the shipped config with the association embedding every detection
+of every frame (``detector.appearance.refresh_s`` 0, as before session 20): the cost of embedding only where
+appearance can decide, and what it changes, in one run.
 ``--detect-fps`` runs the annotated clips' cameras at another detection rate than their configs' 5/s (the rows
 say which): no rule of the tracker or the matcher may be tied to one frame rate.
 One table: per row the median over ``--repeats`` runs, each in a fresh run directory (a fresh Redis). RT = video
@@ -176,6 +179,14 @@ def _gate(on: bool) -> Callable[[PipelineConfig], PipelineConfig]:
     return lambda cfg: cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"ground_gate": on})})
 
 
+def _embed_every_detection(cfg: PipelineConfig) -> PipelineConfig:
+    """The config with the per-camera association embedding every detection of every frame (the detect stage
+    before session 20), not only those appearance can decide."""
+    d = cfg.detector
+    return cfg.model_copy(update={"detector": d.model_copy(update={
+        "appearance": d.appearance.model_copy(update={"refresh_s": 0.0})})})
+
+
 def right_splits(run: dict, gt: Mapping[str, MotSequence], window_s: float = 2.0) -> int:
     """How many of the run's ``track.split`` events cut a track where its person changed: scored with the ground
     truth, most of its boxes in the ``window_s`` before the cut and most in the ``window_s`` after are two people (two
@@ -200,12 +211,14 @@ def _detect_fps(fps: float | None) -> Callable[[PipelineConfig], PipelineConfig]
 
 
 def clip_rows(name: str, config: Path, gt_dir: Path, repeats: int, port: int, baseline: bool,
-              detect_fps: float | None = None) -> list[dict]:
+              detect_fps: float | None = None, embed_all: bool = False) -> list[dict]:
     """The clip's rows: the baseline (no appearance in the association, no ground gate) and the shipped config
-    without its ground gate when asked, then the config as shipped; at ``detect_fps`` when given."""
+    without its ground gate when asked, the shipped config embedding every detection when asked (``embed_all``),
+    then the config as shipped; at ``detect_fps`` when given."""
     rows = []
     rate, at = _detect_fps(detect_fps), f" @{detect_fps:g}/s" if detect_fps else ""
     variants = [("baseline", False, _gate(False)), ("no gate", None, _gate(False))] if baseline else []
+    variants += [("embed all", None, _embed_every_detection)] if embed_all else []
     for label, appearance, adjust in variants + [("", None, lambda cfg: cfg)]:
         scores = []
         for _ in range(repeats):
@@ -249,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-baseline", action="store_true", help="only the shipped config's row per clip")
     p.add_argument("--detect-fps", type=float, default=None,
                    help="run the annotated clips' cameras at this detection rate instead of their configs' (5/s)")
+    p.add_argument("--embed-all-row", action="store_true",
+                   help="also run each clip with every detection embedded for the association "
+                        "(detector.appearance.refresh_s 0), before the shipped row: the cost's before and after")
     p.add_argument("--port", type=int, default=5597)
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON to this file")
     args = p.parse_args(argv)
@@ -257,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.clips:
         config, folder = CLIPS[name]
         rows += clip_rows(name, PROJECT_ROOT / "configs" / config, shared_root() / "video" / folder / "gt",
-                          args.repeats, args.port, not args.skip_baseline, args.detect_fps)
+                          args.repeats, args.port, not args.skip_baseline, args.detect_fps, args.embed_all_row)
     if not args.skip_campus:
         first, base = None, None
         for speed in (None, 1.0):

@@ -16,7 +16,8 @@ os.environ.setdefault("YOLO_VERBOSE", "False")  # our logging reports what matte
 import ultralytics  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 from ultralytics.trackers.bot_sort import BOTSORT  # noqa: E402
-from ultralytics.trackers.byte_tracker import BYTETracker  # noqa: E402
+from ultralytics.trackers.basetrack import TrackState as STrackState  # noqa: E402
+from ultralytics.trackers.byte_tracker import BYTETracker, STrack, joint_stracks  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG_DICT, IterableSimpleNamespace  # noqa: E402
 
 ULTRALYTICS_VERSION: str = ultralytics.__version__
@@ -30,7 +31,10 @@ __all__ = [
     "BYTETracker",
     "FP16_EXPORT_ARGS",
     "IterableSimpleNamespace",
+    "STrack",
+    "STrackState",
     "TRACKER_CFG_DIR",
     "ULTRALYTICS_VERSION",
     "YOLO",
+    "joint_stracks",
 ]

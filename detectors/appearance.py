@@ -15,6 +15,13 @@ appearance cost scaled between the two similarity levels above.
 Those levels are the embedding's, not a site's: the tracker measures them itself, without labels, from what it
 sees (:class:`SimilarityScale`): a track against its own next clean detection (the same person), and two
 detections of one frame (two people). Until enough samples arrive, the priors hold.
+
+The cost is one HA-CNN crop per embedded detection (about 7 ms on these 2 cores), so only the detections whose
+association appearance can decide are embedded (``AppearanceByteTrack.wanted``): a detection that overlaps one
+track alone, closely enough that it pairs with it whatever either looks like, is paired on IoU, as it would be
+with the embedding; every ``refresh_s`` the whole frame is embedded, to keep the tracks' appearance and the scale
+current. On the terrace1 clips that leaves out 38 % of the crops (sparse) and 25 % (crowd), with the same
+cross-camera IDF1 (docs/crowds.md, session 20).
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ class AppearanceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="embed every detection and mix appearance into the association "
-                          "(costs one HA-CNN crop per detection in the detect stage)")
+    enabled: bool = Field(True, description="mix appearance into the association (costs one HA-CNN crop per "
+                          "detection it can decide, in the detect stage)")
     weight: float = Field(0.5, gt=0, le=1, description="share of appearance in the association cost of a pair "
                           "whose boxes overlap (the rest: ByteTrack's IoU cost); to leave appearance out, set "
                           "enabled: false")
@@ -45,10 +52,15 @@ class AppearanceConfig(BaseModel):
                               "measured (median on terrace1; the tracker then measures its own)")
     different_prior: float = Field(0.62, ge=-1, lt=1, description="typical cosine of two people in one frame, until "
                                    "measured")
+    refresh_s: float = Field(1.0, ge=0, le=60, description="besides the detections appearance can decide (at "
+                             "crossings, re-finds, new tracks), every detection of a camera is embedded once per "
+                             "this many seconds of video, to keep each track's appearance current; 0: every "
+                             "detection of every frame (the most crops); 1 s is the crop selector's gap, within "
+                             "which a person's crops carry the same information")
     calibration_samples: int = Field(200, ge=10, le=100_000, description="samples of each kind before the measured "
                                      "medians replace the priors; the latest 10x this many are kept")
     weights: Path | None = Field(None, description="HA-CNN weights of the association embedding; unset: reid.weights "
-                                 "(the detect stage embeds every detection anyway, so other weights cost nothing)")
+                                 "(the detect stage embeds its own crops, so other weights cost no more)")
 
 
     @model_validator(mode="after")

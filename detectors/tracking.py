@@ -27,7 +27,15 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from detectors._ultralytics import BOTSORT, TRACKER_CFG_DIR, BYTETracker, IterableSimpleNamespace
+from detectors._ultralytics import (
+    BOTSORT,
+    TRACKER_CFG_DIR,
+    BYTETracker,
+    IterableSimpleNamespace,
+    STrack,
+    STrackState,
+    joint_stracks,
+)
 from detectors.appearance import CLEAN_IOU, TWO_PEOPLE_MAX_IOU, AppearanceConfig, SimilarityScale
 from detectors.crops import QualityConfig, assess_quality, crop_views
 from detectors.ground import GroundGate
@@ -114,10 +122,12 @@ class _BotSort(_OwnIds, _Gated, BOTSORT):
 class AppearanceByteTrack(BYTETracker):
     """ultralytics' ByteTrack whose first and unconfirmed associations mix appearance into the IoU cost.
 
-    ``update(results, img, feats)`` takes one unit embedding per detection row (``feats``, ultralytics' own
-    argument for per-detection features). A track's appearance (``track.appearance``) starts from its first
-    detection and follows its clean detections (nothing else overlapping) with exponential smoothing, so the
-    person in front at a crossing does not leak into the track behind.
+    ``update(results, img, feats, embedded=...)`` takes one unit embedding per detection row (``feats``,
+    ultralytics' own argument for per-detection features) and which rows were embedded at all: only the detections
+    whose association appearance can decide are (:meth:`wanted`); a pair with a detection left out keeps ByteTrack's
+    IoU cost. A track's appearance (``track.appearance``) starts from its first embedded detection and follows its
+    clean embedded detections (nothing else overlapping) with exponential smoothing, so the person in front at a
+    crossing does not leak into the track behind.
     """
 
     def __init__(self, args: Any, appearance: AppearanceConfig, **kwargs: Any):
@@ -125,13 +135,60 @@ class AppearanceByteTrack(BYTETracker):
         self.appearance = appearance
         self.scale = SimilarityScale(appearance)
         self._feats: np.ndarray | None = None
+        self._embedded: np.ndarray | None = None
+        self._last_full_ts = -math.inf  # video time of the last frame whose every detection was embedded
+
+    def wanted(self, xyxy: np.ndarray, conf: np.ndarray, ts: float) -> np.ndarray:
+        """Which of this frame's detections (``xyxy``, ``conf``, at video time ``ts``) appearance can decide
+        something about, given the tracks as the next :meth:`update` will predict them.
+
+        A detection is left out only when it overlaps exactly one confirmed, tracked track that has an appearance,
+        that track overlaps no other detection, and their IoU cost is low enough that no appearance cost could push
+        the pair over ByteTrack's match threshold: they pair up whatever the two look like, as they would with the
+        embedding. Everything else is embedded: detections that touch several tracks or share one (a crossing),
+        a pair whose IoU is weak (appearance may keep it, or refuse it), a lost track's (a re-find, where a track is
+        most often found on someone else), a track's without appearance yet, a new track's first. Every
+        ``appearance.refresh_s`` of video the whole frame is embedded, which keeps every track's appearance and the
+        similarity scale's samples current; ``refresh_s`` 0 embeds every detection.
+        """
+        n = len(xyxy)
+        if n == 0 or self.appearance.refresh_s == 0 or ts - self._last_full_ts >= self.appearance.refresh_s:
+            return np.ones(n, bool)
+        unconfirmed, confirmed = self._split_tracked()
+        pool = joint_stracks(confirmed, self.lost_stracks)
+        tracks = pool + unconfirmed
+        if not tracks:
+            return np.ones(n, bool)
+        boxes = np.array([t.xyxy for t in unconfirmed]).reshape(-1, 4)
+        if pool:  # the Kalman step the update will take (lost tracks keep their size), on copies
+            means = np.array([t.mean for t in pool])
+            means[[t.state != STrackState.Tracked for t in pool], 7] = 0
+            means, _ = STrack.shared_kalman.multi_predict(means, np.array([t.covariance for t in pool]))
+            w = means[:, 2] * means[:, 3]
+            predicted = np.stack([means[:, 0] - w / 2, means[:, 1] - means[:, 3] / 2,
+                                  means[:, 0] + w / 2, means[:, 1] + means[:, 3] / 2], axis=1)
+            boxes = np.concatenate([predicted, boxes])
+        iou = box_iou(boxes, np.asarray(xyxy, dtype=np.float64))
+        touch = iou > 0  # the pairs get_dists lets appearance re-rank
+        cost = 1 - iou * np.asarray(conf, dtype=np.float64)[None, :] if self.args.fuse_score else 1 - iou
+        w = self.appearance.weight
+        sure = cost < (self.args.match_thresh - w) / (1 - w) if w < 1 else np.zeros_like(touch)
+        plain = np.array([t.state == STrackState.Tracked and t.is_activated
+                          and getattr(t, "appearance", None) is not None for t in tracks])
+        per_det, per_track = touch.sum(axis=0), touch.sum(axis=1)
+        alone = (per_det == 1) & (touch & sure & (plain & (per_track == 1))[:, None]).any(axis=0)
+        return ~alone
 
     def update(self, results: Any, img: np.ndarray | None = None, feats: np.ndarray | None = None,
-               **kwargs: Any) -> np.ndarray:
+               embedded: np.ndarray | None = None, ts: float | None = None, **kwargs: Any) -> np.ndarray:
+        """``embedded``: which rows of ``feats`` were embedded (None: all); ``ts``: the frame's video time."""
         if feats is None or len(feats) != len(results):
             raise ValueError(f"appearance tracker: need one embedding per detection, got "
                              f"{None if feats is None else len(feats)} for {len(results)}")
         self._feats = np.asarray(feats, dtype=np.float32)
+        self._embedded = np.ones(len(feats), bool) if embedded is None else np.asarray(embedded, bool)
+        if ts is not None and len(feats) and self._embedded.all():
+            self._last_full_ts = ts
         # ultralytics' native-ReID path would hand ``feats`` to init_track as features; ours keeps them aside.
         out = super().update(results, img)
         self._learn(np.asarray(results.xyxy, dtype=np.float64))
@@ -148,39 +205,41 @@ class AppearanceByteTrack(BYTETracker):
         rows = [i for i, t in enumerate(tracks) if getattr(t, "appearance", None) is not None]
         if not rows:
             return dists
+        idx = [int(d.idx) for d in detections]
         apps = np.stack([tracks[i].appearance for i in rows])
-        det_feats = self._feats[[int(d.idx) for d in detections]]
-        cost = self.scale.cost(apps @ det_feats.T)
+        cost = self.scale.cost(apps @ self._feats[idx].T)
         w = self.appearance.weight
         sub = dists[rows]
-        # Appearance re-ranks the pairs whose boxes overlap at all; it never matches boxes that do not touch.
-        allowed = sub < 1.0
-        dists[rows] = np.where(allowed, (1 - w) * sub + w * cost, sub)
+        # Appearance re-ranks the pairs whose boxes overlap at all; it never matches boxes that do not touch, and a
+        # detection left unembedded keeps the IoU cost.
+        mixed = (sub < 1.0) & self._embedded[idx][None, :]
+        dists[rows] = np.where(mixed, (1 - w) * sub + w * cost, sub)
         return dists
 
     def _learn(self, xyxy: np.ndarray) -> None:
         """Update the appearance of the tracks matched in this frame, and the similarity scale's samples."""
-        feats = self._feats
-        assert feats is not None
+        feats, embedded = self._feats, self._embedded
+        assert feats is not None and embedded is not None
         overlap = box_iou(xyxy, xyxy) if len(xyxy) else np.zeros((0, 0))
         np.fill_diagonal(overlap, 0.0)
         clean = overlap.max(axis=1) <= CLEAN_IOU if len(xyxy) > 1 else np.ones(len(xyxy), bool)
+        usable = embedded & feats.any(axis=1)  # a zero row: left out, or a crop that could not be embedded
         same = []
         a = self.appearance.smoothing
         for t in self.tracked_stracks:
-            e = feats[int(t.idx)]
-            if t.frame_id != self.frame_id or not e.any():  # a zero row: a crop that could not be embedded
+            i = int(t.idx)
+            if t.frame_id != self.frame_id or not usable[i]:
                 continue
+            e = feats[i]
             old = getattr(t, "appearance", None)
             if old is None:
                 t.appearance = e.copy()
-            elif clean[int(t.idx)]:
+            elif clean[i]:
                 same.append(float(old @ e))
                 mixed = a * old + (1 - a) * e
                 t.appearance = (mixed / max(float(np.linalg.norm(mixed)), 1e-12)).astype(np.float32)
         iu = np.triu_indices(len(xyxy), k=1)
-        embedded = feats.any(axis=1)
-        apart = (overlap[iu] < TWO_PEOPLE_MAX_IOU) & embedded[iu[0]] & embedded[iu[1]]
+        apart = (overlap[iu] < TWO_PEOPLE_MAX_IOU) & usable[iu[0]] & usable[iu[1]]
         different = (feats @ feats.T)[iu][apart] if len(xyxy) > 1 else np.zeros(0)
         self.scale.observe(np.asarray(same), different)
 
@@ -455,6 +514,13 @@ class CameraTracker:
         """True when :meth:`update` needs one embedding per detection."""
         return self.appearance is not None
 
+    def embedding_wanted(self, detections: Detections, ts: float) -> np.ndarray:
+        """Which rows of ``detections`` (this camera's next frame, at video time ``ts``) :meth:`update` needs an
+        embedding for: all False without appearance (:meth:`AppearanceByteTrack.wanted`)."""
+        if self.appearance is None:
+            return np.zeros(len(detections), bool)
+        return self._tracker.wanted(detections.xyxy, detections.conf, ts)
+
     @property
     def similarity_levels(self) -> tuple[float, float] | None:
         """The appearance tracker's (same person, two people) typical cosines in use; None without appearance."""
@@ -464,7 +530,8 @@ class CameraTracker:
                embeddings: np.ndarray | None = None) -> list[TrackCrop]:
         """Track ``detections`` of ``frame``; returns this frame's events, crops as views into ``frame``.
 
-        ``embeddings``: with appearance, one embedding per detection row (normalised here); else ignored.
+        ``embeddings``: with appearance, one embedding per detection row (normalised here); only the rows
+        :meth:`embedding_wanted` names are read, the others may be anything (zeros); without appearance, ignored.
 
         STARTED (with a crop) for a new confirmed track; ACTIVE with a crop when the selector picks one, and
         state-only when a LOST track is found again; LOST when the tracker loses a track; ENDED when it drops
@@ -476,7 +543,9 @@ class CameraTracker:
         tracker_input = _TrackerInput(detections.xyxy, detections.conf)
         self._tracker.stamp(ts)
         if self.appearance is not None:
-            out = self._tracker.update(tracker_input, frame, _unit_rows(embeddings, len(detections), self.camera_id))
+            wanted = self._tracker.wanted(detections.xyxy, detections.conf, ts)
+            feats = _unit_rows(embeddings, len(detections), self.camera_id) * wanted[:, None]
+            out = self._tracker.update(tracker_input, frame, feats, embedded=wanted, ts=ts)
         else:
             out = self._tracker.update(tracker_input, frame)
         out = np.asarray(out, dtype=np.float32).reshape(-1, 8) if len(out) else np.zeros((0, 8), np.float32)

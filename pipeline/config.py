@@ -131,7 +131,7 @@ class DetectorConfig(_Section):
                                      "matcher averages them all (weighted by quality) into the track's embedding")
     appearance: AppearanceConfig = Field(
         default_factory=AppearanceConfig, description="HA-CNN appearance in the per-camera association, so tracks "
-        "survive crossings (detectors/appearance.py); the detect stage then embeds every detection"
+        "survive crossings (detectors/appearance.py); the detect stage then embeds the detections it can decide"
     )
     ground_gate: bool = Field(True, description="on calibrated cameras, the tracker refuses a match that would move "
                               "a person faster than geometry.max_speed on the ground (detectors/ground.py); turn off "

@@ -5,11 +5,12 @@ that queued up behind a slow detector are skipped in favour of each camera's new
 Each processed frame produces one ``crops`` message: the camera's video time (which lets the matcher know how
 far each camera has got) plus the track events of that frame, with a crop for the few that were selected, and
 the box of every other track seen in it.
-With ``detector.appearance`` on (the default), every detection of the batch is embedded by HA-CNN here too, in one
-call, and the trackers mix that appearance into their association (``detectors.appearance``): that is what keeps
-tracks apart when people cross. It costs one crop per detection. The few crops per track selected for the matcher
-are embedded again by the embed stage (53 crops against the detect stage's 1,526 on the sparse terrace1 clip): the
-messages do not carry the detect stage's embeddings on yet.
+With ``detector.appearance`` on (the default), the detections whose association appearance can decide (boxes that
+touch several tracks, re-finds, new tracks, and every detection once per ``appearance.refresh_s``: each tracker's
+``embedding_wanted``) are embedded by HA-CNN here too, in one call for the batch, and the trackers mix that
+appearance into their association (``detectors.appearance``): that is what keeps tracks apart when people cross.
+The few crops per track selected for the matcher are embedded again by the embed stage: the messages do not carry
+the detect stage's embeddings on.
 With ``track_log`` (``--save-video`` and ``--tracks-out``, which read it after the run), each recorded camera's
 tracks are logged per frame (frame, track id, box): bounded by the file's length; live cameras are never logged.
 With the HTTP service on, each camera's latest frame with its boxes and track ids is written every
@@ -148,15 +149,17 @@ class DetectStage(Stage):
         return within_roi(dets, self.rois[cam])
 
     def embed_detections(self, batch: list[FrameMsg], detections: list[Detections]) -> list[np.ndarray | None]:
-        """One embedding per detection for the cameras whose tracker uses appearance (one embedder call for the
-        whole batch); a crop that cannot be embedded gets a zero row (its detection looks like nobody known)."""
+        """One embedding row per detection for the cameras whose tracker uses appearance, the detections it wants
+        embedded filled in (one embedder call for the whole batch), the others zero; a crop that cannot be embedded
+        gets a zero row too (its detection looks like nobody known)."""
         out: list[np.ndarray | None] = [None] * len(batch)
         if self.embedder is None:
             return out
         wanted = [i for i, m in enumerate(batch) if self.trackers[m.camera_id].wants_embeddings]
         t0 = time.perf_counter()
+        rows = [self.trackers[batch[i].camera_id].embedding_wanted(detections[i], batch[i].ts) for i in wanted]
         embs, crops = embed_detections(self.embedder, [batch[i].frame for i in wanted],
-                                       [detections[i] for i in wanted], self.config.detector.crop_pad_frac)
+                                       [detections[i] for i in wanted], self.config.detector.crop_pad_frac, rows)
         if crops:
             self.counters["association_crops"] += crops
             self.counters["association_embed_ms"] += round(1e3 * (time.perf_counter() - t0))
@@ -236,15 +239,17 @@ def camera_tracker(config: PipelineConfig, camera: CameraConfig,
 
 
 def embed_detections(embedder: Embedder, frames: Sequence[np.ndarray], detections: Sequence[Detections],
-                     pad_frac: float) -> tuple[list[np.ndarray], int]:
-    """One embedding per detection of each frame (the per-camera association's), every crop in one embedder call;
-    a crop that cannot be embedded gets a zero row, which makes its detection look like nobody the tracker knows.
-    Returns the arrays, one per frame, and how many crops were embedded."""
+                     pad_frac: float, wanted: Sequence[np.ndarray] | None = None) -> tuple[list[np.ndarray], int]:
+    """One embedding row per detection of each frame (the per-camera association's), every crop in one embedder
+    call; ``wanted`` (one mask per frame, None: every detection) names the detections to embed, the others get a
+    zero row. A crop that cannot be embedded gets a zero row too, which makes its detection look like nobody the
+    tracker knows. Returns the arrays, one per frame, and how many crops were embedded."""
     out = [np.zeros((len(dets), EMBEDDING_DIM), np.float32) for dets in detections]
     crops, owners = [], []
     for i, (frame, dets) in enumerate(zip(frames, detections, strict=True)):
+        mask = np.ones(len(dets), bool) if wanted is None else wanted[i]
         for j, crop in enumerate(crop_views(frame, dets.xyxy, pad_frac)):
-            if crop_problem(crop) is None:
+            if mask[j] and crop_problem(crop) is None:
                 crops.append(crop)
                 owners.append((i, j))
     if crops:

@@ -137,9 +137,11 @@ def harvest(config_path: str | Path, duration_s: float | None = None, max_crops_
                    disable=None if progress else True)  # None: shown on a terminal only
         for index, ts, frame in bar:
             dets = within_roi(detector.detect([frame])[0], cam.roi)  # as the detect stage does
-            embs = embed_detections(embedder, [frame], [dets], d.crop_pad_frac)[0][0] \
+            dets = Detections(dets.xyxy, dets.conf)
+            embs = embed_detections(embedder, [frame], [dets], d.crop_pad_frac,
+                                    [tracker.embedding_wanted(dets, ts)])[0][0] \
                 if embedder is not None and tracker.wants_embeddings else None
-            tracker.update(frame, index, ts, Detections(dets.xyxy, dets.conf), embs)
+            tracker.update(frame, index, ts, dets, embs)
             _collect(tracker.tracks, dets.xyxy, frame, index, ts, name, cam.id, homography, open_tracks,
                      d.crop_pad_frac, d.min_crop_height_px)
             last_ts = ts

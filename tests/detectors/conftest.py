@@ -91,18 +91,19 @@ def crowd_c1(shared, detector_320):
 
 @pytest.fixture(scope="session")
 def crowd_c1_tracker_alone(crowd_c1, shared):
-    """Scores the per-camera tracker alone on :func:`crowd_c1`: ``score(appearance, gate=None)`` gives
-    ``pipeline.evaluate_mtmc``'s per-camera figures plus ``track_bound`` (each track labelled with its main
-    person: what perfect linking would give)."""
+    """Scores the per-camera tracker alone on :func:`crowd_c1`: ``score(appearance, gate=None, refresh_s=1.0)``
+    gives ``pipeline.evaluate_mtmc``'s per-camera figures plus ``track_bound`` (each track labelled with its main
+    person: what perfect linking would give) and ``embedded``, how many detections the tracker wanted embedded."""
     from detectors.appearance import AppearanceConfig
     from detectors.tracking import CameraTracker
     from pipeline.evaluate_mtmc import MotSequence, evaluate, loss_breakdown, read_mot
 
-    def score(appearance: bool, gate=None) -> dict:
+    def score(appearance: bool, gate=None, refresh_s: float = 1.0) -> dict:
         tracker = CameraTracker("c1", frame_rate=5, lost_timeout_s=1.5,
-                                appearance=AppearanceConfig(enabled=appearance), gate=gate)
-        seq = MotSequence()
+                                appearance=AppearanceConfig(enabled=appearance, refresh_s=refresh_s), gate=gate)
+        seq, embedded = MotSequence(), 0
         for k, (frame, dets, embs) in enumerate(crowd_c1):
+            embedded += int(tracker.embedding_wanted(dets, k / 5).sum())
             tracker.update(frame, 5 * k, k / 5, dets, embs)
             t = tracker.tracks
             if len(t.xyxy):
@@ -112,6 +113,7 @@ def crowd_c1_tracker_alone(crowd_c1, shared):
         frames = {"c1": [5 * k + 1 for k in range(len(crowd_c1))]}
         out = evaluate({"c1": seq}, gt, frames)["per_camera"]["c1"]
         out["track_bound"] = loss_breakdown({"c1": seq}, gt, frames)["track_bound"]["mtmc_idf1"]
+        out["embedded"] = embedded
         return out
 
     return score

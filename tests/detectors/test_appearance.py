@@ -61,9 +61,66 @@ def test_appearance_needs_one_embedding_per_detection_and_bytetrack():
         build_tracker("botsort", tracker_args("botsort"), AppearanceConfig())
 
 
+def _walk(tracker: CameraTracker, k: int, xs: list[float], looks: np.ndarray | None = None) -> np.ndarray:
+    """Frame ``k`` (5/s) with one 40 px wide person at each x; returns which detections the tracker wanted
+    embedded, after updating it with ``looks`` (default: one distinct look per person)."""
+    boxes = np.array([[x - 20, 50, x + 20, 150] for x in xs], np.float32).reshape(-1, 4)
+    dets = Detections(boxes, np.full(len(xs), 0.9, np.float32))
+    wanted = tracker.embedding_wanted(dets, k / 5)
+    tracker.update(np.zeros((200, 600, 3), np.uint8), k, k / 5, dets,
+                   np.eye(len(xs), 8, dtype=np.float32) if looks is None else looks)
+    return wanted
+
+
+def test_only_detections_appearance_can_decide_are_embedded_between_refreshes():
+    tracker = CameraTracker("c", frame_rate=5, lost_timeout_s=1.5, appearance=AppearanceConfig(refresh_s=1.0))
+    apart = [100.0, 400.0]
+    assert _walk(tracker, 0, apart).tolist() == [True, True]  # the first frame: every detection
+    assert _walk(tracker, 1, apart).tolist() == [False, False]  # one track each, nothing else near: IoU decides
+    assert _walk(tracker, 2, apart + [250.0]).tolist() == [False, False, True]  # a newcomer is embedded
+    assert _walk(tracker, 3, apart + [250.0]).tolist() == [False, False, True]  # ... until its track is confirmed
+    assert _walk(tracker, 4, apart + [250.0]).tolist() == [False, False, False]
+    assert _walk(tracker, 5, apart).tolist() == [True, True]  # a second since the last full frame: refresh
+    assert _walk(tracker, 6, [100.0, 130.0]).tolist() == [True, True]  # the second touches the first's track
+    assert _walk(tracker, 7, [100.0]).tolist() == [True]  # still touching the newcomer's unconfirmed track
+    assert _walk(tracker, 8, [100.0, 400.0]).tolist() == [False, True]  # the lost track at 400: a re-find
+    every = CameraTracker("c", frame_rate=5, appearance=AppearanceConfig(refresh_s=0))
+    assert all(_walk(every, k, apart).all() for k in range(4))
+
+
+def test_the_tracker_reads_only_the_rows_it_wanted():
+    """Rows it did not want may hold anything: the tracks come out the same as with zeros there."""
+    runs = []
+    for junk in (0.0, 1.0):
+        tracker = CameraTracker("c", frame_rate=5, lost_timeout_s=1.5, appearance=AppearanceConfig())
+        ids = []
+        for k in range(12):
+            xs = [100.0 + 10 * k, 400.0 - 10 * k]
+            boxes = np.array([[x - 20, 50, x + 20, 150] for x in xs], np.float32)
+            dets = Detections(boxes, np.full(2, 0.9, np.float32))
+            wanted = tracker.embedding_wanted(dets, k / 5)
+            looks = np.where(wanted[:, None], np.eye(2, 8, dtype=np.float32), junk).astype(np.float32)
+            tracker.update(np.zeros((200, 600, 3), np.uint8), k, k / 5, dets, looks)
+            ids.append((tracker.tracks.track_id.tolist(), tracker.tracks.xyxy.tolist()))
+        runs.append(ids)
+    assert runs[0] == runs[1]
+
+
 def test_appearance_tracks_the_crowded_clip_with_fewer_swaps(crowd_c1_tracker_alone):
     """About six people in view, crossing all the time: the tracker alone (raw track ids) gains identity."""
     plain = crowd_c1_tracker_alone(appearance=False)
     with_app = crowd_c1_tracker_alone(appearance=True)
     assert with_app["idf1"] >= plain["idf1"] + 0.05, (plain, with_app)
     assert with_app["id_switches"] < plain["id_switches"]
+
+
+def test_the_crowded_clip_needs_fewer_embeddings_than_detections(crowd_c1, crowd_c1_tracker_alone):
+    """Embedding only where appearance can decide leaves crops out even with six people crossing, and keeps most
+    of what embedding every detection gains over motion alone."""
+    plain = crowd_c1_tracker_alone(appearance=False)
+    every = crowd_c1_tracker_alone(appearance=True, refresh_s=0)
+    lazy = crowd_c1_tracker_alone(appearance=True)
+    detections = sum(len(dets) for _, dets, _ in crowd_c1)
+    assert every["embedded"] == detections
+    assert lazy["embedded"] < 0.8 * detections, (lazy["embedded"], detections)
+    assert lazy["idf1"] - plain["idf1"] >= 0.7 * (every["idf1"] - plain["idf1"]), (plain, every, lazy)
