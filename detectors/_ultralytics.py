@@ -17,7 +17,7 @@ import ultralytics  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 from ultralytics.trackers.bot_sort import BOTSORT  # noqa: E402
 from ultralytics.trackers.basetrack import TrackState as STrackState  # noqa: E402
-from ultralytics.trackers.byte_tracker import BYTETracker, STrack, joint_stracks  # noqa: E402
+from ultralytics.trackers.byte_tracker import BYTETracker, STrack  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG_DICT, IterableSimpleNamespace  # noqa: E402
 
 ULTRALYTICS_VERSION: str = ultralytics.__version__
@@ -36,5 +36,4 @@ __all__ = [
     "TRACKER_CFG_DIR",
     "ULTRALYTICS_VERSION",
     "YOLO",
-    "joint_stracks",
 ]

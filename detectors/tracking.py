@@ -27,15 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from detectors._ultralytics import (
-    BOTSORT,
-    TRACKER_CFG_DIR,
-    BYTETracker,
-    IterableSimpleNamespace,
-    STrack,
-    STrackState,
-    joint_stracks,
-)
+from detectors._ultralytics import BOTSORT, TRACKER_CFG_DIR, BYTETracker, IterableSimpleNamespace, STrack, STrackState
 from detectors.appearance import CLEAN_IOU, TWO_PEOPLE_MAX_IOU, AppearanceConfig, SimilarityScale
 from detectors.crops import QualityConfig, assess_quality, crop_views
 from detectors.ground import GroundGate
@@ -152,10 +144,13 @@ class AppearanceByteTrack(BYTETracker):
         similarity scale's samples current; ``refresh_s`` 0 embeds every detection.
         """
         n = len(xyxy)
-        if n == 0 or self.appearance.refresh_s == 0 or ts - self._last_full_ts >= self.appearance.refresh_s:
+        if n == 0 or self.appearance.refresh_s == 0 or ts - self._last_full_ts >= self.appearance.refresh_s \
+                or self.args.match_thresh >= 1:  # at 1 or more, boxes that do not touch can pair: no bound holds
             return np.ones(n, bool)
-        unconfirmed, confirmed = self._split_tracked()
-        pool = joint_stracks(confirmed, self.lost_stracks)
+        confirmed = [t for t in self.tracked_stracks if t.is_activated]
+        unconfirmed = [t for t in self.tracked_stracks if not t.is_activated]
+        known = {t.track_id for t in confirmed}
+        pool = confirmed + [t for t in self.lost_stracks if t.track_id not in known]  # as update() pools them
         tracks = pool + unconfirmed
         if not tracks:
             return np.ones(n, bool)
@@ -168,11 +163,18 @@ class AppearanceByteTrack(BYTETracker):
             predicted = np.stack([means[:, 0] - w / 2, means[:, 1] - means[:, 3] / 2,
                                   means[:, 0] + w / 2, means[:, 1] + means[:, 3] / 2], axis=1)
             boxes = np.concatenate([predicted, boxes])
-        iou = box_iou(boxes, np.asarray(xyxy, dtype=np.float64))
+        det_xyxy = np.asarray(xyxy, dtype=np.float64)
+        iou = box_iou(boxes, det_xyxy)
         touch = iou > 0  # the pairs get_dists lets appearance re-rank
         cost = 1 - iou * np.asarray(conf, dtype=np.float64)[None, :] if self.args.fuse_score else 1 - iou
+        gate = getattr(self, "gate", None)
+        if gate is not None:  # a pair the ground refuses leaves its detection to start a track: embed it
+            times = getattr(self, "_frame_ts", None) or {}
+            since = np.array([ts - times.get(t.frame_id, -math.inf) for t in tracks])
+            cost = gate.veto(cost, boxes, since, det_xyxy)
         w = self.appearance.weight
-        sure = cost < (self.args.match_thresh - w) / (1 - w) if w < 1 else np.zeros_like(touch)
+        # 1e-6: a margin for the float32 costs ByteTrack computes, against this float64 bound
+        sure = cost < (self.args.match_thresh - w) / (1 - w) - 1e-6 if w < 1 else np.zeros_like(touch)
         plain = np.array([t.state == STrackState.Tracked and t.is_activated
                           and getattr(t, "appearance", None) is not None for t in tracks])
         per_det, per_track = touch.sum(axis=0), touch.sum(axis=1)
@@ -463,8 +465,9 @@ class CameraTracker:
     """One camera's tracker: detections in, track events and selected crops out.
 
     ``kind`` is ``"bytetrack"`` (default) or ``"botsort"``; ``overrides`` change keys of its ultralytics yaml
-    (``track_buffer`` is in frames). With an enabled ``appearance`` (ByteTrack), :meth:`update` takes one HA-CNN
-    embedding per detection and mixes appearance into the association (:mod:`detectors.appearance`).
+    (``track_buffer`` is in frames). With an enabled ``appearance`` (ByteTrack), :meth:`update` takes HA-CNN
+    embeddings of the detections :meth:`embedding_wanted` names and mixes appearance into the association
+    (:mod:`detectors.appearance`).
     ``gate`` (calibrated cameras) vetoes matches no walk could make (:mod:`detectors.ground`).
     ``lost_timeout_s``, when given, sets ``track_buffer`` to that many seconds of ``frame_rate``. Crops are padded
     by ``pad_frac`` of the box on each side and judged with ``quality``; ``selector`` (one per tracker) defaults to
@@ -511,7 +514,8 @@ class CameraTracker:
 
     @property
     def wants_embeddings(self) -> bool:
-        """True when :meth:`update` needs one embedding per detection."""
+        """True when :meth:`update` needs embeddings (one row per detection, those :meth:`embedding_wanted` names
+        filled in)."""
         return self.appearance is not None
 
     def embedding_wanted(self, detections: Detections, ts: float) -> np.ndarray:
@@ -544,7 +548,8 @@ class CameraTracker:
         self._tracker.stamp(ts)
         if self.appearance is not None:
             wanted = self._tracker.wanted(detections.xyxy, detections.conf, ts)
-            feats = _unit_rows(embeddings, len(detections), self.camera_id) * wanted[:, None]
+            feats = np.where(wanted[:, None], _unit_rows(embeddings, len(detections), self.camera_id), 0.0)
+            feats = feats.astype(np.float32, copy=False)
             out = self._tracker.update(tracker_input, frame, feats, embedded=wanted, ts=ts)
         else:
             out = self._tracker.update(tracker_input, frame)

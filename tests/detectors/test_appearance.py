@@ -89,21 +89,28 @@ def test_only_detections_appearance_can_decide_are_embedded_between_refreshes():
 
 
 def test_the_tracker_reads_only_the_rows_it_wanted():
-    """Rows it did not want may hold anything: the tracks come out the same as with zeros there."""
+    """Rows it did not want may hold anything: through a crossing that appearance decides (two people meet head-on
+    and turn back), the tracks and their appearances come out the same as with zeros there."""
     runs = []
     for junk in (0.0, 1.0):
         tracker = CameraTracker("c", frame_rate=5, lost_timeout_s=1.5, appearance=AppearanceConfig())
-        ids = []
-        for k in range(12):
-            xs = [100.0 + 10 * k, 400.0 - 10 * k]
-            boxes = np.array([[x - 20, 50, x + 20, 150] for x in xs], np.float32)
+        out, left_out = [], 0
+        for k in range(20):
+            xa = 100 + 10 * k if k <= 10 else 200 - 10 * (k - 10)
+            xb = 300 - 10 * k if k <= 10 else 200 + 10 * (k - 10)
+            boxes = np.array([[xa - 20, 50, xa + 20, 150], [xb - 20, 50, xb + 20, 150]], np.float32)
             dets = Detections(boxes, np.full(2, 0.9, np.float32))
             wanted = tracker.embedding_wanted(dets, k / 5)
+            left_out += int((~wanted).sum())
             looks = np.where(wanted[:, None], np.eye(2, 8, dtype=np.float32), junk).astype(np.float32)
-            tracker.update(np.zeros((200, 600, 3), np.uint8), k, k / 5, dets, looks)
-            ids.append((tracker.tracks.track_id.tolist(), tracker.tracks.xyxy.tolist()))
-        runs.append(ids)
+            tracker.update(np.zeros((200, 400, 3), np.uint8), k, k / 5, dets, looks)
+            out.append((tracker.tracks.track_id.tolist(), tracker.tracks.xyxy.tolist()))
+        apps = {t.track_id: t.appearance.tolist() for t in tracker._tracker.tracked_stracks}
+        runs.append((out, apps, left_out))
+    assert runs[0][2] > 0  # some detections were left out
     assert runs[0] == runs[1]
+    owners = runs[0][0][-1]  # and appearance kept the two apart, as when every detection is embedded
+    assert owners[0] == [1, 2] and owners[1][0][0] < owners[1][1][0]
 
 
 def test_appearance_tracks_the_crowded_clip_with_fewer_swaps(crowd_c1_tracker_alone):
