@@ -509,6 +509,7 @@ class CameraTracker:
         self._by_raw: dict[int, _Track] = {}
         self._last_frame_index = -1
         self._last_ts = 0.0
+        self._asked: tuple[float, np.ndarray, np.ndarray] | None = None  # the last embedding_wanted's answer
         log.info("camera %s: %s tracker%s, track_buffer %d frames at %.1f fps", camera_id, kind,
                  " with appearance" if self.appearance else "", int(self.args.track_buffer), frame_rate)
 
@@ -523,7 +524,9 @@ class CameraTracker:
         embedding for: all False without appearance (:meth:`AppearanceByteTrack.wanted`)."""
         if self.appearance is None:
             return np.zeros(len(detections), bool)
-        return self._tracker.wanted(detections.xyxy, detections.conf, ts)
+        mask = self._tracker.wanted(detections.xyxy, detections.conf, ts)
+        self._asked = (ts, detections.xyxy, mask)  # update() of these detections reads the same mask
+        return mask
 
     @property
     def similarity_levels(self) -> tuple[float, float] | None:
@@ -547,7 +550,9 @@ class CameraTracker:
         tracker_input = _TrackerInput(detections.xyxy, detections.conf)
         self._tracker.stamp(ts)
         if self.appearance is not None:
-            wanted = self._tracker.wanted(detections.xyxy, detections.conf, ts)
+            asked, self._asked = self._asked, None
+            wanted = asked[2] if asked is not None and asked[0] == ts and asked[1] is detections.xyxy \
+                else self._tracker.wanted(detections.xyxy, detections.conf, ts)
             feats = np.where(wanted[:, None], _unit_rows(embeddings, len(detections), self.camera_id), 0.0)
             feats = feats.astype(np.float32, copy=False)
             out = self._tracker.update(tracker_input, frame, feats, embedded=wanted, ts=ts)
