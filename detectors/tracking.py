@@ -90,13 +90,20 @@ class _Gated:
 
     def get_dists(self, tracks: list, detections: list) -> np.ndarray:
         dists = super().get_dists(tracks, detections)  # type: ignore[misc]
-        times = self._frame_ts or {}
-        now = times.get(self.frame_id)  # type: ignore[attr-defined]
-        if self.gate is None or now is None or not len(tracks) or not len(detections):
+        now = (self._frame_ts or {}).get(self.frame_id)  # type: ignore[attr-defined]
+        if now is None or not len(tracks) or not len(detections):
             return dists
+        return self.vetoed(dists, tracks, np.array([t.xyxy for t in tracks]), np.array([d.xyxy for d in detections]),
+                           now)
+
+    def vetoed(self, dists: np.ndarray, tracks: list, track_xyxy: np.ndarray, det_xyxy: np.ndarray,
+               now: float) -> np.ndarray:
+        """``dists`` with the pairs the gate refuses at video time ``now`` set to 1 (no gate: unchanged)."""
+        if self.gate is None:
+            return dists
+        times = self._frame_ts or {}
         since = [now - times.get(t.frame_id, -math.inf) for t in tracks]  # unknown: never refused
-        return self.gate.veto(dists, np.array([t.xyxy for t in tracks]), np.array(since),
-                              np.array([d.xyxy for d in detections]))
+        return self.gate.veto(dists, track_xyxy, np.array(since), det_xyxy)
 
 
 class _ByteTrack(_OwnIds, _Gated, BYTETracker):
@@ -167,11 +174,7 @@ class AppearanceByteTrack(BYTETracker):
         iou = box_iou(boxes, det_xyxy)
         touch = iou > 0  # the pairs get_dists lets appearance re-rank
         cost = 1 - iou * np.asarray(conf, dtype=np.float64)[None, :] if self.args.fuse_score else 1 - iou
-        gate = getattr(self, "gate", None)
-        if gate is not None:  # a pair the ground refuses leaves its detection to start a track: embed it
-            times = getattr(self, "_frame_ts", None) or {}
-            since = np.array([ts - times.get(t.frame_id, -math.inf) for t in tracks])
-            cost = gate.veto(cost, boxes, since, det_xyxy)
+        cost = self.vetoed(cost, tracks, boxes, det_xyxy, ts)  # a refused pair's detection may start a track
         w = self.appearance.weight
         # 1e-6: a margin for the float32 costs ByteTrack computes, against this float64 bound
         sure = cost < (self.args.match_thresh - w) / (1 - w) - 1e-6 if w < 1 else np.zeros_like(touch)
@@ -180,6 +183,11 @@ class AppearanceByteTrack(BYTETracker):
         per_det, per_track = touch.sum(axis=0), touch.sum(axis=1)
         alone = (per_det == 1) & (touch & sure & (plain & (per_track == 1))[:, None]).any(axis=0)
         return ~alone
+
+    def vetoed(self, dists: np.ndarray, tracks: list, track_xyxy: np.ndarray, det_xyxy: np.ndarray,
+               now: float) -> np.ndarray:
+        """The pairs of ``dists`` nothing refuses: all of them (a ground gate refuses some: :class:`_Gated`)."""
+        return dists
 
     def update(self, results: Any, img: np.ndarray | None = None, feats: np.ndarray | None = None,
                embedded: np.ndarray | None = None, ts: float | None = None, **kwargs: Any) -> np.ndarray:
