@@ -44,10 +44,11 @@ from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.config import load_config  # noqa: E402
 from pipeline.messages import TrackEntry  # noqa: E402
 from reid.identity.album import Album  # noqa: E402
 from reid.identity.config import MatcherConfig, RedisConfig  # noqa: E402
-from reid.identity.geometry import GeometryConfig, Homography  # noqa: E402
+from reid.identity.geometry import Homography  # noqa: E402
 from reid.identity.matcher import Matcher  # noqa: E402
 from reid.identity.redis_server import EmbeddedRedis  # noqa: E402
 from reid.identity.store import IdentityStore  # noqa: E402
@@ -61,7 +62,8 @@ CLIP_S = 30.0
 VIEWS = {"c0": ("c0", (0.0, 15.0), 0), "c1": ("c1", (0.0, 15.0), 0),
          "c2": ("c0", (7.5, 22.5), 1), "c3": ("c1", (7.5, 22.5), 1)}
 PLACE_OFFSET = 10_000.0  # ground units between the two places
-GEOMETRY = GeometryConfig(same_place=30, different_place=75, max_speed=150)  # configs/terrace1.yaml's
+SITE = load_config(PROJECT_ROOT / "configs" / "terrace1_crowd.yaml")  # the clip's calibration and ground rules
+GEOMETRY = SITE.geometry
 WRITE_COMMANDS = {"set", "hset", "del", "sadd", "zadd", "xadd", "incr", "hdel", "zrem", "expire"}
 
 
@@ -198,7 +200,7 @@ def homographies() -> dict[str, Homography]:
     """Each camera's calibration: its view's, its ground moved to its place."""
     out = {}
     for cam, (view, _, place) in VIEWS.items():
-        h = Homography.load(shared_root() / "video" / CLIP / f"homography-{view}.txt").matrix
+        h = next(c for c in SITE.cameras if c.id == view).ground().matrix  # ground_offset included
         out[cam] = Homography(np.array([[1, 0, place * PLACE_OFFSET], [0, 1, 0], [0, 0, 1]]) @ h)
     return out
 

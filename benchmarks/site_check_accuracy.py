@@ -58,9 +58,9 @@ def gt_distances(config: PipelineConfig, gt_dir: Path) -> tuple[np.ndarray, np.n
     same, different = [], []
     for a, b in itertools.combinations(tracks, 2):
         if a.track_id == b.track_id and a.camera_id != b.camera_id:
-            same += [d for _, d, _ in window_distances(a, b)]
+            same += [w[1] for w in window_distances(a, b)]
         elif a.track_id != b.track_id:
-            different += [d for _, d, _ in window_distances(a, b)]
+            different += [w[1] for w in window_distances(a, b)]
     return np.array(same), np.array(different)
 
 

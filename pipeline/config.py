@@ -8,10 +8,12 @@ than 0``; unknown keys are rejected (with a close match suggested) instead of be
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -69,6 +71,11 @@ class CameraConfig(_Section):
         None, description="image-to-ground calibration: a 3x3 matrix (rows) or the path of a text file holding one; "
         "all calibrated cameras must map to one shared ground frame (free units, see the geometry section)"
     )
+    ground_offset: tuple[float, float] | None = Field(
+        None, description="added to this camera's ground positions (x, y, in the ground frame's units): the constant "
+        "shift that `python -m pipeline.site_check` measures between two calibrated views that put one person at "
+        "places a fixed distance apart (needs a homography)"
+    )
 
     @field_validator("reconnect_backoff_s")
     @classmethod
@@ -107,9 +114,26 @@ class CameraConfig(_Section):
             Homography(v)  # shape, finiteness, singularity: a CalibrationError (a ValueError) names the problem
         return v
 
+    @model_validator(mode="after")
+    def _offset(self) -> CameraConfig:
+        if self.ground_offset is not None:
+            if self.homography is None:
+                raise ValueError("ground_offset corrects a homography: this camera has none")
+            if not all(math.isfinite(v) for v in self.ground_offset):
+                raise ValueError("ground_offset must be two finite numbers")
+        return self
+
     def ground(self) -> Homography | None:
-        """The checked homography (``load_config`` reads a file into its matrix)."""
-        return None if self.homography is None else Homography.load(self.homography)
+        """The checked homography (``load_config`` reads a file into its matrix), followed by the camera's
+        ``ground_offset``: every consumer of ground positions (tracker gate, identity stage, gap filling, floor plan,
+        adaptation) sees the corrected ones."""
+        if self.homography is None:
+            return None
+        h = Homography.load(self.homography)
+        if self.ground_offset is None:
+            return h
+        dx, dy = self.ground_offset
+        return Homography(np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]]) @ h.matrix)
 
 
 class DetectorConfig(_Section):

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if not any(h is not None for r in recordings for h in r.cameras.values()):
         log.warning("no camera has a homography: nothing on the ground can be measured (calibrate with "
                     "python -m pipeline.calibrate or the service's /calibrate page)")
-    result = check(recordings, first.reid.build_embedder(), first.matcher.threshold)
+    offsets_now = {c.id: c.ground_offset for c in first.cameras}
+    result = check(recordings, first.reid.build_embedder(), first.matcher.threshold, offsets_now)
     suggestions = result.suggestions
     out = args.out or first.resolved_run_dir / REPORT_FOLDER
     png = write_plots(out / REPORT_PNG, result.ground, result.fit, suggestions, result.appearance, units)
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
               "video_s": {r.name: r.duration_s for r in recordings},
               "suggestions": {k: {"value": None if s.value is None else sig(s.value), "why": s.why,
                                   "configured": now[k]} for k, s in suggestions.items()},
+              "ground_offsets": {c: {"value": None if o.value is None else [sig(v) for v in o.value], "why": o.why,
+                                     "configured": offsets_now.get(c)} for c, o in result.offsets.items()},
               "evidence": result.evidence_summary(), "warnings": result.warnings,
               "config_lines": result.config_lines(first.geometry.units if first.geometry else None), "plot": str(png)}
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2))
@@ -81,12 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row("matcher.threshold" if k == "threshold" else f"geometry.{k}",
                       "-" if s.value is None else f"{sig(s.value)}{unit}",
                       "-" if now[k] is None else f"{now[k]}{unit}", s.why)
+    for cam, o in sorted(result.offsets.items()):
+        table.add_row(f"cameras.{cam}.ground_offset",
+                      "keep" if o.value is None else f"[{sig(o.value[0])}, {sig(o.value[1])}] {units}",
+                      "-" if offsets_now.get(cam) is None else f"{list(offsets_now[cam])} {units}", o.why)
     console.print(table)
     for w in result.warnings:
         log.warning("%s", w)
     lines = report["config_lines"] or "(nothing measured: replay more video, see the evidence column)"
-    console.print(f"plots: {png}\nreport: {out / REPORT_JSON}\nthe geometry section to use (replacing the config's):"
-                  f"\n{lines}")
+    console.print(f"plots: {png}\nreport: {out / REPORT_JSON}\nthe geometry section to use (replacing the config's), "
+                  f"and the cameras' ground offsets:\n{lines}")
     return 0
 
 

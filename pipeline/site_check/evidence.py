@@ -9,6 +9,10 @@ Three kinds of pairs need no labels (the same facts :mod:`reid.adapt` learns fro
   the people seen by one view only (whose nearest is someone else, far away);
 - a track's own ground path gives walking speeds.
 
+The same-person windows also show whether two views' calibrations agree: the displacement from one view's foot
+point to the other's is noise around zero when they do, and around a constant vector when one homography puts the
+whole floor a fixed distance off (:func:`view_offsets`).
+
 Distances are medians over windows of ``WINDOW_S`` seconds of the moments both tracks are seen (as the matcher's
 rule takes a median over the common moments, with the recording's ``geometry.max_dt_s`` and ``min_common``), so
 one bad foot point does not count as a sample.
@@ -16,9 +20,11 @@ one bad foot point does not count as a sample.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -27,6 +33,7 @@ import cv2
 import numpy as np
 
 from reid.adapt.harvest import HarvestedTrack, Recording, unit
+from reid.identity.geometry import Homography
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +55,10 @@ def ground_path(t: HarvestedTrack) -> tuple[np.ndarray, np.ndarray]:
 
 
 def window_distances(a: HarvestedTrack, b: HarvestedTrack, max_dt_s: float = MAX_DT_S,
-                     min_moments: int = MIN_MOMENTS) -> list[tuple[float, float, np.ndarray]]:
-    """(window start, median ground distance, where: the median position of ``a`` then) for each ``WINDOW_S``
-    window in which both tracks are seen at ``min_moments`` common moments (sightings within ``max_dt_s``) or
-    more; empty for tracks never seen together."""
+                     min_moments: int = MIN_MOMENTS) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
+    """(window start, median ground distance, where: the median position of ``a`` then, shift: the median of
+    ``b``'s position minus ``a``'s) for each ``WINDOW_S`` window in which both tracks are seen at ``min_moments``
+    common moments (sightings within ``max_dt_s``) or more; empty for tracks never seen together."""
     ta, ga = ground_path(a)
     tb, gb = ground_path(b)
     if not len(ta) or not len(tb) or ta[0] > tb[-1] + max_dt_s or tb[0] > ta[-1] + max_dt_s:
@@ -63,7 +70,8 @@ def window_distances(a: HarvestedTrack, b: HarvestedTrack, max_dt_s: float = MAX
     else:
         j = np.zeros(len(ta), np.int64)
     close = np.abs(tb[j] - ta) <= max_dt_s
-    t, at, d = ta[close], ga[close], np.linalg.norm(ga[close] - gb[j[close]], axis=1)
+    t, at, step = ta[close], ga[close], gb[j[close]] - ga[close]
+    d = np.linalg.norm(step, axis=1)
     if len(t) < min_moments:
         return []
     slot = np.floor(t / WINDOW_S).astype(np.int64)
@@ -71,7 +79,8 @@ def window_distances(a: HarvestedTrack, b: HarvestedTrack, max_dt_s: float = MAX
     for s in np.unique(slot):
         m = slot == s
         if m.sum() >= min_moments:
-            out.append((float(s * WINDOW_S), float(np.median(d[m])), np.median(at[m], axis=0)))
+            out.append((float(s * WINDOW_S), float(np.median(d[m])), np.median(at[m], axis=0),
+                        np.median(step[m], axis=0)))
     return out
 
 
@@ -83,6 +92,7 @@ class Window(NamedTuple):
     start: float
     distance: float
     where: np.ndarray  # (x, y): where ``a`` stood
+    shift: np.ndarray  # (dx, dy): where ``b`` stood minus where ``a`` stood
 
 
 @dataclass
@@ -152,6 +162,55 @@ class GroundEvidence:
         return np.array([w.distance for p in self.pairs for w in self.shared_floor(p)])
 
 
+@dataclass(frozen=True)
+class ViewOffset:
+    """How far camera ``b`` puts a person from where the reference camera ``a`` puts them: the median of the
+    same-person windows' shifts, over ``n`` windows, with its standard error (per axis)."""
+
+    a: str
+    b: str
+    shift: np.ndarray  # (dx, dy): b's position minus a's
+    stderr: np.ndarray  # (dx, dy)
+    n: int
+
+
+def view_offsets(ground: GroundEvidence, below: float) -> list[ViewOffset]:
+    """Per pair of calibrated cameras (pooled over recordings), the shift of the shared-floor mutual-nearest
+    windows closer than ``below`` (different people's 5th percentile: the same-person mode, as the fit takes it).
+    A median, so the few windows of two people that slip under ``below`` do not move it; its standard error is the
+    median's (1.2533 sigma / sqrt(n), sigma from the median absolute deviation)."""
+    shifts: dict[tuple[str, str], list[np.ndarray]] = {}
+    for pair in ground.pairs:
+        shifts.setdefault(pair.cameras, []).extend(w.shift for w in ground.shared_floor(pair) if w.distance < below)
+    out = []
+    for (a, b), rows in sorted(shifts.items()):
+        if not rows:
+            continue
+        x = np.asarray(rows, np.float64)
+        med = np.median(x, axis=0)
+        sigma = 1.4826 * np.median(np.abs(x - med), axis=0)
+        out.append(ViewOffset(a, b, med, 1.2533 * sigma / math.sqrt(len(x)), len(x)))
+    return out
+
+
+def shifted(recordings: Sequence[Recording], by: Mapping[str, np.ndarray]) -> list[Recording]:
+    """The recordings with ``by[camera]`` added to that camera's ground positions (and homography): what the
+    pipeline will see once the camera's ``ground_offset`` says so."""
+    out = []
+    for r in recordings:
+        tracks = []
+        for t in r.tracks:
+            d = by.get(t.camera_id)
+            if d is not None:
+                t = dataclasses.replace(t, ground=[(x + d[0], y + d[1]) for x, y in t.ground])
+            tracks.append(t)
+        cams = {c: h if h is None or c not in by else
+                Homography(np.array([[1.0, 0.0, by[c][0]], [0.0, 1.0, by[c][1]], [0.0, 0.0, 1.0]]) @ h.matrix)
+                for c, h in r.cameras.items()}
+        out.append(dataclasses.replace(r, cameras=cams, tracks=tracks))
+    return out
+
+
 def _pace(t: HarvestedTrack) -> float | None:
     """The 90th percentile of the track's speed over ``PACE_SPAN_S``, on positions median-filtered over five
     sightings (a foot point jumps when the legs are hidden)."""
@@ -190,7 +249,7 @@ def ground_evidence(recordings: Sequence[Recording]) -> GroundEvidence:
         tracks = {c: [t for t in r.tracks if t.camera_id == c] for c in calibrated}
         for c, ts in tracks.items():
             for a, b in itertools.combinations(ts, 2):
-                different += [d for _, d, _ in window_distances(a, b, **rules)]
+                different += [w[1] for w in window_distances(a, b, **rules)]
             for t in ts:
                 if (p := _pace(t)) is not None:
                     paces.append(p)
@@ -203,10 +262,9 @@ def ground_evidence(recordings: Sequence[Recording]) -> GroundEvidence:
                                                                       strict=True)}
             for a in tracks[ca]:
                 for b in tracks[cb]:
-                    pair.windows += [Window(a.key, b.key, s, d, xy) for s, d, xy in window_distances(a, b, **rules)]
+                    pair.windows += [Window(a.key, b.key, *w) for w in window_distances(a, b, **rules)]
                 for b in moved:
-                    pair.chance.windows += [Window(a.key, b.key, s, d, xy)
-                                            for s, d, xy in window_distances(a, b, **rules)]
+                    pair.chance.windows += [Window(a.key, b.key, *w) for w in window_distances(a, b, **rules)]
             pairs.append(pair)
     return GroundEvidence(pairs, np.array(different), np.array(paces),
                           {c: np.concatenate(v) for c, v in seen.items() if v})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,14 +13,17 @@ from pipeline.site_check.evidence import (
     appearance_evidence,
     ground_evidence,
     pair_medians,
+    shifted,
 )
 from pipeline.site_check.suggest import (
     GroundFit,
+    OffsetSuggestion,
     Suggestion,
     calibration_warnings,
     equal_error,
     fit_ground,
     suggest_geometry,
+    suggest_offsets,
     suggest_threshold,
 )
 from reid.adapt.harvest import Recording, embed_tracks, unit
@@ -45,13 +48,21 @@ class SiteCheck:
     appearance: AppearanceEvidence
     suggestions: dict[str, Suggestion]  # same_place, different_place, max_speed, threshold
     warnings: list[str]
+    offsets: dict[str, OffsetSuggestion]  # per camera: its ground_offset against the first calibrated camera
 
     def config_lines(self, units: str | None = None) -> str:
         """The geometry section to paste in place of the config's: the suggested values that could be measured,
-        and the config's ``units`` kept (a second ``geometry:`` key is refused when the config loads)."""
+        and the config's ``units`` kept (a second ``geometry:`` key is refused when the config loads); then, where
+        one is suggested, each camera's ``ground_offset``, to add to that camera's entry (YAML, like the rest)."""
         geo = [f"  {k}: {sig(self.suggestions[k].value)}" for k in GEOMETRY_KEYS
                if self.suggestions[k].value is not None]
-        return "\n".join(["geometry:", *([f"  units: {units}"] if units else []), *geo] if geo else [])
+        lines = ["geometry:", *([f"  units: {units}"] if units else []), *geo] if geo else []
+        moved = [(cam, o.value) for cam, o in sorted(self.offsets.items()) if o.value is not None]
+        if moved:
+            lines.append("cameras:  # add ground_offset to these cameras' entries; keep the rest of each entry")
+        for cam, (dx, dy) in moved:
+            lines += [f"  - id: {cam}", f"    ground_offset: [{sig(dx)}, {sig(dy)}]"]
+        return "\n".join(lines)
 
     def evidence_summary(self) -> dict:
         g, a = self.ground, self.appearance
@@ -78,10 +89,18 @@ def _pct(x: np.ndarray, qs: Sequence[int]) -> dict[str, float]:
     return {f"p{q}": sig(float(np.percentile(x, q))) for q in qs} | {"n": len(x)}
 
 
-def check(recordings: Sequence[Recording], embedder, threshold: float) -> SiteCheck:  # noqa: ANN001 - an Embedder
+def check(recordings: Sequence[Recording], embedder, threshold: float,  # noqa: ANN001 - an Embedder
+          offsets_now: Mapping[str, tuple[float, float] | None] | None = None) -> SiteCheck:
     """Measure and suggest from harvested recordings (``reid.adapt.harvest``); reads no ground truth.
-    ``threshold``: the configured ``matcher.threshold``, judged on the site's pairs."""
+    ``threshold``: the configured ``matcher.threshold``, judged on the site's pairs; ``offsets_now``: the cameras'
+    configured ``ground_offset`` (the recordings' ground positions include them). Where a camera's offset is
+    suggested, the ground rules are measured on the positions it corrects."""
     ground = ground_evidence(recordings)
+    offsets = suggest_offsets(ground, offsets_now or {})
+    moves = {c: o.correction for c, o in offsets.items() if o.value is not None}
+    if moves:
+        recordings = shifted(recordings, moves)
+        ground = ground_evidence(recordings)
     fit, missing = fit_ground(ground)
     suggestions = suggest_geometry(ground, fit, missing)
     means, halves = track_embeddings(recordings, embedder)
@@ -89,4 +108,4 @@ def check(recordings: Sequence[Recording], embedder, threshold: float) -> SiteCh
                                      suggestions["same_place"].value, suggestions["different_place"].value)
     suggestions["threshold"] = suggest_threshold(appearance, threshold)
     warnings = calibration_warnings(ground, fit, appearance)
-    return SiteCheck(ground, fit, appearance, suggestions, warnings)
+    return SiteCheck(ground, fit, appearance, suggestions, warnings, offsets)

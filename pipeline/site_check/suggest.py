@@ -18,6 +18,13 @@ The rules follow what each value costs when wrong, not one site's figures:
   apart than the fitted tail allows: the tail of real feet is heavier than a Rayleigh's.
 - ``max_speed``: 3.5 x the site's typical fast pace (the median over tracks of each track's 90th-percentile speed
   over 2 s): people walk at 1.0-1.4 m/s and run at 3-4 m/s, so this admits a jog and refuses a teleport.
+- ``ground_offset`` (per camera): two calibrations that each fit their own view well can still disagree by a
+  constant shift (terrace1's two views put one person's feet 18 units apart in one direction: a third of different
+  people's spacing). The same-person windows show it as the median of their shifts, with a standard error; it is
+  suggested for each camera against the first calibrated one (a correction of that camera only) when it is beyond
+  3 standard errors and at least a quarter of those windows' median distance (so a calibration that only has
+  noise is left alone). The other values are then measured on the corrected positions: they must hold for the
+  positions the pipeline will see.
 - ``matcher.threshold`` is kept: the check reports how it fares on cross-view pairs of tracks the ground has
   judged, one person (same place) and two people (seen at the same time far apart), and their equal-error point.
   That point is not suggested: measured on both terrace1 clips it cost 0.010 and 0.044 MTMC IDF1 (0.83 and 0.79
@@ -31,12 +38,13 @@ The rules follow what each value costs when wrong, not one site's figures:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq
 
-from pipeline.site_check.evidence import AppearanceEvidence, GroundEvidence, overlap_share
+from pipeline.site_check.evidence import AppearanceEvidence, GroundEvidence, overlap_share, view_offsets
 
 MIN_DIFFERENT = 30  # different-people windows needed to read their low percentiles
 MIN_SAME = 15  # same-person candidates needed to fit their mode
@@ -57,6 +65,14 @@ CHANCE_RATIO_MAX = 0.5
 @dataclass
 class Suggestion:
     value: float | None  # None: too little evidence (``why`` says what is missing)
+    why: str
+
+
+@dataclass
+class OffsetSuggestion:
+    camera: str
+    value: tuple[float, float] | None  # the camera's whole ground_offset (configured + measured); None: keep
+    correction: np.ndarray  # what the measurement adds to the camera's ground positions
     why: str
 
 
@@ -105,6 +121,39 @@ def fit_ground(ev: GroundEvidence) -> tuple[GroundFit | None, str]:
         return None, (f"the {len(same)} closest cross-view windows crowd towards {p5:.3g} (different people's 5th "
                       "percentile) instead of forming a tight mode: are the calibrations right?")
     return GroundFit(p1, p5, p10, sigma, len(same)), ""
+
+
+def suggest_offsets(ground: GroundEvidence, configured: Mapping[str, tuple[float, float] | None]
+                    ) -> dict[str, OffsetSuggestion]:
+    """Each calibrated camera's ``ground_offset`` against the first calibrated camera (``configured``: the offsets
+    the recordings were replayed with, to which the measured correction adds)."""
+    if len(ground.different) < MIN_DIFFERENT:
+        return {}
+    below = float(np.percentile(ground.different, 5))
+    offsets = view_offsets(ground, below)
+    if not offsets:
+        return {}
+    reference = min(o.a for o in offsets)
+    out = {}
+    for o in offsets:
+        if o.a != reference:
+            continue
+        correction = -o.shift
+        size, err = float(np.linalg.norm(o.shift)), float(np.linalg.norm(o.stderr))
+        typical = float(np.median([w.distance for p in ground.pairs if p.cameras == (o.a, o.b)
+                                   for w in ground.shared_floor(p) if w.distance < below]))
+        base = np.asarray(configured.get(o.b) or (0.0, 0.0), np.float64)
+        seen = (f"{o.b}'s feet lie ({o.shift[0]:+.3g}, {o.shift[1]:+.3g}) from {o.a}'s, +- {err:.2g} (median of "
+                f"{o.n} same-person windows, whose median distance is {typical:.3g})")
+        if o.n < MIN_SHARED_WINDOWS or size <= 3 * err or size < 0.25 * typical:
+            why = "keep: " + seen + (f"; need {MIN_SHARED_WINDOWS} windows" if o.n < MIN_SHARED_WINDOWS else
+                                     ": within the noise")
+            out[o.b] = OffsetSuggestion(o.b, None, np.zeros(2), why)
+            continue
+        total = base + correction
+        out[o.b] = OffsetSuggestion(o.b, (float(total[0]), float(total[1])), correction,
+                                    seen + f": move {o.b}'s ground by ({correction[0]:+.3g}, {correction[1]:+.3g})")
+    return out
 
 
 def suggest_geometry(ev: GroundEvidence, fit: GroundFit | None, missing: str) -> dict[str, Suggestion]:

@@ -173,6 +173,33 @@ def test_homography_file_matrix_and_bad_calibration(tmp_path, shared):
         load_config(tmp_path / "nogeo.yaml")
 
 
+def test_ground_offset_moves_the_cameras_ground_positions(tmp_path, shared):
+    """A camera's ``ground_offset`` is added to every ground position its homography gives (so every consumer of
+    ``CameraConfig.ground()`` sees it); one without a homography, or not two finite numbers, is refused naming the
+    file, line and field."""
+    import numpy as np
+
+    from pipeline.config import ConfigError, load_config
+
+    video = shared / "video" / "epfl_terrace1" / "terrace1-c0.mp4"
+    h = (shared / "video" / "epfl_terrace1" / "homography-c0.txt").as_posix()
+    geometry = "geometry: {same_place: 35, different_place: 70, max_speed: 150}\n"
+    plain = load_config(_write(tmp_path, f"cameras:\n  - id: c0\n    source: {video}\n    homography: {h}\n"
+                                         + geometry)).cameras[0].ground()
+    moved = load_config(_write(tmp_path, f"cameras:\n  - id: c0\n    source: {video}\n    homography: {h}\n"
+                                         f"    ground_offset: [9.5, -2.25]\n" + geometry)).cameras[0].ground()
+    feet = np.array([[100.0, 250.0], [300.0, 280.0], [200.0, 200.0]])
+    (a, ok_a), (b, ok_b) = plain.project(feet), moved.project(feet)
+    assert ok_a.all() and ok_b.all()
+    np.testing.assert_allclose(b - a, np.tile([9.5, -2.25], (3, 1)), atol=1e-6)
+    assert moved.project_point(*feet[0]) == pytest.approx(tuple(b[0]))
+    with pytest.raises(ConfigError, match=r"cams.yaml:2 cameras.0: .*ground_offset corrects a homography"):
+        load_config(_write(tmp_path, f"cameras:\n  - id: c0\n    source: {video}\n    ground_offset: [1, 2]\n"))
+    with pytest.raises(ConfigError, match=r"cams.yaml:5 cameras.0.ground_offset"):
+        load_config(_write(tmp_path, f"cameras:\n  - id: c0\n    source: {video}\n    homography: {h}\n"
+                                     f"    ground_offset: [1]\n" + geometry))
+
+
 def test_geometry_units_give_metre_defaults_and_refuse_another_unit(tmp_path, shared):
     """``units: m`` (what the calibration page writes) brings the metre defaults, scaled for cm; a value that
     looks like another unit's is refused naming the file, line and field."""

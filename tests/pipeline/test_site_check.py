@@ -39,8 +39,9 @@ def crowd(tmp_path_factory):
     sys.addaudithook(audit)  # hooks cannot be removed: this one stops recording when the check is done
     try:
         recording = harvest(cfg, progress=False, max_crops_per_track=12)
-        embedder = load_config(cfg).reid.build_embedder()
-        result = check([recording], embedder, 0.70)
+        config = load_config(cfg)
+        embedder = config.reid.build_embedder()
+        result = check([recording], embedder, 0.70, {c.id: c.ground_offset for c in config.cameras})
     finally:
         listening[0] = False
     return recording, embedder, result, opened
@@ -62,19 +63,44 @@ def test_suggestions_separate_what_the_ground_truth_shows(crowd):
     assert result.warnings == []
     assert yaml.safe_load(result.config_lines("cm"))["geometry"]["units"] == "cm"  # the config's units kept
     lines = yaml.safe_load(result.config_lines())
-    assert lines == {"geometry": {k: float(f"{s[k]:.3g}") for k in ("same_place", "different_place", "max_speed")}}
+    assert lines["geometry"] == {k: float(f"{s[k]:.3g}") for k in ("same_place", "different_place", "max_speed")}
+    assert lines.get("cameras", []) == [{"id": c, "ground_offset": [float(f"{v:.3g}") for v in o.value]}
+                                        for c, o in sorted(result.offsets.items()) if o.value is not None]
 
 
-def _shifted(recording, camera: str, dx: float):
-    """The recording as a calibration off by ``dx`` ground units in one camera would have measured it."""
+def _shifted(recording, camera: str, dx: float, dy: float = 0.0):
+    """The recording as a calibration off by ``(dx, dy)`` ground units in one camera would have measured it."""
     moved = copy.copy(recording)
     moved.tracks = []
     for t in recording.tracks:
         t = copy.copy(t)
         if t.camera_id == camera:
-            t.ground = [(x + dx, y) for x, y in t.ground]
+            t.ground = [(x + dx, y + dy) for x, y in t.ground]
         moved.tracks.append(t)
     return moved
+
+
+def test_a_constant_shift_between_views_is_measured_and_corrected(crowd):
+    """Two calibrations that disagree by a constant shift: the check measures it from the video alone, suggests the
+    camera's ``ground_offset`` (configured + measured), measures the ground rules on the corrected positions, and,
+    judged on the ground truth, the offset it suggests brings the same person's two views closer together."""
+    recording, embedder, result, _ = crowd
+    cfg = load_config(PROJECT_ROOT / "configs" / "terrace1_crowd.yaml")
+    configured = np.asarray(cfg.cameras[1].ground_offset or (0.0, 0.0))
+    extra = np.array([12.0, -8.0])  # a third more of the floor slid, on top of what the shipped offset corrects
+    moved = check([_shifted(recording, "c1", *extra)], embedder, 0.70, {"c1": tuple(configured)})
+    o = moved.offsets["c1"]
+    assert o.value is not None, o.why
+    np.testing.assert_allclose(o.correction - result.offsets["c1"].correction, -extra, atol=1.5)
+    np.testing.assert_allclose(o.value, configured + o.correction)
+    assert moved.suggestions["same_place"].value == pytest.approx(result.suggestions["same_place"].value, rel=0.1)
+
+    def same_person(offset) -> float:
+        cams = [cfg.cameras[0], cfg.cameras[1].model_copy(update={"ground_offset": offset})]
+        return float(np.median(gt_distances(cfg.model_copy(update={"cameras": cams}), CROWD / "gt")[0]))
+
+    suggested = tuple(configured + result.offsets["c1"].correction)  # for the unmoved views
+    assert same_person(suggested) < 0.8 * same_person(None)
 
 
 def test_a_wrong_calibration_is_reported(crowd):
@@ -109,7 +135,8 @@ def test_cli_says_what_too_little_video_cannot_measure(tmp_path, capsys):
     s = report["suggestions"]
     assert set(s) == {"same_place", "different_place", "max_speed", "threshold"}
     assert s["same_place"]["value"] is None and "replay more video" in s["same_place"]["why"]
-    assert s["same_place"]["configured"] == 30 and s["threshold"]["value"] == 0.70
+    assert s["same_place"]["configured"] == load_config(cfg).geometry.same_place and s["threshold"]["value"] == 0.70
+    assert report["ground_offsets"] == {}  # no view's shift is suggested without different people to gauge it by
     assert report["config_lines"] == ""
     printed = capsys.readouterr().out
     assert "geometry.same_place" in printed and "nothing measured" in printed

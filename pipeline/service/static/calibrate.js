@@ -503,12 +503,19 @@ async function loadSiteCheck() {
   if (!r.ok) { $("site-check-empty").textContent = body.error || `HTTP ${r.status}`; return; }
   const unit = body.units;
   const rows = $("site-check-table").querySelector("tbody");
-  rows.replaceChildren(...Object.entries(body.suggestions).map(([k, s]) => {
+  const row = (name, value, configured, why) => el("tr", {}, [el("td", { text: name }), el("td", { text: value }),
+    el("td", { text: configured }), el("td", { text: why })]);
+  const settings = Object.entries(body.suggestions).map(([k, s]) => {
     const u = k === "threshold" ? "" : k === "max_speed" ? ` ${unit}/s` : ` ${unit}`;
     const name = k === "threshold" ? "matcher.threshold" : `geometry.${k}`;
-    return el("tr", {}, [el("td", { text: name }), el("td", { text: s.value == null ? "–" : `${s.value}${u}` }),
-      el("td", { text: s.configured == null ? "–" : `${s.configured}${u}` }), el("td", { text: s.why })]);
-  }));
+    return row(name, s.value == null ? "–" : `${s.value}${u}`, s.configured == null ? "–" : `${s.configured}${u}`,
+      s.why);
+  });
+  // A camera whose floor lies a constant shift from the first calibrated camera's (reports before offsets: none).
+  const offsets = Object.entries(body.ground_offsets || {}).map(([cam, o]) => row(`cameras.${cam}.ground_offset`,
+    o.value == null ? "keep" : `[${o.value.join(", ")}] ${unit}`,
+    o.configured == null ? "–" : `[${o.configured.join(", ")}] ${unit}`, o.why));
+  rows.replaceChildren(...settings, ...offsets);
   $("site-check-warnings").replaceChildren(...body.warnings.map((w) => el("li", { class: "warning", text: w })));
   $("site-check-plot").src = `/api/calibration/site_check.png?t=${Date.now()}`;
   $("site-check-empty").hidden = true;
