@@ -4,9 +4,10 @@ The match stage knows every running and recently ended track's boxes (and, for c
 positions); the matcher only knows identities and their embeddings. This module turns the first into per-pair
 verdicts the matcher can use, ``{(camera_id, track_id): AGREE | DISAGREE}`` for one track:
 
-- **ground** (two calibrated cameras): :func:`reid.identity.geometry.judge`. An AGREE counts only when no other
-  track of that camera seen at the same time agrees as well: two people walking side by side must not both be
-  "the same" as one.
+- **ground** (two calibrated cameras): :func:`reid.identity.geometry.judge`. When several tracks of one camera,
+  seen at the same time, all agree with the track (two people walking side by side), the views' sightings are
+  associated jointly at each moment (:func:`moment_partner`): the one that is the track's mutual nearest at most
+  of their common moments is its partner, and no other; with no such majority, none of them is.
 - **continuity** (one camera): a track that starts within ``max_gap_s`` of another's last sighting, where that
   one could have walked to (image distance in box heights, or ground distance at walking speed), is probably
   the same person found again after an occlusion (CONTINUES: weaker evidence than being seen at one place at the
@@ -135,6 +136,57 @@ def continues(earlier: TrackMotion, later: TrackMotion, config: ContinuityConfig
     return float(np.linalg.norm(cb - ca)) <= config.max_shift * max(ha, hb) * (1.0 + gap)
 
 
+def _positions_at(g: GroundTrack, ts: np.ndarray, max_dt_s: float) -> np.ndarray:
+    """The track's ground position at each of ``ts`` (its sighting nearest in time, within ``max_dt_s``), NaN
+    where it was not seen."""
+    out = np.full((len(ts), 2), np.nan)
+    if not len(g) or not len(ts):
+        return out
+    t = g.ts
+    j = np.clip(np.searchsorted(t, ts), 1, len(t) - 1) if len(t) > 1 else np.zeros(len(ts), np.int64)
+    if len(t) > 1:
+        j -= np.abs(t[j - 1] - ts) <= np.abs(t[j] - ts)
+    close = np.abs(t[j] - ts) <= max_dt_s
+    out[close] = g.xy[j[close]]
+    return out
+
+
+def moment_partner(track: TrackMotion, rivals: list[TrackMotion], competitors: Iterable[TrackMotion],
+                   geometry: GeometryConfig) -> TrackKey | None:
+    """Which of ``rivals`` (tracks of one other camera that each agree with ``track`` on the ground, some seen at the
+    same time) is ``track``'s partner, by a joint association of the two views' sightings at each of ``track``'s
+    moments: a rival and ``track`` pair up at a moment when each is the other's nearest (``track`` against the
+    rivals seen then, the rival against ``track`` and ``competitors``, the other tracks of ``track``'s camera seen
+    then) within ``same_place``. The partner pairs up at more than half of the moments it shares with ``track``,
+    and at least ``min_common``; None when no rival does, or more than one.
+
+    Why per moment: over a whole window, two people side by side both lie within ``same_place`` of the track;
+    moment by moment, the one who is really there is nearer far more often, once the views agree on where the
+    floor is (``ground_offset``). A rival a competitor is nearer to is that competitor's, not the track's."""
+    g = track.ground
+    if g is None or not len(g):
+        return None
+    ts, xy = g.ts, g.xy
+    dt = geometry.max_dt_s
+    at = np.stack([_positions_at(r.ground, ts, dt) for r in rivals])  # type: ignore[arg-type]  # (R, N, 2)
+    to_track = np.linalg.norm(at - xy[None], axis=2)  # (R, N), NaN where unseen
+    seen = np.isfinite(to_track)
+    nearest = np.where(seen, to_track, np.inf).argmin(axis=0)  # the track's nearest rival per moment
+    others = [c for c in competitors if c.key != track.key and c.ground is not None and len(c.ground)]
+    rival_best = np.full((len(rivals), len(ts)), np.inf)  # per rival and moment: its nearest competitor's distance
+    for c in others:
+        pos = _positions_at(c.ground, ts, dt)  # type: ignore[arg-type]
+        d = np.linalg.norm(at - pos[None], axis=2)
+        rival_best = np.fmin(rival_best, np.where(np.isfinite(d), d, np.inf))
+    winners = []
+    for k, r in enumerate(rivals):
+        mutual = seen[k] & (nearest == k) & (to_track[k] < rival_best[k]) & (to_track[k] <= geometry.same_place)
+        votes, common = int(mutual.sum()), int(seen[k].sum())
+        if votes >= geometry.min_common and 2 * votes > common:
+            winners.append(r.key)
+    return winners[0] if len(winners) == 1 else None
+
+
 def links_for(track: TrackMotion, others: Iterable[TrackMotion], continuity: ContinuityConfig,
               geometry: GeometryConfig | None, wanted: Container[TrackKey] | None = None) -> dict[TrackKey, int]:
     """The verdicts on ``track`` against ``others`` (its own key is skipped); pairs with no evidence are absent.
@@ -146,9 +198,12 @@ def links_for(track: TrackMotion, others: Iterable[TrackMotion], continuity: Con
     out: dict[TrackKey, int] = {}
     agree: dict[str, list[tuple[TrackMotion, int]]] = {}
     spare: dict[str, list[TrackMotion]] = {}  # other cameras' tracks not wanted: judged only as rivals
+    own: list[TrackMotion] = []  # the track's camera's other tracks: competitors in a joint association
     for o in others:
         if o.key == track.key:
             continue
+        if o.camera_id == track.camera_id:
+            own.append(o)
         if o.camera_id != track.camera_id:
             if geometry is None or track.ground is None or o.ground is None:
                 continue
@@ -168,12 +223,14 @@ def links_for(track: TrackMotion, others: Iterable[TrackMotion], continuity: Con
 
     for cam, candidates in agree.items():
         for c, verdict in candidates:
-            # Unique candidates only: two people side by side (seen at the same time) are no evidence for either.
             # Successive tracks of one camera (one person the tracker lost and found) are not rivals.
-            if any(o is not c and together(o, c) for o, _ in candidates):
-                continue
-            if any(together(o, c) and judge(track.ground, o.ground, geometry) == AGREE  # type: ignore[arg-type]
-                   for o in spare.get(cam, ())):
-                continue
-            out[c.key] = verdict
+            rivals = [o for o, _ in candidates if o is not c and together(o, c)]
+            if verdict == AGREE:
+                rivals += [o for o in spare.get(cam, ()) if together(o, c)
+                           and judge(track.ground, o.ground, geometry) == AGREE]  # type: ignore[arg-type]
+            if not rivals:
+                out[c.key] = verdict
+            elif verdict == AGREE and moment_partner(track, [c, *rivals], own, geometry) == c.key:  # type: ignore[arg-type]
+                out[c.key] = verdict  # two people side by side in that view: the one standing where the track is
+            # else: ambiguous, no evidence for either (a continuity link is never resolved this way: no common moments)
     return out

@@ -20,17 +20,43 @@ def moving(cam: str, tid: int, t0: float, t1: float, x0: float, y: float, box_x:
     return TrackMotion(cam, tid, t0, t1, box, box, g)
 
 
+def path(cam: str, tid: int, t0: float, t1: float, y_of_t) -> TrackMotion:
+    """A track walking along x at 20 units/s, at ``y_of_t(ts)``."""
+    g = GroundTrack()
+    for ts in np.arange(t0, t1, 0.2):
+        g.add(float(ts), np.array([20 * ts, y_of_t(ts)]))
+    box = np.array([100, 50, 140, 150], dtype=np.float64)
+    return TrackMotion(cam, tid, t0, t1, box, box, g)
+
+
 def test_ground_agreement_counts_only_when_unique():
     me = moving("c1", 1, 0, 4, 0, 0)
     same = moving("c0", 10, 0, 4, 5, 10)
     far = moving("c0", 11, 0, 4, 0, 200)
     assert links_for(me, [me, same, far], CONT, GEO) == {("c0", 10): AGREE, ("c0", 11): DISAGREE}
-    beside = moving("c0", 12, 0, 4, 0, -15)  # also within same_place: neither is evidence
-    assert links_for(me, [same, far, beside], CONT, GEO) == {("c0", 11): DISAGREE}
     assert links_for(me, [same, far], CONT, None) == {}  # no geometry section: no ground evidence
-    # Only the verdicts on wanted tracks are asked for: an unwanted track is still a rival that cancels an AGREE.
-    assert links_for(me, [same, far, beside], CONT, GEO, wanted={same.key, far.key}) == {("c0", 11): DISAGREE}
     assert links_for(me, [same, far], CONT, GEO, wanted={same.key}) == {("c0", 10): AGREE}
+
+
+def test_two_people_side_by_side_are_told_apart_moment_by_moment():
+    """Two c0 tracks seen at the same time both lie within same_place of a c1 track: the views' sightings are
+    associated jointly at each moment, and the one that is the track's mutual nearest at most moments is its
+    partner; when neither is, or when another c1 track stands where the nearer one does, neither is."""
+    me = path("c1", 1, 0, 4, lambda t: 0.0)
+    near = path("c0", 10, 0, 4, lambda t: 10.0)
+    beside = path("c0", 12, 0, 4, lambda t: -15.0)  # also within same_place, but never the nearer
+    far = path("c0", 11, 0, 4, lambda t: 200.0)
+    assert links_for(me, [near, far, beside], CONT, GEO) == {("c0", 10): AGREE, ("c0", 11): DISAGREE}
+    # An unwanted track is still a rival, resolved the same way.
+    assert links_for(me, [near, far, beside], CONT, GEO, wanted={near.key, far.key}) == {
+        ("c0", 10): AGREE, ("c0", 11): DISAGREE}
+    # Nearer by turns, half the time each: no majority, no evidence for either.
+    swapping = path("c0", 13, 0, 4, lambda t: -15.0 if t < 2 else -5.0)
+    assert links_for(me, [near, swapping], CONT, GEO) == {}
+    # The nearer one stands where another c1 track is: it is that track's partner, and beside is never the nearer.
+    twin = path("c1", 2, 0, 4, lambda t: 9.0)
+    assert links_for(me, [near, beside, twin], CONT, GEO) == {}
+    assert links_for(twin, [near, beside, me], CONT, GEO) == {("c0", 10): AGREE}
 
 
 def test_continuity_in_one_camera():
