@@ -5,10 +5,10 @@
 For each annotated terrace1 clip: runs the site check (which reads no ground truth) and prints its suggestions
 beside the distributions measured from the ground truth (the same person's feet seen from both views, and two
 different people at the same moment, as 2-s window medians in the homographies' units: the suggestions must
-separate them), then replays the pipeline with the hand-set config, with the suggested ``geometry`` values, and
-with those plus the cross-view equal-error threshold the check reports but does not suggest (this row is why),
-scoring each with ``pipeline.evaluate_mtmc`` (MTMC IDF1 and identities; the hand-set row is the baseline,
-measured in the same run). One table; medians over ``--repeats``.
+separate them), then replays the pipeline with the config as shipped, with the suggested ``geometry`` values and
+cameras' ``ground_offset`` (from this clip alone), and with those plus the cross-view equal-error threshold the
+check reports but does not suggest (this row is why), scoring each with ``pipeline.evaluate_mtmc`` (MTMC IDF1 and
+identities; the shipped row is the baseline, measured in the same run). One table; medians over ``--repeats``.
 """
 
 from __future__ import annotations
@@ -99,9 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         truth = {"same_p50": np.median(same), "same_p95": np.percentile(same, 95),
                  "diff_p5": np.percentile(diff, 5)}
         geo = {k: sug[k] for k in ("same_place", "different_place", "max_speed")}
+        offsets = {c: o["value"] for c, o in report["ground_offsets"].items() if o["value"] is not None}
 
-        def suggested_geometry(c: PipelineConfig, geo=geo) -> PipelineConfig:  # noqa: ANN001
-            return c.model_copy(update={"geometry": GeometryConfig.model_validate({**c.geometry.model_dump(), **geo})})
+        def suggested_geometry(c: PipelineConfig, geo=geo, offsets=offsets) -> PipelineConfig:  # noqa: ANN001
+            cams = [cam.model_copy(update={"ground_offset": tuple(offsets[cam.id])}) if cam.id in offsets else cam
+                    for cam in c.cameras]
+            return c.model_copy(update={"cameras": cams, "geometry": GeometryConfig.model_validate(
+                {**c.geometry.model_dump(), **geo})})
 
         eer = report["evidence"]["appearance"]["cross_view_equal_error"]
 
@@ -111,22 +115,25 @@ def main(argv: list[str] | None = None) -> int:
 
         base = score(config_path, gt_dir, args.port, args.repeats)
         g = config.geometry
-        variants = [("hand-set", (g.same_place, g.different_place, g.max_speed, config.matcher.threshold), base),
-                    ("suggested geometry", (*geo.values(), config.matcher.threshold),
+        shipped = {c.id: c.ground_offset for c in config.cameras if c.ground_offset is not None}
+        variants = [("shipped", (g.same_place, g.different_place, g.max_speed, config.matcher.threshold), shipped,
+                     base),
+                    ("suggested geometry and offsets", (*geo.values(), config.matcher.threshold), offsets,
                      score(config_path, gt_dir, args.port, args.repeats, suggested_geometry)),
-                    ("suggested geometry + equal-error threshold", (*geo.values(), eer),
+                    ("suggested + equal-error threshold", (*geo.values(), eer), offsets,
                      score(config_path, gt_dir, args.port, args.repeats, suggested_all))]
-        for label, values, s in variants:
+        for label, values, offs, s in variants:
             separates = values[0] < truth["diff_p5"] and values[1] > truth["same_p95"]
-            rows.append((name, label, *values, separates, s["mtmc"], s["mtmc"] - base["mtmc"], s["ids"]))
+            shown = ", ".join(f"{c} ({v[0]:.3g}, {v[1]:.3g})" for c, v in sorted(offs.items())) or "none"
+            rows.append((name, label, *values, shown, separates, s["mtmc"], s["mtmc"] - base["mtmc"], s["ids"]))
         print(f"{name} ground truth: same person median {truth['same_p50']:.1f}, p95 {truth['same_p95']:.1f} "
               f"(n={len(same)}); different people p5 {truth['diff_p5']:.1f} (n={len(diff)})", flush=True)
-    head = ("clip", "values", "same_place", "different_place", "max_speed", "threshold", "separates GT",
-            "MTMC IDF1", "vs hand-set", "ids")
+    head = ("clip", "values", "same_place", "different_place", "max_speed", "threshold", "ground_offset",
+            "separates GT", "MTMC IDF1", "vs shipped", "ids")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.3g} | {r[3]:.3g} | {r[4]:.3g} | {r[5]:.2f} | {'yes' if r[6] else 'no'} | "
-              f"{r[7]:.3f} | {r[8]:+.3f} | {r[9]:g} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]:.3g} | {r[3]:.3g} | {r[4]:.3g} | {r[5]:.2f} | {r[6]} | "
+              f"{'yes' if r[7] else 'no'} | {r[8]:.3f} | {r[9]:+.3f} | {r[10]:g} |")
     return 0
 
 
