@@ -68,9 +68,9 @@ def score(config_path: Path, gt_dir: Path, port: int, repeats: int, adjust=None)
     runs = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tracks:
-            run = replay(config_path, None, port, Path(tracks), adjust=adjust)
+            replay(config_path, None, port, Path(tracks), adjust=adjust)
             result = evaluate(read_folder(Path(tracks)), read_folder(gt_dir), read_frames(Path(tracks)))
-        runs.append((result["mtmc_idf1"], run["ids"]))
+        runs.append((result["mtmc_idf1"], result["num_ids"]))  # identities in the delivered tracks
     return {"mtmc": statistics.median(r[0] for r in runs), "ids": statistics.median(r[1] for r in runs)}
 
 
@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         truth = {"same_p50": np.median(same), "same_p95": np.percentile(same, 95),
                  "diff_p5": np.percentile(diff, 5)}
         geo = {k: sug[k] for k in ("same_place", "different_place", "max_speed")}
-        offsets = {c: o["value"] for c, o in report["ground_offsets"].items() if o["value"] is not None}
+        # each camera's offset as suggested: a new one, or the configured one kept
+        offsets = {c: o["value"] if o["value"] is not None else o["configured"]
+                   for c, o in report["ground_offsets"].items() if (o["value"] or o["configured"]) is not None}
 
         def suggested_geometry(c: PipelineConfig, geo=geo, offsets=offsets) -> PipelineConfig:  # noqa: ANN001
             cams = [cam.model_copy(update={"ground_offset": tuple(offsets[cam.id])}) if cam.id in offsets else cam

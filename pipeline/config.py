@@ -8,10 +8,9 @@ than 0``; unknown keys are rejected (with a close match suggested) instead of be
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
@@ -23,6 +22,8 @@ from pipeline.service.config import HttpConfig, parse_listen
 from reid.identity.config import GalleryConfig, MatcherConfig
 from reid.identity.geometry import CalibrationError, GeometryConfig, Homography
 from reid.paths import DEFAULT_WEIGHTS, PROJECT_ROOT, shared_root
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 _ID = r"^[A-Za-z0-9_\-]{1,64}$"
 _DEVICE = r"^(cpu|cuda(:[0-9]+)?)$"
@@ -71,10 +72,10 @@ class CameraConfig(_Section):
         None, description="image-to-ground calibration: a 3x3 matrix (rows) or the path of a text file holding one; "
         "all calibrated cameras must map to one shared ground frame (free units, see the geometry section)"
     )
-    ground_offset: tuple[float, float] | None = Field(
-        None, description="added to this camera's ground positions (x, y, in the ground frame's units): the constant "
-        "shift that `python -m pipeline.site_check` measures between two calibrated views that put one person at "
-        "places a fixed distance apart (needs a homography)"
+    ground_offset: tuple[FiniteFloat, FiniteFloat] | None = Field(
+        None, description="added to this camera's ground positions (x, y, in the ground frame's units) to move its "
+        "floor onto the first calibrated camera's: minus the constant shift `python -m pipeline.site_check` measures "
+        "when two calibrated views put one person at places a fixed distance apart (needs a homography)"
     )
 
     @field_validator("reconnect_backoff_s")
@@ -116,11 +117,8 @@ class CameraConfig(_Section):
 
     @model_validator(mode="after")
     def _offset(self) -> CameraConfig:
-        if self.ground_offset is not None:
-            if self.homography is None:
-                raise ValueError("ground_offset corrects a homography: this camera has none")
-            if not all(math.isfinite(v) for v in self.ground_offset):
-                raise ValueError("ground_offset must be two finite numbers")
+        if self.ground_offset is not None and self.homography is None:
+            raise ValueError("ground_offset corrects a homography: this camera has none")
         return self
 
     def ground(self) -> Homography | None:

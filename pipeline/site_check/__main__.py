@@ -33,6 +33,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def site_offsets(paths: list[Path], configs: list) -> dict[str, tuple[float, float] | None]:  # noqa: ANN001
+    """Each camera's configured ``ground_offset``, the same in every recording's config: the recordings' ground
+    positions include it, and the measured shift is pooled over them, so configs that disagree are refused."""
+    out: dict[str, tuple[float, float] | None] = {}
+    seen_in: dict[str, Path] = {}
+    for path, cfg in zip(paths, configs, strict=True):
+        for cam in cfg.cameras:
+            if cam.id in out and out[cam.id] != cam.ground_offset:
+                raise ValueError(f"{path}: camera {cam.id}'s ground_offset {cam.ground_offset} differs from "
+                                 f"{out[cam.id]} in {seen_in[cam.id]}: the recordings of one site share one "
+                                 "calibration")
+            out[cam.id], seen_in[cam.id] = cam.ground_offset, path
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from rich.console import Console
@@ -47,16 +62,17 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging()
     try:
-        first = load_config(args.cameras[0])
+        configs = [load_config(c) for c in args.cameras]
+        offsets_now = site_offsets(args.cameras, configs)
         recordings = harvest_all(args.cameras, args.duration, max_crops_per_track=CROPS_PER_TRACK)
-    except (ConfigError, HarvestError, FileNotFoundError) as e:
+    except (ConfigError, HarvestError, FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2
+    first = configs[0]
     units = first.geometry.unit_name if first.geometry is not None else "units"
     if not any(h is not None for r in recordings for h in r.cameras.values()):
         log.warning("no camera has a homography: nothing on the ground can be measured (calibrate with "
                     "python -m pipeline.calibrate or the service's /calibrate page)")
-    offsets_now = {c.id: c.ground_offset for c in first.cameras}
     result = check(recordings, first.reid.build_embedder(), first.matcher.threshold, offsets_now)
     suggestions = result.suggestions
     out = args.out or first.resolved_run_dir / REPORT_FOLDER

@@ -19,8 +19,8 @@ The rules follow what each value costs when wrong, not one site's figures:
 - ``max_speed``: 3.5 x the site's typical fast pace (the median over tracks of each track's 90th-percentile speed
   over 2 s): people walk at 1.0-1.4 m/s and run at 3-4 m/s, so this admits a jog and refuses a teleport.
 - ``ground_offset`` (per camera): two calibrations that each fit their own view well can still disagree by a
-  constant shift (terrace1's two views put one person's feet 18 units apart in one direction: a third of different
-  people's spacing). The same-person windows show it as the median of their shifts, with a standard error; it is
+  constant shift (terrace1's two views put one person's feet 10 units apart in one direction, as the detector's
+  boxes show). The same-person windows show it as the median of their shifts, with a standard error; it is
   suggested for each camera against the first calibrated one (a correction of that camera only) when it is beyond
   3 standard errors and at least a quarter of those windows' median distance (so a calibration that only has
   noise is left alone). The other values are then measured on the corrected positions: they must hold for the
@@ -125,8 +125,11 @@ def fit_ground(ev: GroundEvidence) -> tuple[GroundFit | None, str]:
 
 def suggest_offsets(ground: GroundEvidence, configured: Mapping[str, tuple[float, float] | None]
                     ) -> dict[str, OffsetSuggestion]:
-    """Each calibrated camera's ``ground_offset`` against the first calibrated camera (``configured``: the offsets
-    the recordings were replayed with, to which the measured correction adds)."""
+    """Each calibrated camera's ``ground_offset`` against the first calibrated camera in sort order of the ids
+    (``configured``: the offsets the recordings were replayed with, to which the measured correction adds). A
+    camera that shares no floor with that one gets no row. One pass: a shift close to different people's spacing
+    is underestimated (the windows beyond it are cut), and a second check with the suggested offset configured
+    measures the rest."""
     if len(ground.different) < MIN_DIFFERENT:
         return {}
     below = float(np.percentile(ground.different, 5))

@@ -6,8 +6,9 @@
 - Two tracks of one camera seen at the same time are two people: they never share a label (cannot-link).
 - Two tracks of overlapping calibrated views standing at one ground place at the same time are one person: their
   labels merge. The verdict is the identity tracker's own (:func:`reid.identity.links.links_for`: the median
-  ground distance over the moments both are seen, within ``same_place``, and no rival track as close); a ground
-  DISAGREE (too far apart at the same time, or an impossible walk) is a cannot-link.
+  ground distance over the moments both are seen, within ``same_place``, and where two tracks of one view both
+  are, the one the per-moment joint association picks); a ground DISAGREE (too far apart at the same time, or an
+  impossible walk) is a cannot-link.
 - Where a camera has no calibration, tracks of different cameras merge on appearance alone, but only above what
   the site itself shows for two different people seen from two cameras: the ``appearance_quantile`` of the
   similarities of cross-camera pairs the video proves to be two people (:func:`cross_camera_negatives`), and only
@@ -160,7 +161,8 @@ def build_labels(recordings: Sequence[Recording], embeddings: Mapping[Key, np.nd
             me = motions[t.key]
             if me.ground is None:
                 continue
-            others = [m for k, m in motions.items() if m.ground is not None and m.camera_id != t.camera_id]
+            # The track's own camera's tracks too: continuity is off, so they only compete in a joint association.
+            others = [m for m in motions.values() if m.ground is not None]
             for other_key, verdict in links_for(me, others, _GROUND_ONLY, rec.geometry).items():
                 k = by_motion[other_key]
                 if verdict == DISAGREE:

@@ -157,8 +157,9 @@ def moment_partner(track: TrackMotion, rivals: list[TrackMotion], competitors: I
     same time) is ``track``'s partner, by a joint association of the two views' sightings at each of ``track``'s
     moments: a rival and ``track`` pair up at a moment when each is the other's nearest (``track`` against the
     rivals seen then, the rival against ``track`` and ``competitors``, the other tracks of ``track``'s camera seen
-    then) within ``same_place``. The partner pairs up at more than half of the moments it shares with ``track``,
-    and at least ``min_common``; None when no rival does, or more than one.
+    then) within ``same_place``, strictly nearer than the others (a tie pairs nobody). The partner pairs up at more
+    than half of the moments it shares with ``track``, and at least ``min_common``; None when no rival does, or
+    more than one (two fragments of one person that overlap briefly can both: neither is then taken).
 
     Why per moment: over a whole window, two people side by side both lie within ``same_place`` of the track;
     moment by moment, the one who is really there is nearer far more often, once the views agree on where the
@@ -171,7 +172,11 @@ def moment_partner(track: TrackMotion, rivals: list[TrackMotion], competitors: I
     at = np.stack([_positions_at(r.ground, ts, dt) for r in rivals])  # type: ignore[arg-type]  # (R, N, 2)
     to_track = np.linalg.norm(at - xy[None], axis=2)  # (R, N), NaN where unseen
     seen = np.isfinite(to_track)
-    nearest = np.where(seen, to_track, np.inf).argmin(axis=0)  # the track's nearest rival per moment
+    dist = np.where(seen, to_track, np.inf)
+    order = np.sort(dist, axis=0)
+    # the track's nearest rival per moment, -1 where none is strictly nearer than the others (a tie is nobody's:
+    # the answer must not depend on the order the rivals come in)
+    nearest = np.where(order[0] < (order[1] if len(rivals) > 1 else np.inf), dist.argmin(axis=0), -1)
     others = [c for c in competitors if c.key != track.key and c.ground is not None and len(c.ground)]
     rival_best = np.full((len(rivals), len(ts)), np.inf)  # per rival and moment: its nearest competitor's distance
     for c in others:
@@ -221,16 +226,24 @@ def links_for(track: TrackMotion, others: Iterable[TrackMotion], continuity: Con
     def together(a: TrackMotion, b: TrackMotion) -> bool:
         return a.start_ts <= b.last_seen_ts and b.start_ts <= a.last_seen_ts
 
+    partners: dict[frozenset[TrackKey], TrackKey | None] = {}  # one joint association per group of rivals
     for cam, candidates in agree.items():
         for c, verdict in candidates:
-            # Successive tracks of one camera (one person the tracker lost and found) are not rivals.
+            # Successive tracks of one camera (one person the tracker lost and found, not seen at the same time) are
+            # not rivals.
             rivals = [o for o, _ in candidates if o is not c and together(o, c)]
             if verdict == AGREE:
                 rivals += [o for o in spare.get(cam, ()) if together(o, c)
                            and judge(track.ground, o.ground, geometry) == AGREE]  # type: ignore[arg-type]
             if not rivals:
                 out[c.key] = verdict
-            elif verdict == AGREE and moment_partner(track, [c, *rivals], own, geometry) == c.key:  # type: ignore[arg-type]
+                continue
+            if verdict != AGREE:
+                continue  # two continuity candidates: no evidence for either (they share no moment with the track)
+            group = sorted([c, *rivals], key=lambda m: m.key)
+            keys = frozenset(m.key for m in group)
+            if keys not in partners:
+                partners[keys] = moment_partner(track, group, own, geometry)  # type: ignore[arg-type]
+            if partners[keys] == c.key:
                 out[c.key] = verdict  # two people side by side in that view: the one standing where the track is
-            # else: ambiguous, no evidence for either (a continuity link is never resolved this way: no common moments)
     return out

@@ -548,9 +548,10 @@ class IdentityTracker:
         and the crops reported by then), so a replay gives the same corrections at any speed.
 
         - ``t`` stands at one place, at the same time, with a track P of one other identity A and with none of its
-          own identity B (a unique AGREE, :func:`reid.identity.links.links_for`; every running track, placed or
-          not, counts as a rival): the two are one person, so one of them moves. P joins B when A holds fewer
-          tracks than B and P still runs and may join B; otherwise ``t`` joins A.
+          own identity B (an AGREE of :func:`reid.identity.links.links_for`, where every running track, placed or
+          not, is a rival that the per-moment joint association must rule out): the two are one person, so one of
+          them moves. P joins B when A holds fewer tracks than B and P still runs and may join B; otherwise ``t``
+          joins A.
         - ``t`` stands far from a track of its own identity seen at the same time (DISAGREE) and was placed after
           it: it leaves, for the identity it stands with if it may join that one, else a new identity.
 

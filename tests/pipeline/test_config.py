@@ -195,9 +195,10 @@ def test_ground_offset_moves_the_cameras_ground_positions(tmp_path, shared):
     assert moved.project_point(*feet[0]) == pytest.approx(tuple(b[0]))
     with pytest.raises(ConfigError, match=r"cams.yaml:2 cameras.0: .*ground_offset corrects a homography"):
         load_config(_write(tmp_path, f"cameras:\n  - id: c0\n    source: {video}\n    ground_offset: [1, 2]\n"))
-    with pytest.raises(ConfigError, match=r"cams.yaml:5 cameras.0.ground_offset"):
-        load_config(_write(tmp_path, f"cameras:\n  - id: c0\n    source: {video}\n    homography: {h}\n"
-                                     f"    ground_offset: [1]\n" + geometry))
+    for bad in ("[1]", "[.nan, 0]"):
+        with pytest.raises(ConfigError, match=r"cams.yaml:5 cameras.0.ground_offset"):
+            load_config(_write(tmp_path, f"cameras:\n  - id: c0\n    source: {video}\n    homography: {h}\n"
+                                         f"    ground_offset: {bad}\n" + geometry))
 
 
 def test_geometry_units_give_metre_defaults_and_refuse_another_unit(tmp_path, shared):

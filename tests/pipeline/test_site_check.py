@@ -98,7 +98,6 @@ def test_a_constant_shift_between_views_is_measured_and_corrected(crowd):
     o = moved.offsets["c1"]
     assert o.value is not None, o.why
     np.testing.assert_allclose(o.correction - result.offsets["c1"].correction, -extra, atol=1.5)
-    np.testing.assert_allclose(o.value, configured + o.correction)
     assert moved.suggestions["same_place"].value == pytest.approx(result.suggestions["same_place"].value, rel=0.1)
 
     def same_person(offset) -> float:

@@ -1,4 +1,5 @@
-"""Track-to-track links: ground agreement must be unique, continuity needs a short gap and a plausible move."""
+"""Track-to-track links: ground agreement between two people side by side is decided moment by moment,
+continuity needs a short gap and a plausible move."""
 
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ def test_two_people_side_by_side_are_told_apart_moment_by_moment():
     # An unwanted track is still a rival, resolved the same way.
     assert links_for(me, [near, far, beside], CONT, GEO, wanted={near.key, far.key}) == {
         ("c0", 10): AGREE, ("c0", 11): DISAGREE}
+    # Exactly as near, at every moment: a tie is nobody's, whichever order the tracks come in.
+    above, below = path("c0", 14, 0, 4, lambda t: 10.0), path("c0", 15, 0, 4, lambda t: -10.0)
+    assert links_for(me, [above, below], CONT, GEO) == links_for(me, [below, above], CONT, GEO) == {}
     # Nearer by turns, half the time each: no majority, no evidence for either.
     swapping = path("c0", 13, 0, 4, lambda t: -15.0 if t < 2 else -5.0)
     assert links_for(me, [near, swapping], CONT, GEO) == {}
