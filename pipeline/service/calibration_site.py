@@ -347,7 +347,8 @@ class CalibrationSite:
         if not isinstance(raw, dict):
             raw = {}
         cams = raw.get("cameras") if isinstance(raw.get("cameras"), list) else []
-        current = next((c.get("homography") for c in cams if isinstance(c, dict) and c.get("id") == camera_id), None)
+        entry = next((c for c in cams if isinstance(c, dict) and c.get("id") == camera_id), {})
+        current = entry.get("homography")
         where = self.config_path.name if self.config_path is not None else "the pipeline config"
         lines = f"cameras:\n  - id: {camera_id}\n    homography: {name}\n"
         if isinstance(current, str) and self.folder is not None and \
@@ -357,6 +358,9 @@ class CalibrationSite:
             note = f"In {where}, replace camera {camera_id}'s homography line with this one"
         else:
             note = f"In {where}, add the homography line to camera {camera_id}'s entry"
+        if entry.get("ground_offset") is not None:
+            note += (f"; camera {camera_id} also has ground_offset {entry['ground_offset']}, measured against its "
+                     "previous calibration: remove it and run python -m pipeline.site_check again")
         geometry = raw.get("geometry")
         if not geometry:
             lines += GEOMETRY_LINES

@@ -222,6 +222,19 @@ def test_save_refuses_to_replace_silently_and_writes_what_homography_load_reads(
     assert np.allclose([(p.u, p.v) for p in saved], C1_PIXELS)
     assert answer["config_lines"] == "cameras:\n  - id: c1\n    homography: homography-c1.txt\n"
     assert "already reads homography-c1.txt" in answer["config_note"]
+    assert "ground_offset" not in answer["config_note"]
+    # An offset measured against the previous calibration no longer fits the new one: the note says so.
+    config = folder / "cams.yaml"
+    text = config.read_text()
+    config.write_text(text.replace("homography: homography-c1.txt\n", "homography: homography-c1.txt\n"
+                                                                        "    ground_offset: [0.1, -0.05]\n"))
+    try:
+        status, answer = post_json(f"{url}/api/calibration/c1/save", points_body(
+            C1_PIXELS, ground_of(truth, C1_PIXELS), replace=True))
+    finally:
+        config.write_text(text)
+    assert status == 200 and "ground_offset [0.1, -0.05], measured against its previous calibration" in \
+        answer["config_note"], answer
     cams = {c["id"]: c for c in get_json(f"{url}/api/calibration")[1]["cameras"]}
     assert len(cams["c1"]["points"]) == 6 and cams["c1"]["file_exists"]
 
