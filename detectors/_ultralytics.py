@@ -15,8 +15,8 @@ os.environ.setdefault("YOLO_VERBOSE", "False")  # our logging reports what matte
 
 import ultralytics  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
-from ultralytics.trackers.bot_sort import BOTSORT  # noqa: E402
 from ultralytics.trackers.basetrack import TrackState as STrackState  # noqa: E402
+from ultralytics.trackers.bot_sort import BOTSORT  # noqa: E402
 from ultralytics.trackers.byte_tracker import BYTETracker, STrack  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG_DICT, IterableSimpleNamespace  # noqa: E402
 
