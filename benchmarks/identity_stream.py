@@ -200,8 +200,8 @@ def homographies() -> dict[str, Homography]:
     """Each camera's calibration: its view's, its ground moved to its place."""
     out = {}
     for cam, (view, _, place) in VIEWS.items():
-        h = next(c for c in SITE.cameras if c.id == view).ground().matrix  # ground_offset included
-        out[cam] = Homography(np.array([[1, 0, place * PLACE_OFFSET], [0, 1, 0], [0, 0, 1]]) @ h)
+        h = next(c for c in SITE.cameras if c.id == view).ground()  # ground_offset included
+        out[cam] = h.translated(place * PLACE_OFFSET, 0.0)
     return out
 
 

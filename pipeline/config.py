@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -128,10 +127,7 @@ class CameraConfig(_Section):
         if self.homography is None:
             return None
         h = Homography.load(self.homography)
-        if self.ground_offset is None:
-            return h
-        dx, dy = self.ground_offset
-        return Homography(np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]]) @ h.matrix)
+        return h if self.ground_offset is None else h.translated(*self.ground_offset)
 
 
 class DetectorConfig(_Section):

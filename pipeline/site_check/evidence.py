@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from reid.adapt.harvest import HarvestedTrack, Recording, unit
-from reid.identity.geometry import Homography
+from reid.identity.geometry import nearest_in_time
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,7 @@ def window_distances(a: HarvestedTrack, b: HarvestedTrack, max_dt_s: float = MAX
     tb, gb = ground_path(b)
     if not len(ta) or not len(tb) or ta[0] > tb[-1] + max_dt_s or tb[0] > ta[-1] + max_dt_s:
         return []
-    j = np.searchsorted(tb, ta)
-    if len(tb) > 1:
-        np.clip(j, 1, len(tb) - 1, out=j)
-        j -= np.abs(tb[j - 1] - ta) <= np.abs(tb[j] - ta)
-    else:
-        j = np.zeros(len(ta), np.int64)
-    close = np.abs(tb[j] - ta) <= max_dt_s
+    j, close = nearest_in_time(tb, ta, max_dt_s)
     t, at, step = ta[close], ga[close], gb[j[close]] - ga[close]
     d = np.linalg.norm(step, axis=1)
     if len(t) < min_moments:
@@ -165,13 +159,15 @@ class GroundEvidence:
 @dataclass(frozen=True)
 class ViewOffset:
     """How far camera ``b`` puts a person from where the reference camera ``a`` puts them: the median of the
-    same-person windows' shifts, over ``n`` windows, with its standard error (per axis)."""
+    same-person windows' shifts, over ``n`` windows, with its standard error (per axis), and those windows' median
+    distance."""
 
     a: str
     b: str
     shift: np.ndarray  # (dx, dy): b's position minus a's
     stderr: np.ndarray  # (dx, dy)
     n: int
+    distance: float
 
 
 def view_offsets(ground: GroundEvidence, below: float) -> list[ViewOffset]:
@@ -179,17 +175,18 @@ def view_offsets(ground: GroundEvidence, below: float) -> list[ViewOffset]:
     windows closer than ``below`` (different people's 5th percentile: the same-person mode, as the fit takes it).
     A median, so the few windows of two people that slip under ``below`` do not move it; its standard error is the
     median's (1.2533 sigma / sqrt(n), sigma from the median absolute deviation)."""
-    shifts: dict[tuple[str, str], list[np.ndarray]] = {}
+    same: dict[tuple[str, str], list[Window]] = {}
     for pair in ground.pairs:
-        shifts.setdefault(pair.cameras, []).extend(w.shift for w in ground.shared_floor(pair) if w.distance < below)
+        same.setdefault(pair.cameras, []).extend(w for w in ground.shared_floor(pair) if w.distance < below)
     out = []
-    for (a, b), rows in sorted(shifts.items()):
-        if not rows:
+    for (a, b), windows in sorted(same.items()):
+        if not windows:
             continue
-        x = np.asarray(rows, np.float64)
+        x = np.asarray([w.shift for w in windows], np.float64)
         med = np.median(x, axis=0)
         sigma = 1.4826 * np.median(np.abs(x - med), axis=0)
-        out.append(ViewOffset(a, b, med, 1.2533 * sigma / math.sqrt(len(x)), len(x)))
+        out.append(ViewOffset(a, b, med, 1.2533 * sigma / math.sqrt(len(x)), len(x),
+                              float(np.median([w.distance for w in windows]))))
     return out
 
 
@@ -204,9 +201,7 @@ def shifted(recordings: Sequence[Recording], by: Mapping[str, np.ndarray]) -> li
             if d is not None:
                 t = dataclasses.replace(t, ground=[(x + d[0], y + d[1]) for x, y in t.ground])
             tracks.append(t)
-        cams = {c: h if h is None or c not in by else
-                Homography(np.array([[1.0, 0.0, by[c][0]], [0.0, 1.0, by[c][1]], [0.0, 0.0, 1.0]]) @ h.matrix)
-                for c, h in r.cameras.items()}
+        cams = {c: h if h is None or c not in by else h.translated(*by[c]) for c, h in r.cameras.items()}
         out.append(dataclasses.replace(r, cameras=cams, tracks=tracks))
     return out
 

@@ -142,9 +142,7 @@ def suggest_offsets(ground: GroundEvidence, configured: Mapping[str, tuple[float
         if o.a != reference:
             continue
         correction = -o.shift
-        size, err = float(np.linalg.norm(o.shift)), float(np.linalg.norm(o.stderr))
-        typical = float(np.median([w.distance for p in ground.pairs if p.cameras == (o.a, o.b)
-                                   for w in ground.shared_floor(p) if w.distance < below]))
+        size, err, typical = float(np.linalg.norm(o.shift)), float(np.linalg.norm(o.stderr)), o.distance
         base = np.asarray(configured.get(o.b) or (0.0, 0.0), np.float64)
         seen = (f"{o.b}'s feet lie ({o.shift[0]:+.3g}, {o.shift[1]:+.3g}) from {o.a}'s, +- {err:.2g} (median of "
                 f"{o.n} same-person windows, whose median distance is {typical:.3g})")

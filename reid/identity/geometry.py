@@ -76,6 +76,10 @@ class Homography:
                 raise CalibrationError(f"homography file {path} is not a 3x3 table of numbers ({e})") from e
         return cls(value)
 
+    def translated(self, dx: float, dy: float) -> Homography:
+        """This calibration with ``(dx, dy)`` added to every ground position (a camera's ``ground_offset``)."""
+        return Homography(np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]]) @ self.matrix)
+
     def project_point(self, u: float, v: float) -> tuple[float, float] | None:
         """The ground position of one image point, or None beyond the horizon (:meth:`project` for one point,
         without array overhead: the tracker projects every sighting)."""
@@ -259,6 +263,18 @@ class GroundTrack(TimeWindow):
         return self.values
 
 
+def nearest_in_time(t: np.ndarray, at: np.ndarray, max_dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each time of ``at``, the index of the nearest time of ``t`` (sorted, not empty) and whether it lies within
+    ``max_dt_s``: one moment of two sighting sequences."""
+    if len(t) > 1:  # nearest of the two neighbours
+        j = np.searchsorted(t, at)
+        np.clip(j, 1, len(t) - 1, out=j)
+        j -= np.abs(t[j - 1] - at) <= np.abs(t[j] - at)
+    else:
+        j = np.zeros(len(at), np.int64)
+    return j, np.abs(t[j] - at) <= max_dt_s
+
+
 def co_visible_pairs(a: GroundTrack, b: GroundTrack, max_dt_s: float) -> tuple[np.ndarray, np.ndarray]:
     """The moments both tracks were seen (within ``max_dt_s``): the times of the shorter track's moments, in order,
     and the ground distance at each (a moment counts once: each of the shorter track's finds its nearest in the
@@ -280,13 +296,7 @@ def co_visible_pairs(a: GroundTrack, b: GroundTrack, max_dt_s: float) -> tuple[n
         return none
     if len(ta) > len(tb):
         ta, xa, tb, xb = tb, xb, ta, xa
-    if len(tb) > 1:  # nearest of the two neighbours
-        j = np.searchsorted(tb, ta)
-        np.clip(j, 1, len(tb) - 1, out=j)
-        j -= np.abs(tb[j - 1] - ta) <= np.abs(tb[j] - ta)
-    else:
-        j = np.zeros(len(ta), np.int64)
-    close = np.abs(tb[j] - ta) <= max_dt_s
+    j, close = nearest_in_time(tb, ta, max_dt_s)
     d = xa[close] - xb[j[close]]
     return ta[close], np.sqrt(np.einsum("ij,ij->i", d, d))
 

@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from reid.identity.geometry import AGREE, CONTINUES, DISAGREE, GeometryConfig, GroundTrack, judge
+from reid.identity.geometry import (
+    AGREE,
+    CONTINUES,
+    DISAGREE,
+    GeometryConfig,
+    GroundTrack,
+    judge,
+    nearest_in_time,
+)
 
 TrackKey = tuple[str, int]
 
@@ -142,11 +150,7 @@ def _positions_at(g: GroundTrack, ts: np.ndarray, max_dt_s: float) -> np.ndarray
     out = np.full((len(ts), 2), np.nan)
     if not len(g) or not len(ts):
         return out
-    t = g.ts
-    j = np.clip(np.searchsorted(t, ts), 1, len(t) - 1) if len(t) > 1 else np.zeros(len(ts), np.int64)
-    if len(t) > 1:
-        j -= np.abs(t[j - 1] - ts) <= np.abs(t[j] - ts)
-    close = np.abs(t[j] - ts) <= max_dt_s
+    j, close = nearest_in_time(g.ts, ts, max_dt_s)
     out[close] = g.xy[j[close]]
     return out
 

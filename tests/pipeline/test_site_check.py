@@ -6,7 +6,6 @@ warnings for a calibration made wrong on purpose; the Rayleigh fit; the CLI's er
 from __future__ import annotations
 
 import collections
-import copy
 import json
 import math
 import sys
@@ -20,6 +19,7 @@ from benchmarks.site_check_accuracy import GT_FPS, gt_distances
 from pipeline.config import load_config
 from pipeline.evaluate_mtmc import match_boxes, read_folder
 from pipeline.site_check.__main__ import main as site_check_main
+from pipeline.site_check.evidence import shifted
 from pipeline.site_check.report import check
 from pipeline.site_check.suggest import rayleigh_sigma
 from reid.adapt.harvest import harvest
@@ -76,14 +76,7 @@ def test_suggestions_separate_what_the_ground_truth_shows(crowd):
 
 def _shifted(recording, camera: str, dx: float, dy: float = 0.0):
     """The recording as a calibration off by ``(dx, dy)`` ground units in one camera would have measured it."""
-    moved = copy.copy(recording)
-    moved.tracks = []
-    for t in recording.tracks:
-        t = copy.copy(t)
-        if t.camera_id == camera:
-            t.ground = [(x + dx, y + dy) for x, y in t.ground]
-        moved.tracks.append(t)
-    return moved
+    return shifted([recording], {camera: np.array([dx, dy])})[0]
 
 
 def test_a_constant_shift_between_views_is_measured_and_corrected(crowd):
